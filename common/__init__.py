@@ -1,0 +1,1 @@
+"""What the proxy, the nodes and the client share: configuration, parsing, tokens, the store."""

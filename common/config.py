@@ -1,0 +1,113 @@
+"""Typed configuration read once at start-up.
+
+A setting comes from, in rising precedence: its default, the config file (INI, one section per
+role: ``[proxy]`` or ``[node]``), a ``PYARCHIVE_<NAME>`` environment variable, and the command
+line. Each role declares its settings as a frozen dataclass whose fields carry the parser and
+the help text, so ``etc/*.conf-sample`` and the code cannot drift apart (a test compares them).
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+_SIZE = re.compile(r"(\d+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_SECONDS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``64MiB``, ``64M``, ``1GiB`` or a plain number (binary units).
+
+    >>> parse_size("64MiB"), parse_size("1g"), parse_size("512")
+    (67108864, 1073741824, 512)
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    unit = (match[2] or "").upper()[:1]
+    return int(match[1]) * _UNITS[unit if unit != "B" else ""]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``24h``, ``30m``, ``10s``, ``250ms`` or a plain number of seconds.
+
+    >>> parse_duration("24h"), parse_duration("1.5s"), parse_duration("90")
+    (86400.0, 1.5, 90.0)
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match[1]) * _SECONDS[match[2] or ""]
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    """Declare one setting: its default, how to parse it from text, and what it means."""
+    return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
+
+
+T = TypeVar("T")
+
+
+def load(
+    cls: type[T],
+    section: str,
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from defaults, the file's ``[section]``, ``PYARCHIVE_*`` and overrides.
+
+    ``overrides`` holds already-typed values (from the command line); None values are ignored.
+    """
+    environ = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    raw: dict[str, tuple[str, str]] = {}
+    if config_file:
+        parser = configparser.ConfigParser(interpolation=None)
+        if not parser.read(config_file):
+            raise ConfigError(f"cannot read config file {config_file}")
+        if parser.has_section(section):
+            for key, value in parser.items(section):
+                name = key.replace("-", "_")
+                if name not in fields:
+                    raise ConfigError(f"{config_file}: unknown setting {key!r} in [{section}]")
+                raw[name] = (value, f"{config_file} [{section}] {key}")
+    for name in fields:
+        env_name = "PYARCHIVE_" + name.upper()
+        if env_name in environ:
+            raw[name] = (environ[env_name], env_name)
+    values: dict[str, Any] = {}
+    for name, (text, source) in raw.items():
+        try:
+            values[name] = fields[name].metadata["parse"](text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    return cls(**values)
+
+
+def describe(cls: type[Any]) -> list[tuple[str, Any, str]]:
+    """(name, default, help) for each setting, for the sample file and ``--help``."""
+    return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(cls)]

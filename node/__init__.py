@@ -1,0 +1,1 @@
+"""Storage nodes (next issue): health, rsync-received replicas, signed ranged downloads."""

@@ -1,0 +1,1 @@
+"""The proxy: the HTTP API, the upload engine, placement, replication and downloads."""

@@ -1,0 +1,271 @@
+"""The proxy's HTTP routes. Each parses the request, calls the domain, shapes the answer."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import IO, Any
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
+
+from common.contentrange import parse_content_range
+from common.errors import ApiError, NotFound
+from common.fileserve import serve_file
+from common.tokens import TokenClaims
+from proxy import docs_page, openapi
+from proxy.accounts import Accounts
+from proxy.files import FileService
+from proxy.inputs import chunk_input, header, query, small_fields
+from proxy.staging import StagingArea
+from proxy.uploads import SpooledChunk, UploadEngine
+from proxy.views import file_json, file_page_json, upload_json
+
+log = Logger()
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+_CHUNK_FIELDS = {"filename", "parent"}
+
+
+def respond(request: IRequest, status: int, data: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader("Content-Type", "application/json")
+    request.setHeader("Cache-Control", "no-store")
+    return json.dumps(data).encode("utf-8")
+
+
+class ProxyApp:
+    app = Klein()
+
+    def __init__(
+        self,
+        *,
+        accounts: Accounts,
+        uploads: UploadEngine,
+        files: FileService,
+        staging: StagingArea,
+        threads: IReactorThreads,
+        pool: ThreadPool,
+        public_url: str = "",
+    ) -> None:
+        self._accounts = accounts
+        self._uploads = uploads
+        self._files = files
+        self._staging = staging
+        self._threads = threads
+        self._pool = pool
+        self._public_url = public_url.rstrip("/")
+
+    # -- helpers
+
+    def _base_url(self, request: IRequest) -> str:
+        if self._public_url:
+            return self._public_url
+        scheme = "https" if request.isSecure() else "http"
+        host = header(request, "host") or ""
+        if not _HOST.fullmatch(host):
+            address = request.getHost()
+            host = f"{address.host}:{address.port}"
+        return f"{scheme}://{host}"
+
+    def _caller(self, request: IRequest) -> TokenClaims:
+        return self._accounts.authenticate(header(request, "authorization"))
+
+    def _spool(self) -> IO[bytes]:
+        return self._staging.spool_file(256 * 1024)
+
+    async def _fields(self, request: IRequest, allowed: set[str]) -> dict[str, Any]:
+        return await small_fields(request, allowed, self._threads, self._pool, self._spool)
+
+    # -- errors
+
+    @app.handle_errors(ApiError)
+    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, ApiError)
+        if error.status == 401:
+            request.setHeader("WWW-Authenticate", 'JWT realm="api"')
+        return respond(request, error.status, error.body())
+
+    @app.handle_errors(HTTPException)
+    def _routing_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, HTTPException)
+        status = error.code or 500
+        if status in {301, 302, 307, 308}:
+            return error.get_response().get_data()  # type: ignore[no-any-return]
+        return respond(request, status, {"detail": error.name})
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: IRequest, failure: Failure) -> bytes:
+        log.failure(
+            "unhandled error in {method} {uri}", failure, method=request.method, uri=request.uri
+        )
+        return respond(request, 500, {"detail": "Internal server error"})
+
+    # -- service
+
+    @app.route("/health", methods=["GET"])
+    def health(self, request: IRequest) -> bytes:
+        return respond(request, 200, {"status": "ok"})
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi_json(self, request: IRequest) -> bytes:
+        return respond(request, 200, openapi.openapi_spec(self._base_url(request)))
+
+    @app.route("/docs/redoc/", methods=["GET"])
+    def redoc(self, request: IRequest) -> bytes:
+        request.setHeader("Content-Type", "text/html; charset=utf-8")
+        return docs_page.redoc_html()
+
+    @app.route("/docs/redoc/redoc.standalone.js", methods=["GET"])
+    def redoc_asset(self, request: IRequest) -> bytes:
+        path = docs_page.redoc_asset_path()
+        if path is None:
+            raise NotFound("ReDoc is not installed here; run scripts/fetch-assets")
+        request.setHeader("Content-Type", "application/javascript")
+        request.setHeader("Cache-Control", "public, max-age=86400")
+        return path.read_bytes()
+
+    # -- accounts
+
+    @app.route("/api/auth/register", methods=["POST"])
+    async def register(self, request: IRequest) -> bytes:
+        user = await self._accounts.register(
+            await self._fields(request, {"username", "password", "email"})
+        )
+        body = {
+            "id": user.id,
+            "username": user.username,
+            "email": user.email,
+            "is_staff": user.is_staff,
+        }
+        return respond(request, 201, body)
+
+    @app.route("/api-token-auth/", methods=["POST"])
+    async def token(self, request: IRequest) -> bytes:
+        token = await self._accounts.login(await self._fields(request, {"username", "password"}))
+        return respond(request, 200, {"token": token})
+
+    # -- uploads
+
+    @app.route("/storage/tmp-upload/", methods=["PUT"])
+    async def start_upload(self, request: IRequest) -> bytes:
+        caller = self._caller(request)
+        chunk = parse_content_range(header(request, "content-range"))
+        fields, body, spool = await chunk_input(
+            request, _CHUNK_FIELDS, self._threads, self._pool, self._spool
+        )
+        try:
+            upload = await self._uploads.start(
+                caller.user_id,
+                fields.get("filename", ""),
+                fields.get("parent") or None,
+                chunk,
+                body,
+            )
+        finally:
+            if spool is not None:
+                spool.close()
+        return respond(request, 200, upload_json(upload, self._base_url(request)))
+
+    @app.route("/storage/tmp-upload/", methods=["POST"])
+    async def whole_upload(self, request: IRequest) -> bytes:
+        caller = self._caller(request)
+        fields, body, spool = await chunk_input(
+            request, _CHUNK_FIELDS | {"md5"}, self._threads, self._pool, self._spool
+        )
+        try:
+            assert isinstance(body, SpooledChunk)  # only PUT chunks are written in place
+            upload = await self._uploads.upload_whole(
+                caller.user_id,
+                fields.get("filename", ""),
+                fields.get("parent") or None,
+                body,
+                fields.get("md5"),
+            )
+        finally:
+            if spool is not None:
+                spool.close()
+        return respond(request, 200, upload_json(upload, self._base_url(request)))
+
+    @app.route("/storage/tmp-upload/<upload_id>/", methods=["PUT"])
+    async def append_chunk(self, request: IRequest, upload_id: str) -> bytes:
+        caller = self._caller(request)
+        chunk = parse_content_range(header(request, "content-range"))
+        _, body, spool = await chunk_input(
+            request, _CHUNK_FIELDS, self._threads, self._pool, self._spool
+        )
+        try:
+            upload = await self._uploads.append(caller.user_id, upload_id, chunk, body)
+        finally:
+            if spool is not None:
+                spool.close()
+        return respond(request, 200, upload_json(upload, self._base_url(request)))
+
+    @app.route("/storage/tmp-upload/<upload_id>/", methods=["GET"])
+    async def upload_status(self, request: IRequest, upload_id: str) -> bytes:
+        caller = self._caller(request)
+        upload = await self._uploads.status(caller.user_id, upload_id)
+        return respond(request, 200, upload_json(upload, self._base_url(request)))
+
+    @app.route("/storage/tmp-upload/<upload_id>/", methods=["POST"])
+    async def complete_upload(self, request: IRequest, upload_id: str) -> bytes:
+        caller = self._caller(request)
+        fields = await self._fields(request, {"md5"})
+        upload = await self._uploads.complete(caller.user_id, upload_id, fields.get("md5"))
+        return respond(request, 200, upload_json(upload, self._base_url(request)))
+
+    @app.route("/storage/tmp-upload/<upload_id>/", methods=["DELETE"])
+    async def abort_upload(self, request: IRequest, upload_id: str) -> bytes:
+        caller = self._caller(request)
+        await self._uploads.abort(caller.user_id, upload_id)
+        request.setResponseCode(204)
+        return b""
+
+    # -- files
+
+    @app.route("/storage/files/", methods=["GET"])
+    async def list_files(self, request: IRequest) -> bytes:
+        caller = self._caller(request)
+        page = query(request, {"page"}).get("page")
+        count, where, files = await self._files.page(caller.user_id, page)
+        return respond(request, 200, file_page_json(count, where, files, self._base_url(request)))
+
+    @app.route("/storage/files/<file_id>/", methods=["GET"])
+    async def file_detail(self, request: IRequest, file_id: str) -> bytes:
+        caller = self._caller(request)
+        found = await self._files.get(caller.user_id, file_id)
+        return respond(request, 200, file_json(found, self._base_url(request)))
+
+    @app.route("/storage/files/<file_id>/", methods=["DELETE"])
+    async def delete_file(self, request: IRequest, file_id: str) -> bytes:
+        caller = self._caller(request)
+        await self._files.delete(caller.user_id, file_id)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/storage/files/<file_id>/rollback/", methods=["POST"])
+    async def rollback(self, request: IRequest, file_id: str) -> bytes:
+        caller = self._caller(request)
+        fields = await self._fields(request, {"version"})
+        found = await self._files.rollback(caller.user_id, file_id, fields.get("version"))
+        return respond(request, 200, file_json(found, self._base_url(request)))
+
+    @app.route("/storage/download/<file_id>/", methods=["GET", "HEAD"])
+    async def download(self, request: IRequest, file_id: str) -> Any:
+        caller = self._caller(request)
+        version = query(request, {"version"}).get("version")
+        stored, chosen, path = await self._files.for_download(caller.user_id, file_id, version)
+        return await serve_file(
+            request,
+            str(path),
+            size=chosen.blob.size,
+            etag=f'"{chosen.blob.sha256}"',
+            last_modified=chosen.created_at,
+            filename=stored.filename,
+        )

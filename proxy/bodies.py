@@ -1,0 +1,348 @@
+"""Where request bodies go while they arrive.
+
+Twisted hands a request's body to ``request.content`` piece by piece before any resource runs.
+Most bodies go to a bounded spool (memory, then a temporary file). The upload fast path is
+different: a raw chunk that starts at the offset this process knows is acknowledged is written
+straight into the upload's staging file at that offset by a worker thread while it arrives,
+and md5/sha256 are updated on two worker threads at the same time, so by the time the last
+byte is in, the data is written, mostly flushed, and hashed. Nothing is acknowledged here: the
+upload engine checks the chunk under the upload's lock, fsyncs, and only then moves the offset.
+Bytes written past the acknowledged offset by a chunk that is then refused are not part of the
+upload; the next chunk overwrites them and completion truncates them.
+
+Memory stays bounded: at most ``_MAX_IN_FLIGHT`` bytes wait for the workers before the
+connection is paused (TCP back-pressure), whatever the chunk or file size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import IO, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.python.threadpool import ThreadPool
+
+from proxy.progress import HashState
+
+DIRECT_ALIGN = 4096  # O_DIRECT needs buffer address, file offset and length aligned to this
+_BATCH = 512 * 1024  # hand bytes to the workers in buffers of this size
+_MAX_IN_FLIGHT = 4 << 20  # pause the connection above this many unprocessed bytes
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)`` from libc, if there is one.
+
+    It starts write-back of what was just written without waiting, so the fsync that makes a
+    chunk durable has little left to do. The standard library does not expose it.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        function = ctypes.CDLL(name, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        function(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; errors only lose a hint
+
+    return start_writeback
+
+
+_start_writeback = _load_sync_file_range()
+
+
+class SerialLane:
+    """Runs submitted calls one after another, in order, on a shared thread pool."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self._pool = pool
+        self._tasks: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._tasks.append((fn, args))
+            if self._running:
+                return
+            self._running = True
+        self._pool.callInThread(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._tasks:
+                    self._running = False
+                    return
+                fn, args = self._tasks.popleft()
+            fn(*args)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class SpoolBody:
+    """A bounded spool for any request body (``request.content`` for Twisted)."""
+
+    def __init__(self, spool: IO[bytes], limit: int) -> None:
+        self._spool = spool
+        self._limit = limit
+        self.size = 0
+        self.too_large = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._limit:
+            self.too_large = True  # keep counting, stop storing; the route answers 413
+            return
+        self._spool.write(data)
+
+    def file(self) -> IO[bytes]:
+        if self.too_large:
+            raise BodyTooLarge()
+        return self._spool
+
+    def read(self, size: int = -1) -> bytes:
+        return self._spool.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._spool.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+class BufferPool:
+    """Reusable page-aligned buffers (anonymous mmaps), so the fast path neither allocates
+    fresh memory for each piece nor breaks O_DIRECT's alignment rules. Only the reactor
+    thread takes and returns them."""
+
+    default_size = _BATCH
+
+    def __init__(self, size: int = _BATCH, keep: int = 32) -> None:
+        assert size % DIRECT_ALIGN == 0
+        self.size = size
+        self._keep = keep
+        self._free: list[mmap.mmap] = []
+
+    def take(self) -> mmap.mmap:
+        return self._free.pop() if self._free else mmap.mmap(-1, self.size)
+
+    def give(self, buffer: mmap.mmap) -> None:
+        if len(self._free) < self._keep:
+            self._free.append(buffer)
+
+
+class PlacedChunk:
+    """A raw chunk written in place into an upload's staging file as it arrives.
+
+    Arriving pieces are copied into a pooled buffer; each full buffer goes to two serial
+    lanes on the I/O pool: one ``pwrite``s it at its offset and updates sha256, the other
+    updates md5. The buffer returns to the pool when both are done with it.
+
+    Aligned buffers are written with O_DIRECT when ``direct_fd`` is given: straight to the
+    disk, without filling the page cache. On this kind of VM, fresh page-cache pages cost a
+    host page fault each (see shared/bench/README.md), which made buffered writes the
+    slowest step of an upload; O_DIRECT writes ran at the disk's speed for a fraction of the
+    CPU. The unaligned tail, and any filesystem that refuses O_DIRECT, use ``fd``.
+    """
+
+    def __init__(
+        self,
+        *,
+        reactor: IReactorThreads,
+        pool: ThreadPool,
+        buffers: BufferPool,
+        fd: int,
+        direct_fd: int | None,
+        upload_id: str,
+        start: int,
+        limit: int,
+        hashes: HashState | None,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        on_closed: Callable[[PlacedChunk], None],
+    ) -> None:
+        self._reactor = reactor
+        self._buffers = buffers
+        self._fd = fd
+        self._direct_fd = direct_fd
+        self.upload_id = upload_id
+        self.start = start
+        self._limit = limit
+        self.hashes = hashes
+        self._pause, self._resume = pause, resume
+        self._on_closed = on_closed
+        self._write_lane = SerialLane(pool)
+        self._md5_lane = SerialLane(pool) if hashes is not None else None
+        self._buffer: mmap.mmap | None = None
+        self._fill = 0
+        self._write_offset = start
+        self._queued = 0  # bytes handed to the lanes and not yet done with
+        self._users: dict[int, int] = {}  # id(buffer) -> lanes still using it
+        self._paused = False
+        self._receiving = True
+        self._closed = False
+        self._drained: list[Deferred[None]] = []
+        self.size = 0
+        self.too_large = False
+        self.error: OSError | None = None
+        # Set by the upload engine when it takes the chunk over; from then on the engine,
+        # not the end of the request, releases the upload's claim.
+        self.handed_over = False
+
+    # -- the file-like side Twisted uses (reactor thread)
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._limit:
+            self.too_large = True
+            return
+        view = memoryview(data)
+        while view:
+            if self._buffer is None:
+                self._buffer = self._buffers.take()
+                self._fill = 0
+            room = len(self._buffer) - self._fill
+            piece = view[:room]
+            self._buffer[self._fill : self._fill + len(piece)] = piece
+            self._fill += len(piece)
+            view = view[len(piece) :]
+            if self._fill == len(self._buffer):
+                self._dispatch()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return self.size
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        """Called by Twisted when the request is done or the connection is lost."""
+        if not self._closed:
+            self._closed = True
+            self.body_finished()
+            self.drained().addBoth(self._close_file)
+
+    def _close_file(self, _: object) -> None:
+        os.close(self._fd)
+        if self._direct_fd is not None:
+            os.close(self._direct_fd)
+        self._on_closed(self)
+
+    # -- progress of the workers
+
+    def body_finished(self) -> None:
+        """The last byte arrived (or never will): send what is left to the workers."""
+        self._receiving = False
+        if self._buffer is not None and self._fill and not self.too_large:
+            self._dispatch()
+        elif self._buffer is not None:
+            self._buffers.give(self._buffer)
+            self._buffer = None
+
+    def drained(self) -> Deferred[None]:
+        """Fires when every received byte has been written and hashed."""
+        done: Deferred[None] = Deferred()
+        if self._queued == 0:
+            done.callback(None)
+        else:
+            self._drained.append(done)
+        return done
+
+    def final_hashes(self) -> HashState | None:
+        """The running hashes after this chunk, once drained; None if there were none."""
+        if self.hashes is None or self.error is not None or self.too_large:
+            return None
+        self.hashes.offset = self.start + self.size
+        return self.hashes
+
+    def _dispatch(self) -> None:
+        assert self._buffer is not None
+        buffer, length = self._buffer, self._fill
+        self._buffer, self._fill = None, 0
+        offset = self._write_offset
+        self._write_offset += length
+        view = memoryview(buffer)[:length]
+        lanes = 2 if self._md5_lane is not None else 1
+        self._users[id(buffer)] = lanes
+        self._queued += length * lanes
+        self._write_lane.submit(self._write, buffer, view, offset)
+        if self._md5_lane is not None:
+            self._md5_lane.submit(self._md5, buffer, view)
+        if self._queued > _MAX_IN_FLIGHT and self._receiving and not self._paused:
+            self._paused = True
+            self._pause()
+
+    def _done(self, buffer: mmap.mmap, length: int) -> None:
+        self._queued -= length
+        self._users[id(buffer)] -= 1
+        if not self._users[id(buffer)]:
+            del self._users[id(buffer)]
+            self._buffers.give(buffer)
+        if self._paused and self._queued <= _MAX_IN_FLIGHT // 2:
+            self._paused = False
+            if self._receiving:
+                self._resume()
+        if self._queued == 0:
+            waiting, self._drained = self._drained, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    # -- worker threads
+
+    def _write(self, buffer: mmap.mmap, view: memoryview, offset: int) -> None:
+        try:
+            if self.error is None:
+                if not self._write_direct(view, offset):
+                    _pwrite_all(self._fd, view, offset)
+                    if _start_writeback is not None:
+                        _start_writeback(self._fd, offset, len(view))
+                if self.hashes is not None:
+                    self.hashes.sha256.update(view)
+        except OSError as exc:
+            self.error = exc
+        finally:
+            self._reactor.callFromThread(self._done, buffer, len(view))
+
+    def _write_direct(self, view: memoryview, offset: int) -> bool:
+        if self._direct_fd is None or len(view) % DIRECT_ALIGN or offset % DIRECT_ALIGN:
+            return False
+        try:
+            _pwrite_all(self._direct_fd, view, offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return False  # this filesystem or offset will not take it: write buffered
+        return True
+
+    def _md5(self, buffer: mmap.mmap, view: memoryview) -> None:
+        try:
+            assert self.hashes is not None
+            self.hashes.md5.update(view)
+        finally:
+            self._reactor.callFromThread(self._done, buffer, len(view))
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        offset += written
+        view = view[written:]

@@ -1,0 +1,142 @@
+"""``pyarchive-proxy``: run the proxy, or administer its database."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from typing import Any
+
+import click
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from common.config import ConfigError, describe, load
+from common.db import DatabaseUrlError
+from proxy.config import ProxyConfig
+
+
+def _config(ctx: click.Context) -> ProxyConfig:
+    options = ctx.obj
+    try:
+        return load(
+            ProxyConfig,
+            "proxy",
+            config_file=options.pop("config_file"),
+            overrides=options,
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(invoke_without_command=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="INI file.")
+@click.option("--data-dir", help="Staging area, stored files and secret (default ./var/proxy).")
+@click.option("--listen", help="Twisted endpoint string (default tcp:8000:interface=127.0.0.1).")
+@click.option("--database", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB.")
+@click.pass_context
+def main(ctx: click.Context, **options: Any) -> None:
+    """The PyArchive proxy. Without a command it serves the HTTP API until stopped."""
+    ctx.obj = options
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve)
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Serve the HTTP API (the default command); stops cleanly on SIGINT/SIGTERM."""
+    from twisted.internet import reactor
+
+    from proxy.service import build_proxy
+
+    config = _config(ctx)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    try:
+        proxy = build_proxy(config, reactor)
+    except (DatabaseUrlError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def start() -> None:
+        try:
+            port = await proxy.start()
+        except Exception as exc:
+            print(f"pyarchive-proxy: cannot start: {exc}", file=sys.stderr, flush=True)
+            reactor.stop()  # type: ignore[attr-defined]
+            os._exit(1)
+        address = port.getHost()
+        print(f"pyarchive-proxy serving on {address.host}:{address.port}", flush=True)
+
+    reactor.callWhenRunning(lambda: ensureDeferred(start()))  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+        "before", "shutdown", lambda: ensureDeferred(proxy.stop())
+    )
+    reactor.run()  # type: ignore[attr-defined]
+
+
+@main.command("create-admin")
+@click.argument("username")
+@click.pass_context
+def create_admin(ctx: click.Context, username: str) -> None:
+    """Create USERNAME as staff, or make it staff with a new password.
+
+    The password comes from $PYARCHIVE_ADMIN_PASSWORD, or is asked for.
+    """
+    from twisted.internet import task
+
+    from common.errors import ApiError
+    from proxy.accounts import Accounts
+    from proxy.migrations import migrate
+    from proxy.service import load_secret, open_database
+
+    config = _config(ctx)
+    password = os.environ.get("PYARCHIVE_ADMIN_PASSWORD") or getpass.getpass(
+        f"Password for {username}: "
+    )
+    os.makedirs(config.data_dir, exist_ok=True)
+
+    async def run(reactor: Any) -> None:
+        db = open_database(config)
+        try:
+            await db.run(migrate)
+            accounts = Accounts(
+                db=db,
+                clock=reactor,
+                secret=load_secret(config),
+                token_lifetime=config.token_lifetime,
+            )
+            user, created = await accounts.set_staff(username, password)
+        except ApiError as exc:
+            print(f"pyarchive-proxy: {exc.detail}", file=sys.stderr)
+            raise SystemExit(2) from None
+        finally:
+            db.close()
+        print(f"{'created' if created else 'updated'} staff user {user.username}")
+
+    try:
+        task.react(lambda reactor: ensureDeferred(run(reactor)))
+    except SystemExit as exit_:
+        if exit_.code:
+            raise click.ClickException("could not create the user (see above)") from None
+
+
+@main.command("print-config-sample")
+def print_config_sample() -> None:
+    """Print every setting with its default and meaning (the source of etc/proxy.conf-sample)."""
+    click.echo(config_sample())
+
+
+def config_sample() -> str:
+    lines = [
+        "# PyArchive proxy settings. Every setting can also be given as an environment",
+        "# variable PYARCHIVE_<NAME> (e.g. PYARCHIVE_MAX_CHUNK_SIZE=32MiB) or on the command",
+        "# line where a flag exists (--data-dir, --listen, --database); the command line wins,",
+        "# then the environment, then this file. Sizes take KiB/MiB/GiB, durations s/m/h/d.",
+        "",
+        "[proxy]",
+    ]
+    for name, default, help_text in describe(ProxyConfig):
+        lines.append(f"# {help_text}")
+        lines.append(f"# {name} = {default}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

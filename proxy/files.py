@@ -1,0 +1,127 @@
+"""Stored files: listing, versions, rollback, deletion, and what a download serves."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.internet.interfaces import IReactorTime
+
+from common.db import Database, Txn
+from common.errors import BadRequest, NotFound
+from proxy import store
+from proxy.staging import StagingArea
+from proxy.store import StoredFile, Version
+
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    offset: int
+    has_next: bool
+    has_previous: bool
+
+
+def paginate(count: int, page: str | None, page_size: int) -> Page:
+    """Which slice a ``?page=`` asks for; the first page always exists, even when empty.
+
+    >>> paginate(45, "3", 20)
+    Page(number=3, offset=40, has_next=False, has_previous=True)
+    >>> paginate(0, None, 20)
+    Page(number=1, offset=0, has_next=False, has_previous=False)
+    """
+    if page is None or page == "":
+        number = 1
+    elif page.isdigit() and len(page) < 10:
+        number = int(page)
+    else:
+        raise NotFound("Invalid page.")
+    pages = max(1, math.ceil(count / page_size))
+    if number < 1 or number > pages:
+        raise NotFound("Invalid page.")
+    return Page(number, (number - 1) * page_size, number < pages, number > 1)
+
+
+def validate_file_id(file_id: str) -> str:
+    if not _FILE_ID.fullmatch(file_id):
+        raise NotFound("File not found")
+    return file_id
+
+
+def parse_version(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isdigit() and len(value) < 10:
+        number = int(value)
+    else:
+        raise BadRequest("version must be a positive whole number", field="version")
+    if number < 1:
+        raise BadRequest("version must be a positive whole number", field="version")
+    return number
+
+
+class FileService:
+    def __init__(
+        self, *, db: Database, staging: StagingArea, clock: IReactorTime, page_size: int
+    ) -> None:
+        self._db = db
+        self._staging = staging
+        self._clock = clock
+        self.page_size = page_size
+
+    async def page(self, user_id: int, page: str | None) -> tuple[int, Page, list[StoredFile]]:
+        count, _ = await self._db.run(store.list_files, user_id, 0, 0)
+        where = paginate(count, page, self.page_size)
+        count, files = await self._db.run(store.list_files, user_id, self.page_size, where.offset)
+        return count, where, files
+
+    async def get(self, user_id: int, file_id: str) -> StoredFile:
+        found = await self._db.run(store.get_file, validate_file_id(file_id), user_id)
+        if found is None:
+            raise NotFound("File not found")
+        return found
+
+    async def delete(self, user_id: int, file_id: str) -> None:
+        orphans = await self._db.run(self._delete_txn, user_id, validate_file_id(file_id))
+        for sha256 in orphans:
+            self._staging.remove_blob(sha256)
+
+    @staticmethod
+    def _delete_txn(txn: Txn, user_id: int, file_id: str) -> list[str]:
+        if store.get_file(txn, file_id, user_id, lock=True) is None:
+            raise NotFound("File not found")
+        return store.delete_file(txn, file_id)
+
+    async def rollback(self, user_id: int, file_id: str, number: object) -> StoredFile:
+        wanted = parse_version(number)
+        if wanted is None:
+            raise BadRequest("version is required", field="version")
+        await self._db.run(
+            self._rollback_txn, user_id, validate_file_id(file_id), wanted, self._clock.seconds()
+        )
+        return await self.get(user_id, file_id)
+
+    @staticmethod
+    def _rollback_txn(txn: Txn, user_id: int, file_id: str, number: int, now: float) -> None:
+        found = store.get_file(txn, file_id, user_id, lock=True)
+        if found is None:
+            raise NotFound("File not found")
+        version = found.version(number)
+        if version is None:
+            raise NotFound(f"File has no version {number}", field="version")
+        store.add_version(txn, user_id, file_id, "", version.filename, version.blob, now)
+
+    async def for_download(
+        self, user_id: int, file_id: str, number: object
+    ) -> tuple[StoredFile, Version, Path]:
+        found = await self.get(user_id, file_id)
+        version = found.version(parse_version(number))
+        if version is None:
+            raise NotFound("File has no such version", field="version")
+        return found, version, self._staging.blob_path(version.blob.sha256)

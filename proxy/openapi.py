@@ -1,0 +1,712 @@
+"""The OpenAPI 3.1 description of the proxy's HTTP API.
+
+``openapi_spec`` builds the document the proxy serves at ``/openapi.json`` and ReDoc renders at
+``/docs/redoc/``. ``ROUTES`` lists the same operations by hand rather than being read off the
+document, so that a test can hold the spec, the list and the Klein app's routes against each
+other: a route added in one place and forgotten in another fails a test instead of going
+undocumented.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+Json = dict[str, Any]
+
+API_VERSION = "1.0.0"
+
+ROUTES: list[tuple[str, str]] = [
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs/redoc/"),
+    ("GET", "/docs/redoc/redoc.standalone.js"),
+    ("POST", "/api/auth/register"),
+    ("POST", "/api-token-auth/"),
+    ("PUT", "/storage/tmp-upload/"),
+    ("POST", "/storage/tmp-upload/"),
+    ("GET", "/storage/tmp-upload/{upload_id}/"),
+    ("PUT", "/storage/tmp-upload/{upload_id}/"),
+    ("POST", "/storage/tmp-upload/{upload_id}/"),
+    ("DELETE", "/storage/tmp-upload/{upload_id}/"),
+    ("GET", "/storage/files/"),
+    ("GET", "/storage/files/{file_id}/"),
+    ("DELETE", "/storage/files/{file_id}/"),
+    ("POST", "/storage/files/{file_id}/rollback/"),
+    ("GET", "/storage/download/{file_id}/"),
+]
+
+_SECURITY_SCHEME = "jwt"
+
+_DESCRIPTION = """\
+PyArchive keeps large files in three places at once: storage nodes on the local network, an
+S3-compatible bucket, and the client's own disk until the upload is confirmed.
+
+Uploads are resumable. `PUT` the first chunk to `/storage/tmp-upload/` with a `Content-Range`
+header, `PUT` each next chunk to the `url` the answer gives, then `POST` the whole file's `md5`
+to that `url`. After a dropped connection, `GET` the `url`: its `offset` is where to resume.
+A small file can go in one `POST /storage/tmp-upload/` with its `md5`.
+
+Log in with `POST /api-token-auth/` and send the token as `Authorization: JWT <token>`
+(`Bearer <token>` works too).
+
+Every error is JSON: `{"detail": "what went wrong"}`, sometimes with more fields (`offset`,
+`field`).
+"""
+
+
+def openapi_spec(server_url: str) -> Json:
+    """The API description for a proxy reachable at ``server_url``.
+
+    The result is a fresh tree of plain JSON values on every call (built, then copied through
+    ``json``), so callers may change it and ``json.dumps`` it without surprises.
+    """
+    spec: Json = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "PyArchive",
+            "version": API_VERSION,
+            "description": _DESCRIPTION,
+        },
+        "servers": [{"url": server_url}],
+        "security": [{_SECURITY_SCHEME: []}],
+        "tags": [
+            {"name": "auth", "description": "Accounts and login tokens."},
+            {"name": "uploads", "description": "Resumable, chunked uploads."},
+            {"name": "files", "description": "Stored files, their versions and downloads."},
+            {"name": "service", "description": "Health and this documentation."},
+        ],
+        "paths": {**_service_paths(), **_auth_paths(), **_upload_paths(), **_file_paths()},
+        "components": {
+            "schemas": _schemas(),
+            "parameters": _parameters(),
+            "headers": _headers(),
+            "responses": {"Unauthorized": _error("Missing, malformed or expired token.")},
+            "securitySchemes": {
+                _SECURITY_SCHEME: {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "`JWT <token>` or `Bearer <token>`, with the token from "
+                    "`POST /api-token-auth/`.",
+                }
+            },
+        },
+    }
+    copied: Json = json.loads(json.dumps(spec))
+    return copied
+
+
+# ---------------------------------------------------------------- small builders
+
+
+def _ref(name: str, kind: str = "schemas") -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _json(schema: Json) -> Json:
+    return {"application/json": {"schema": schema}}
+
+
+def _ok(description: str, schema: Json, **headers: Json) -> Json:
+    response: Json = {"description": description, "content": _json(schema)}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _error(description: str, **examples: Json) -> Json:
+    content: Json = {"schema": _ref("Error")}
+    if examples:
+        content["examples"] = {name: {"value": value} for name, value in examples.items()}
+    return {"description": description, "content": {"application/json": content}}
+
+
+def _op(
+    op_id: str,
+    tag: str,
+    summary: str,
+    responses: Json,
+    *,
+    description: str = "",
+    parameters: list[Json] | None = None,
+    body: Json | None = None,
+    public: bool = False,
+) -> Json:
+    """One operation; unless ``public``, it needs a token and may answer 401."""
+    op: Json = {"operationId": op_id, "tags": [tag], "summary": summary}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = body
+        responses = {**responses, "415": _error("The body's Content-Type is not one listed.")}
+    if public:
+        op["security"] = []
+    else:
+        responses = {**responses, "401": _ref("Unauthorized", "responses")}
+    op["responses"] = responses
+    return op
+
+
+_ID: Json = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "32 hex digits."}
+_NULLABLE_ID: Json = {**_ID, "type": ["string", "null"]}
+_TIME: Json = {"type": "string", "format": "date-time"}
+_BINARY: Json = {
+    "type": "string",
+    "format": "binary",
+    "contentMediaType": "application/octet-stream",
+}
+_MD5: Json = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$", "description": "Hex md5."}
+_SHA256: Json = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "Hex sha256."}
+_SIZE: Json = {"type": "integer", "minimum": 0, "description": "Bytes."}
+
+
+def _obj(properties: Json, required: list[str] | None = None, **extra: Any) -> Json:
+    schema: Json = {"type": "object", "properties": properties, **extra}
+    schema["required"] = list(properties) if required is None else required
+    return schema
+
+
+# ---------------------------------------------------------------- components
+
+
+def _schemas() -> Json:
+    return {
+        "Error": _obj(
+            {"detail": {"type": "string", "description": "What went wrong, for people."}},
+            additionalProperties=True,
+            description="Every error answer. Some carry more fields: a refused chunk carries "
+            "`offset` (the bytes the server holds), a refused form field names it in `field`.",
+        ),
+        "Health": _obj({"status": {"type": "string", "const": "ok"}}),
+        "Registration": _obj(
+            {
+                "username": {"type": "string", "minLength": 1},
+                "password": {
+                    "type": "string",
+                    "description": "Refused when too short, entirely numeric, made of too few "
+                    "different characters, or containing the username.",
+                },
+                "email": {"type": "string", "format": "email"},
+            },
+            ["username", "password"],
+        ),
+        "User": _obj(
+            {
+                "id": {"type": "integer"},
+                "username": {"type": "string"},
+                "email": {"type": "string", "description": "Empty when none was given."},
+                "is_staff": {"type": "boolean"},
+            }
+        ),
+        "Credentials": _obj({"username": {"type": "string"}, "password": {"type": "string"}}),
+        "Token": _obj({"token": {"type": "string", "description": "A signed JWT."}}),
+        "Upload": _upload_schema(),
+        "ChunkForm": _obj(
+            {
+                "file": {**_BINARY, "description": "This chunk's bytes."},
+                "filename": {"type": "string", "description": "Required with the first chunk."},
+                "parent": {**_ID, "description": "File this upload becomes a new version of."},
+            },
+            ["file"],
+        ),
+        "WholeFileForm": _obj(
+            {
+                "file": {**_BINARY, "description": "The whole file."},
+                "filename": {"type": "string"},
+                "md5": _MD5,
+                "parent": {**_ID, "description": "File this upload becomes a new version of."},
+            },
+            ["file", "filename", "md5"],
+        ),
+        "Completion": _obj({"md5": {**_MD5, "description": "Hex md5 of the whole file."}}),
+        "Version": _obj(
+            {
+                "number": {"type": "integer", "minimum": 1},
+                "size": _SIZE,
+                "md5": _MD5,
+                "sha256": _SHA256,
+                "created_at": _TIME,
+                "filename": {"type": "string", "description": "The name it was uploaded as."},
+                "download_url": {"type": "string", "format": "uri"},
+            },
+            ["number", "size", "md5", "sha256", "created_at"],
+        ),
+        "File": _file_schema(),
+        "FileList": _obj(
+            {
+                "count": {"type": "integer", "minimum": 0, "description": "Files in all pages."},
+                "next": {"type": ["string", "null"], "format": "uri"},
+                "previous": {"type": ["string", "null"], "format": "uri"},
+                "results": {
+                    "type": "array",
+                    "items": _ref("File"),
+                    "description": "Newest first; 20 per page unless the proxy says otherwise.",
+                },
+            }
+        ),
+        "Rollback": _obj({"version": {"type": "integer", "minimum": 1}}),
+    }
+
+
+def _upload_schema() -> Json:
+    return _obj(
+        {
+            "id": _ID,
+            "url": {
+                "type": "string",
+                "format": "uri",
+                "description": "Where to send the next chunk and the completion. It names the "
+                "proxy that holds the upload; use it as given.",
+            },
+            "file": {
+                "type": ["string", "null"],
+                "format": "uri",
+                "description": "The stored file's download URL once complete; null before.",
+            },
+            "filename": {"type": "string"},
+            "offset": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Bytes stored durably so far: the next chunk starts here.",
+            },
+            "created_at": _TIME,
+            "status": {
+                "type": "integer",
+                "enum": [1, 2],
+                "description": "1: uploading, 2: complete.",
+            },
+            "completed_at": {"type": ["string", "null"], "format": "date-time"},
+            "user": {"type": "integer", "description": "Id of the owner."},
+            "parent": _NULLABLE_ID,
+            "expires": {**_TIME, "description": "After this an unfinished upload is dropped."},
+            "file_id": {**_NULLABLE_ID, "description": "The stored file, once complete."},
+            "version": {
+                "type": ["integer", "null"],
+                "description": "The stored file's version this upload became, once complete.",
+            },
+            "total": {
+                "type": ["integer", "null"],
+                "description": "The file's size, once a Content-Range has said it.",
+            },
+        },
+        # The fields the seed API's clients rely on; total, file_id and version came later.
+        [
+            *("id", "url", "file", "filename", "offset", "created_at", "status"),
+            *("completed_at", "user", "parent", "expires"),
+        ],
+    )
+
+
+def _file_schema() -> Json:
+    return _obj(
+        {
+            "id": _ID,
+            "filename": {"type": "string"},
+            "size": _SIZE,
+            "md5": _MD5,
+            "sha256": _SHA256,
+            "created_at": _TIME,
+            "download_url": {"type": "string", "format": "uri"},
+            "versions": {
+                "type": "array",
+                "items": _ref("Version"),
+                "description": "Newest first.",
+            },
+            "version": {"type": "integer", "minimum": 1, "description": "The current version."},
+            "updated_at": _TIME,
+        },
+        ["id", "filename", "size", "md5", "sha256", "created_at", "download_url", "versions"],
+        description="`size`, `md5`, `sha256` and `download_url` are the current version's.",
+    )
+
+
+def _parameters() -> Json:
+    def param(where: str, name: str, schema: Json, description: str, **extra: Any) -> Json:
+        return {"in": where, "name": name, "schema": schema, "description": description, **extra}
+
+    return {
+        "UploadId": param("path", "upload_id", _ID, "The upload's `id`.", required=True),
+        "FileId": param("path", "file_id", _ID, "The file's `id`.", required=True),
+        "ContentRange": param(
+            "header",
+            "Content-Range",
+            {"type": "string", "pattern": r"^bytes [0-9]+-[0-9]+/([0-9]+|\*)$"},
+            "`bytes START-END/TOTAL`: this chunk's first and last byte (inclusive, counted "
+            "from 0) and the file's size, or `*` when not yet known. The seed API's "
+            "`bytes 1-N/N` is accepted for a first chunk that is the whole file.",
+            required=True,
+            example="bytes 0-1048575/5242880",
+        ),
+        "FilenameQuery": param(
+            "query", "filename", {"type": "string"}, "With a raw body: the file's name."
+        ),
+        "ParentQuery": param(
+            "query", "parent", _ID, "With a raw body: file this becomes a new version of."
+        ),
+        "Md5Query": param("query", "md5", _MD5, "Hex md5 of the whole file, if not in the body."),
+        "Page": param("query", "page", {"type": "integer", "minimum": 1, "default": 1}, "Page."),
+        "VersionQuery": param(
+            "query", "version", {"type": "integer", "minimum": 1}, "Version; default newest."
+        ),
+        "Range": param("header", "Range", {"type": "string"}, "Byte ranges: `bytes=0-29999`."),
+        "IfRange": param(
+            "header",
+            "If-Range",
+            {"type": "string"},
+            "Honour Range only if this ETag or date matches.",
+        ),
+        "IfNoneMatch": param(
+            "header", "If-None-Match", {"type": "string"}, "304 if an ETag matches."
+        ),
+        "IfModifiedSince": param(
+            "header", "If-Modified-Since", {"type": "string"}, "304 if not changed since."
+        ),
+    }
+
+
+def _headers() -> Json:
+    def header(description: str) -> Json:
+        return {"description": description, "schema": {"type": "string"}}
+
+    return {
+        "ETag": header("The version's sha256, quoted."),
+        "Last-Modified": header("When the version was stored."),
+        "Content-Disposition": header("`attachment` with the file's name."),
+        "Accept-Ranges": header("`bytes`."),
+        "Content-Range": header("`bytes START-END/SIZE`; `bytes */SIZE` with 416."),
+    }
+
+
+# ---------------------------------------------------------------- paths
+
+_UPLOAD_ERRORS: Json = {
+    "bad_range": {"detail": "Malformed Content-Range header; expected 'bytes START-END/TOTAL'"},
+    "offsets": {"detail": "Offsets do not match", "offset": 1048576},
+}
+
+
+def _binary(description: str, **headers: Json) -> Json:
+    response: Json = {
+        "description": description,
+        "content": {"application/octet-stream": {"schema": _BINARY}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _service_paths() -> Json:
+    def html(description: str) -> Json:
+        return {
+            "description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+
+    return {
+        "/health": {
+            "get": _op(
+                "health",
+                "service",
+                "Is the proxy up?",
+                {"200": _ok("Up.", _ref("Health"))},
+                public=True,
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "openapi",
+                "service",
+                "This API description (OpenAPI 3.1)",
+                {"200": _ok("The document.", {"type": "object"})},
+                public=True,
+            )
+        },
+        "/docs/redoc/": {
+            "get": _op(
+                "redoc",
+                "service",
+                "This documentation, rendered by ReDoc",
+                {"200": html("The page.")},
+                public=True,
+            )
+        },
+        "/docs/redoc/redoc.standalone.js": {
+            "get": _op(
+                "redoc_asset",
+                "service",
+                "The ReDoc script the documentation page loads",
+                {
+                    "200": {
+                        "description": "The script, served by the proxy itself (no CDN).",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("Not fetched on this machine: run `scripts/fetch-assets`."),
+                },
+                public=True,
+            )
+        },
+    }
+
+
+def _auth_paths() -> Json:
+    credentials = _ref("Credentials")
+    return {
+        "/api/auth/register": {
+            "post": _op(
+                "register",
+                "auth",
+                "Create an account",
+                {
+                    "201": _ok("Created.", _ref("User")),
+                    "400": _error(
+                        "Missing or weak password, or a bad username.",
+                        weak={"detail": "password cannot be entirely numeric", "field": "password"},
+                    ),
+                    "409": _error("The username is taken."),
+                },
+                body={"required": True, "content": _json(_ref("Registration"))},
+                public=True,
+            )
+        },
+        "/api-token-auth/": {
+            "post": _op(
+                "token",
+                "auth",
+                "Log in: trade a username and password for a token",
+                {
+                    "200": _ok("A token.", _ref("Token")),
+                    "400": _error("Wrong or missing credentials."),
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {"schema": credentials},
+                        "application/json": {"schema": credentials},
+                    },
+                },
+                public=True,
+            )
+        },
+    }
+
+
+def _chunk_body(form: str) -> Json:
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _ref(form)},
+            "application/octet-stream": {"schema": _BINARY},
+        },
+    }
+
+
+def _upload_paths() -> Json:
+    upload = _ok("The upload as it now stands.", _ref("Upload"))
+    too_large = _error("The chunk is larger than this proxy accepts in one request.")
+    not_found = _error("No such upload, or it is someone else's.")
+    no_parent = _error("No such `parent` file, or it is someone else's.")
+    gone = _error("The upload expired and its bytes were dropped.")
+    disk = _error("The chunk could not be written durably; send it again.")
+    raw = [_ref("FilenameQuery", "parameters"), _ref("ParentQuery", "parameters")]
+    content_range = _ref("ContentRange", "parameters")
+    return {
+        "/storage/tmp-upload/": {
+            "put": _op(
+                "upload_start",
+                "uploads",
+                "Start an upload with its first chunk",
+                {
+                    "200": upload,
+                    "400": _error(
+                        "Bad Content-Range, bad or missing filename, unknown form fields, or "
+                        "a first chunk that does not start at 0.",
+                        **_UPLOAD_ERRORS,
+                    ),
+                    "404": no_parent,
+                    "413": too_large,
+                    "503": disk,
+                },
+                description="The body is either a multipart form with the chunk in `file`, or "
+                "the raw chunk with `filename` (and `parent`) in the query string. Send the "
+                "next chunks to the `url` in the answer.",
+                parameters=[content_range, *raw],
+                body=_chunk_body("ChunkForm"),
+            ),
+            "post": _op(
+                "upload_whole",
+                "uploads",
+                "Upload a whole file in one request",
+                {
+                    "200": _ok("The completed upload (status 2, with `file_id`).", _ref("Upload")),
+                    "400": _error(
+                        "md5 mismatch, bad or missing filename or md5, or unknown fields."
+                    ),
+                    "404": no_parent,
+                    "413": too_large,
+                    "503": disk,
+                },
+                description="No Content-Range is needed. The body is a multipart form, or the raw "
+                "file with `filename` and `md5` in the query string.",
+                parameters=[*raw, _ref("Md5Query", "parameters")],
+                body=_chunk_body("WholeFileForm"),
+            ),
+        },
+        "/storage/tmp-upload/{upload_id}/": {
+            "parameters": [_ref("UploadId", "parameters")],
+            "get": _op(
+                "upload_get",
+                "uploads",
+                "See an upload, e.g. to learn where to resume",
+                {"200": upload, "404": not_found},
+            ),
+            "put": _op(
+                "upload_chunk",
+                "uploads",
+                "Send the next chunk",
+                {
+                    "200": upload,
+                    "400": _error(
+                        "Bad Content-Range, the upload is already complete, or the chunk does "
+                        "not start at the upload's `offset` (which the answer carries).",
+                        **_UPLOAD_ERRORS,
+                    ),
+                    "404": not_found,
+                    "410": gone,
+                    "413": too_large,
+                    "503": disk,
+                },
+                description="Same body forms as the first chunk; `filename` and `parent` may be "
+                "repeated, but the first chunk's values stand.",
+                parameters=[content_range],
+                body=_chunk_body("ChunkForm"),
+            ),
+            "post": _op(
+                "upload_complete",
+                "uploads",
+                "Complete an upload by checking its md5",
+                {
+                    "200": _ok("Complete (status 2, with `file_id`).", _ref("Upload")),
+                    "400": _error(
+                        "md5 mismatch (the upload stays open and can be completed again), md5 "
+                        "missing or malformed, not all bytes received yet (with `offset`), or "
+                        "already complete."
+                    ),
+                    "404": _error("No such upload or `parent` file, or it is someone else's."),
+                    "410": gone,
+                },
+                description="`md5` may also be given in the query string.",
+                parameters=[_ref("Md5Query", "parameters")],
+                body={
+                    "required": False,
+                    "content": {
+                        media: {"schema": _ref("Completion")}
+                        for media in (
+                            "application/x-www-form-urlencoded",
+                            "multipart/form-data",
+                            "application/json",
+                        )
+                    },
+                },
+            ),
+            "delete": _op(
+                "upload_abort",
+                "uploads",
+                "Abort an upload and drop its bytes",
+                {"204": {"description": "Aborted."}, "404": not_found},
+            ),
+        },
+    }
+
+
+def _file_paths() -> Json:
+    file = _ok("The file.", _ref("File"))
+    not_found = _error("No such file, or it is someone else's.")
+    file_id = [_ref("FileId", "parameters")]
+    return {
+        "/storage/files/": {
+            "get": _op(
+                "files_list",
+                "files",
+                "List your files, newest first",
+                {
+                    "200": _ok("One page of files.", _ref("FileList")),
+                    "404": _error(
+                        "`page` is not a positive whole number, or is past the last page "
+                        "(page 1 always exists).",
+                        invalid={"detail": "Invalid page."},
+                    ),
+                },
+                parameters=[_ref("Page", "parameters")],
+            )
+        },
+        "/storage/files/{file_id}/": {
+            "parameters": file_id,
+            "get": _op(
+                "file_get", "files", "See a file and its versions", {"200": file, "404": not_found}
+            ),
+            "delete": _op(
+                "file_delete",
+                "files",
+                "Delete a file with all its versions",
+                {"204": {"description": "Deleted."}, "404": not_found},
+            ),
+        },
+        "/storage/files/{file_id}/rollback/": {
+            "parameters": file_id,
+            "post": _op(
+                "file_rollback",
+                "files",
+                "Make an earlier version current again",
+                {
+                    "200": file,
+                    "400": _error("`version` is missing or not a positive integer."),
+                    "404": _error("No such file or version, or the file is someone else's."),
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref("Rollback")},
+                        "application/x-www-form-urlencoded": {"schema": _ref("Rollback")},
+                    },
+                },
+            ),
+        },
+        "/storage/download/{file_id}/": {"parameters": file_id, "get": _download_op()},
+    }
+
+
+def _download_op() -> Json:
+    headers = {
+        name: _ref(name, "headers")
+        for name in ("ETag", "Last-Modified", "Content-Disposition", "Accept-Ranges")
+    }
+    conditional = ("VersionQuery", "Range", "IfRange", "IfNoneMatch", "IfModifiedSince")
+    partial = _binary(
+        "The requested range.", **headers, **{"Content-Range": _ref("Content-Range", "headers")}
+    )
+    partial["content"]["multipart/byteranges"] = {"schema": {"type": "string"}}
+    return _op(
+        "file_download",
+        "files",
+        "Download a file, whole or by byte range",
+        {
+            "200": _binary("The whole version.", **headers),
+            "206": partial,
+            "304": {"description": "The client's copy is current.", "headers": headers},
+            "400": _error("`version` is not a positive whole number."),
+            "404": _error("No such file or version, or the file is someone else's."),
+            "416": {
+                "description": "No requested range is within the file.",
+                "headers": {"Content-Range": _ref("Content-Range", "headers")},
+                "content": _json(_ref("Error")),
+            },
+        },
+        description="Without `version`, the current version is sent. One satisfiable range "
+        "gets a 206 with `Content-Range`, several get `multipart/byteranges`; a malformed "
+        "`Range`, or an `If-Range` that does not match, gets the whole file. `HEAD` is "
+        "answered too, with the headers a `GET` would get.",
+        parameters=[_ref(name, "parameters") for name in conditional],
+    )

@@ -1,0 +1,392 @@
+"""The upload engine: write these bytes at this offset, durably; report the offset; finish
+with checksums. The seed's chunked-upload API (and later tus) are thin views of it.
+
+Rule 1 of the design lives here: a chunk is checked and written under the upload's row lock,
+fsynced, and only then is the new offset committed. Nothing is acknowledged before that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass, replace
+from typing import IO
+
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from common.contentrange import ContentRange
+from common.db import Database, Txn
+from common.errors import BadRequest, Gone, NotFound, PayloadTooLarge, ServiceUnavailable
+from proxy import store
+from proxy.bodies import PlacedChunk
+from proxy.progress import HashState, UploadProgress
+from proxy.staging import StagingArea
+from proxy.store import COMPLETE, Upload
+
+_MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+MAX_FILENAME_BYTES = 255
+
+
+@dataclass(frozen=True)
+class SpooledChunk:
+    """A chunk's bytes in a spool file, from its start."""
+
+    file: IO[bytes]
+    size: int
+
+
+ChunkBody = PlacedChunk | SpooledChunk
+
+
+def validate_filename(name: object) -> str:
+    """A display name, never a path: no separators, dot names or control characters.
+
+    >>> validate_filename("report 2024.pdf")
+    'report 2024.pdf'
+    >>> validate_filename("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: filename may not contain '/' or '\\\\'
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest("filename is required", field="filename")
+    if "/" in name or "\\" in name:
+        raise BadRequest("filename may not contain '/' or '\\\\'", field="filename")
+    if name in {".", ".."}:
+        raise BadRequest("filename may not be '.' or '..'", field="filename")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        raise BadRequest("filename may not contain control characters", field="filename")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
+        raise BadRequest(f"filename is longer than {MAX_FILENAME_BYTES} bytes", field="filename")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("filename is not valid Unicode", field="filename") from None
+    return name
+
+
+def validate_upload_id(upload_id: str) -> str:
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise NotFound("Upload not found")
+    return upload_id
+
+
+def check_chunk(upload: Upload, chunk: ContentRange, now: float) -> None:
+    """Raise the error a chunk deserves against the upload's state, or nothing."""
+    if upload.status == COMPLETE:
+        raise BadRequest("Upload has already been completed")
+    if upload.expires_at <= now:
+        raise Gone("Upload has expired")
+    if upload.total is not None and chunk.total is not None and chunk.total != upload.total:
+        raise BadRequest(
+            "Total size does not match earlier chunks", total=upload.total, offset=upload.received
+        )
+    if chunk.start != upload.received:
+        raise BadRequest("Offsets do not match", offset=upload.received)
+    if upload.total is not None and chunk.end >= upload.total:
+        raise BadRequest("Content-Range goes beyond the total size", total=upload.total)
+
+
+def _check_completable(upload: Upload, now: float) -> None:
+    if upload.status == COMPLETE:
+        raise BadRequest("Upload has already been completed")
+    if upload.expires_at <= now:
+        raise Gone("Upload has expired")
+    if upload.total is not None and upload.received != upload.total:
+        raise BadRequest("Upload is incomplete", offset=upload.received, total=upload.total)
+
+
+class UploadEngine:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        staging: StagingArea,
+        progress: UploadProgress,
+        reactor: IReactorTime,
+        threads: IReactorThreads,
+        pool: ThreadPool,
+        upload_expiry: float,
+        max_chunk_size: int,
+    ) -> None:
+        self._db = db
+        self._staging = staging
+        self._progress = progress
+        self._clock = reactor
+        self._threads = threads
+        self._pool = pool
+        self._expiry = upload_expiry
+        self.max_chunk_size = max_chunk_size
+
+    # -- reading
+
+    async def status(self, user_id: int, upload_id: str) -> Upload:
+        upload = await self._db.run(store.get_upload, validate_upload_id(upload_id), user_id)
+        if upload is None:
+            raise NotFound("Upload not found")
+        return upload
+
+    # -- writing chunks
+
+    async def start(
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        chunk: ContentRange,
+        body: ChunkBody,
+    ) -> Upload:
+        """Create an upload from its first chunk (which must start at 0)."""
+        validate_filename(filename)
+        if chunk.start != 0:
+            if not chunk.looks_one_based:
+                raise BadRequest("Offsets do not match", offset=0)
+            chunk = chunk.shifted_to_zero()  # the seed's documented ``bytes 1-N/N``
+        self._check_body(chunk, body)
+        now = self._clock.seconds()
+        upload = Upload(
+            id=uuid.uuid4().hex,
+            owner_id=user_id,
+            filename=filename,
+            parent_id=parent_id,
+            total=chunk.total,
+            received=0,
+            status=store.UPLOADING,
+            created_at=now,
+            expires_at=now + self._expiry,
+            completed_at=None,
+            file_id=None,
+            version=None,
+        )
+        hashes = HashState(0, hashlib.md5(), hashlib.sha256())
+        try:
+            accepted = await self._db.run(self._create_txn, upload, chunk, body, hashes)
+        except BaseException:
+            await self._in_thread(self._staging.remove, upload.id)
+            raise
+        self._progress.acknowledged(upload.id, 0, accepted.received, hashes)
+        return accepted
+
+    def _create_txn(
+        self, txn: Txn, upload: Upload, chunk: ContentRange, body: ChunkBody, hashes: HashState
+    ) -> Upload:
+        if upload.parent_id is not None:
+            if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
+                raise NotFound("Parent file not found", field="parent")
+        store.insert_upload(txn, upload)
+        self._staging.create(upload.id)
+        return self._write_txn(txn, upload, chunk, body, hashes)
+
+    async def append(
+        self, user_id: int, upload_id: str, chunk: ContentRange, body: ChunkBody
+    ) -> Upload:
+        """Add a chunk at the upload's current offset."""
+        validate_upload_id(upload_id)
+        owner: object = object()
+        if isinstance(body, PlacedChunk):
+            # The claim was taken when the body started arriving, and written in place.
+            body.handed_over = True
+            owner = body
+            await body.drained()
+            hashes = body.final_hashes()
+        else:
+            await self._progress.claim(upload_id, owner)
+            hashes = self._progress.hashes_at(upload_id, chunk.start)
+        try:
+            self._check_body(chunk, body)
+            accepted = await self._db.run(self._append_txn, user_id, upload_id, chunk, body, hashes)
+            self._progress.acknowledged(upload_id, chunk.start, accepted.received, hashes)
+        finally:
+            self._progress.release(upload_id, owner)
+        return accepted
+
+    def _append_txn(
+        self,
+        txn: Txn,
+        user_id: int,
+        upload_id: str,
+        chunk: ContentRange,
+        body: ChunkBody,
+        hashes: HashState | None,
+    ) -> Upload:
+        upload = store.get_upload(txn, upload_id, user_id, lock=True)
+        if upload is None:
+            raise NotFound("Upload not found")
+        check_chunk(upload, chunk, self._clock.seconds())
+        return self._write_txn(txn, upload, chunk, body, hashes)
+
+    def _write_txn(
+        self,
+        txn: Txn,
+        upload: Upload,
+        chunk: ContentRange,
+        body: ChunkBody,
+        hashes: HashState | None,
+    ) -> Upload:
+        if isinstance(body, PlacedChunk):
+            self._staging.sync(upload.id)  # bytes are in place; make them durable
+        else:
+            hashers = (hashes.md5, hashes.sha256) if hashes is not None else ()
+            self._staging.copy_in(upload.id, body.file, 0, chunk.length, chunk.start, hashers)
+            if hashes is not None:
+                hashes.offset = chunk.end + 1
+        total = upload.total if upload.total is not None else chunk.total
+        store.set_received(txn, upload.id, chunk.end + 1, total)
+        return replace(upload, received=chunk.end + 1, total=total)
+
+    def _check_body(self, chunk: ContentRange, body: ChunkBody) -> None:
+        if body.size > self.max_chunk_size or (isinstance(body, PlacedChunk) and body.too_large):
+            raise PayloadTooLarge(
+                f"Chunk is larger than the maximum of {self.max_chunk_size} bytes",
+                max_chunk_size=self.max_chunk_size,
+            )
+        if chunk.length > self.max_chunk_size:
+            raise PayloadTooLarge(
+                f"Chunk is larger than the maximum of {self.max_chunk_size} bytes",
+                max_chunk_size=self.max_chunk_size,
+            )
+        if body.size != chunk.length:
+            raise BadRequest(
+                f"Chunk is {body.size} bytes but Content-Range says {chunk.length}",
+                offset=chunk.start,
+            )
+        if isinstance(body, PlacedChunk) and body.error is not None:
+            raise ServiceUnavailable("Could not write the chunk to disk; retry it")
+
+    # -- finishing
+
+    async def complete(self, user_id: int, upload_id: str, md5: object) -> Upload:
+        """Check the whole file's md5 and turn the upload into a stored file version."""
+        if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
+            raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
+        upload = await self.status(user_id, upload_id)
+        _check_completable(upload, self._clock.seconds())
+        hashes = self._progress.hashes_at(upload_id, upload.received)
+        if hashes is None:
+            md5_state, sha_state = await self._in_thread(
+                self._staging.hash_prefix, upload_id, upload.received
+            )
+            hashes = HashState(upload.received, md5_state, sha_state)
+            self._progress.remember_hashes(upload_id, hashes.copy())
+        if hashes.md5.hexdigest() != md5.lower():
+            raise BadRequest("md5 checksum does not match")
+        owner = object()
+        await self._progress.claim(upload_id, owner)
+        try:
+            done = await self._db.run(
+                self._complete_txn,
+                user_id,
+                upload,
+                hashes.md5.hexdigest(),
+                hashes.sha256.hexdigest(),
+            )
+        finally:
+            self._progress.release(upload_id, owner)
+        self._progress.forget(upload_id)
+        await self._in_thread(self._staging.remove, upload_id)
+        return done
+
+    def _complete_txn(self, txn: Txn, user_id: int, seen: Upload, md5: str, sha256: str) -> Upload:
+        now = self._clock.seconds()
+        upload = store.get_upload(txn, seen.id, user_id, lock=True)
+        if upload is None:
+            raise NotFound("Upload not found")
+        _check_completable(upload, now)
+        if upload.received != seen.received:
+            raise BadRequest("Upload changed while completing; retry", offset=upload.received)
+        if upload.parent_id is not None:
+            if store.get_file(txn, upload.parent_id, user_id, lock=True) is None:
+                raise NotFound("Parent file not found", field="parent")
+        linked = self._staging.link_blob(upload.id, sha256, upload.received)
+        try:
+            blob, _ = store.ensure_blob(txn, sha256, md5, upload.received, now)
+            file_id, number = store.add_version(
+                txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now
+            )
+            store.mark_complete(txn, upload.id, upload.received, file_id, number, now)
+        except BaseException:
+            if linked:
+                self._staging.remove_blob(sha256)
+            raise
+        return replace(
+            upload,
+            status=COMPLETE,
+            total=upload.received,
+            completed_at=now,
+            file_id=file_id,
+            version=number,
+        )
+
+    async def upload_whole(
+        self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: object
+    ) -> Upload:
+        """One request with the whole file and its md5 (the seed's single-chunk POST)."""
+        if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
+            raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
+        size = body.size
+        chunk = ContentRange(0, size - 1, size) if size else None
+        if chunk is None:
+            upload = await self._start_empty(user_id, filename, parent_id)
+        else:
+            upload = await self.start(user_id, filename, parent_id, chunk, body)
+        try:
+            return await self.complete(user_id, upload.id, md5)
+        except BadRequest:
+            await self.abort(user_id, upload.id)
+            raise
+
+    async def _start_empty(self, user_id: int, filename: str, parent_id: str | None) -> Upload:
+        validate_filename(filename)
+        now = self._clock.seconds()
+        upload = Upload(
+            id=uuid.uuid4().hex,
+            owner_id=user_id,
+            filename=filename,
+            parent_id=parent_id,
+            total=0,
+            received=0,
+            status=store.UPLOADING,
+            created_at=now,
+            expires_at=now + self._expiry,
+            completed_at=None,
+            file_id=None,
+            version=None,
+        )
+        await self._db.run(self._create_empty_txn, upload)
+        return upload
+
+    def _create_empty_txn(self, txn: Txn, upload: Upload) -> None:
+        if upload.parent_id is not None:
+            if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
+                raise NotFound("Parent file not found", field="parent")
+        store.insert_upload(txn, upload)
+        self._staging.create(upload.id)
+
+    async def abort(self, user_id: int, upload_id: str) -> None:
+        upload = await self.status(user_id, upload_id)
+        if upload.status == COMPLETE:
+            raise BadRequest("Upload has already been completed")
+        owner = object()
+        await self._progress.claim(upload_id, owner)
+        try:
+            await self._db.run(store.delete_upload, upload_id)
+        finally:
+            self._progress.release(upload_id, owner)
+        self._progress.forget(upload_id)
+        await self._in_thread(self._staging.remove, upload_id)
+
+    async def expire(self) -> int:
+        """Delete uploads past their expiry and free their staging space; returns how many."""
+        ids = await self._db.run(store.expired_uploads, self._clock.seconds())
+        for upload_id in ids:
+            await self._db.run(store.delete_upload, upload_id)
+            self._progress.forget(upload_id)
+            await self._in_thread(self._staging.remove, upload_id)
+        return len(ids)
+
+    def _in_thread(self, fn, *args):  # type: ignore[no-untyped-def]
+        return deferToThreadPool(self._threads, self._pool, fn, *args)

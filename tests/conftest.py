@@ -1,0 +1,132 @@
+"""Shared fixtures: a metadata database of each kind, and a real proxy on a loopback port.
+
+Every metadata test runs twice, on SQLite and on PostgreSQL (127.0.0.1:5432, user postgres,
+database ``pyarchive_test``, one fresh schema per test). Without a reachable PostgreSQL those
+variants are skipped with the reason, except when ``CI`` is set: then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+
+PG_HOST = os.environ.get("PYARCHIVE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("PYARCHIVE_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("PYARCHIVE_TEST_PG_USER", "postgres")
+PG_DATABASE = "pyarchive_test"
+
+
+def _pg_connect(dbname: str) -> Any:
+    import psycopg2
+
+    return psycopg2.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, connect_timeout=3
+    )
+
+
+_pg_problem: str | None = None
+_pg_checked = False
+
+
+def _postgres_available() -> str | None:
+    """None if the test database is usable, else why not (checked once per run)."""
+    global _pg_checked, _pg_problem
+    if _pg_checked:
+        return _pg_problem
+    _pg_checked = True
+    try:
+        conn = _pg_connect("postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,))
+            if cur.fetchone() is None:
+                cur.execute(f"CREATE DATABASE {PG_DATABASE}")
+        conn.close()
+    except Exception as exc:  # any reason at all: report it
+        _pg_problem = f"PostgreSQL at {PG_HOST}:{PG_PORT} is not usable: {exc}".strip()
+    return _pg_problem
+
+
+def require_postgres() -> None:
+    problem = _postgres_available()
+    if problem is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{problem} (CI is set, so PostgreSQL tests must run)")
+    pytest.skip(problem)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty metadata database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/meta.sqlite3"
+        return
+    require_postgres()
+    schema = "t_" + uuid.uuid4().hex[:16]
+    conn = _pg_connect(PG_DATABASE)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DATABASE}?schema={schema}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    proxy: Any
+    data_dir: Path
+
+    async def register_and_login(
+        self, username: str = "alice", password: str = "s3cret-pass!"
+    ) -> str:
+        response = await treq.post(
+            f"{self.url}/api/auth/register",
+            json={"username": username, "password": password},
+        )
+        assert response.code == 201, await response.text()
+        response = await treq.post(
+            f"{self.url}/api-token-auth/", json={"username": username, "password": password}
+        )
+        assert response.code == 200, await response.text()
+        return str((await response.json())["token"])
+
+
+@pytest_twisted.async_yield_fixture
+async def running_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[RunningProxy]:
+    """The real proxy, in this process, on a free loopback port, over each database."""
+    from twisted.internet import reactor
+
+    from proxy.config import ProxyConfig
+    from proxy.service import build_proxy
+
+    config = replace(
+        ProxyConfig(),
+        data_dir=str(tmp_path / "proxy"),
+        listen="tcp:0:interface=127.0.0.1",
+        database=database_url,
+        secret_key="test-secret-" + uuid.uuid4().hex,
+    )
+    proxy = build_proxy(config, reactor)
+    port = await proxy.start()
+    try:
+        yield RunningProxy(f"http://127.0.0.1:{port.getHost().port}", proxy, tmp_path / "proxy")
+    finally:
+        await proxy.stop()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"JWT {token}"}
