@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from common.contentrange import parse_content_range
@@ -261,6 +262,7 @@ class ProxyApp:
         caller = self._caller(request)
         version = query(request, {"version"}).get("version")
         stored, chosen, path = await self._files.for_download(caller.user_id, file_id, version)
+        assert isinstance(request, Request)
         return await serve_file(
             request,
             str(path),

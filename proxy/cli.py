@@ -35,7 +35,7 @@ def _config(ctx: click.Context) -> ProxyConfig:
 @click.option("--listen", help="Twisted endpoint string (default tcp:8000:interface=127.0.0.1).")
 @click.option("--database", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB.")
 @click.pass_context
-def main(ctx: click.Context, **options: Any) -> None:
+def main(ctx: click.Context, /, **options: Any) -> None:
     """The PyArchive proxy. Without a command it serves the HTTP API until stopped."""
     ctx.obj = options
     if ctx.invoked_subcommand is None:
@@ -64,7 +64,7 @@ def serve(ctx: click.Context) -> None:
             print(f"pyarchive-proxy: cannot start: {exc}", file=sys.stderr, flush=True)
             reactor.stop()  # type: ignore[attr-defined]
             os._exit(1)
-        address = port.getHost()
+        address: Any = port.getHost()
         print(f"pyarchive-proxy serving on {address.host}:{address.port}", flush=True)
 
     reactor.callWhenRunning(lambda: ensureDeferred(start()))  # type: ignore[attr-defined]

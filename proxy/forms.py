@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from common.errors import BadRequest
 

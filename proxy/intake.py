@@ -86,10 +86,10 @@ class BodyIntake:
                 direct_fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
             except OSError:
                 pass  # e.g. tmpfs: buffered writes only
-        channel = request.channel
+        transport: Any = request.channel.transport  # a TCP connection: pausable, with bufferSize
         # Read up to a buffer's worth per recv() while this body streams in: a quarter of
         # the Python calls per byte compared with Twisted's 64 KiB default.
-        channel.transport.bufferSize = BufferPool.default_size
+        transport.bufferSize = BufferPool.default_size
         sink = PlacedChunk(
             reactor=self._reactor,
             pool=self._pool,
@@ -100,8 +100,8 @@ class BodyIntake:
             start=chunk.start,
             limit=self._max_chunk,
             hashes=self._progress.hashes_at(upload_id, chunk.start),
-            pause=channel.transport.pauseProducing,
-            resume=channel.transport.resumeProducing,
+            pause=transport.pauseProducing,
+            resume=transport.resumeProducing,
             on_closed=self._closed,
         )
         if not self._progress.try_claim(upload_id, sink):

@@ -23,7 +23,7 @@ class ArchiveRequest(server.Request):
         self._parsePOSTFormSubmission = False
 
     def gotLength(self, length: int | None) -> None:
-        self.content = self.channel.site.body_factory(self, length)
+        self.content = self.channel.site.body_factory(self, length)  # type: ignore[attr-defined]
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if isinstance(self.content, PlacedChunk):

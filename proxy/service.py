@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
@@ -94,7 +94,7 @@ class Proxy:
         if self._expire_loop is not None and self._expire_loop.running:
             self._expire_loop.stop()
         if self.port is not None:
-            await self.port.stopListening()
+            await defer.maybeDeferred(self.port.stopListening)
         self.db.close()
         self.pool.stop()
 

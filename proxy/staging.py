@@ -46,7 +46,10 @@ class StagingArea:
 
     def spool_file(self, memory_limit: int) -> IO[bytes]:
         """A temporary file for a request body: in memory while small, then on our disk."""
-        return tempfile.SpooledTemporaryFile(max_size=memory_limit, dir=self.spool)
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # type: ignore[assignment]
+            max_size=memory_limit, mode="w+b", dir=str(self.spool)
+        )
+        return spool
 
     def create(self, upload_id: str) -> None:
         path = self.upload_path(upload_id)

@@ -64,11 +64,9 @@ def require_postgres() -> None:
     pytest.skip(problem)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL to an empty metadata database of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/meta.sqlite3"
+def _database_url(kind: str, directory: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{directory}/meta.sqlite3"
         return
     require_postgres()
     schema = "t_" + uuid.uuid4().hex[:16]
@@ -82,6 +80,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with conn.cursor() as cur:
             cur.execute(f"DROP SCHEMA {schema} CASCADE")
         conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty metadata database of each kind."""
+    yield from _database_url(request.param, tmp_path)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The same, shared by one module's tests (for a proxy process that outlives a test)."""
+    yield from _database_url(request.param, tmp_path_factory.mktemp("db"))
 
 
 @dataclass
