@@ -59,9 +59,17 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-def setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
-    """Declare one setting: its default, how to parse it from text, and what it means."""
-    return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
+def setting(
+    default: Any, parse: Callable[[str], Any], help: str, *, shown: str | None = None
+) -> Any:
+    """Declare one setting: its default, how to parse it from text, and what it means.
+
+    ``shown`` is the default as a person would write it in the file (``24h`` for 86400.0).
+    """
+    return dataclasses.field(
+        default=default,
+        metadata={"parse": parse, "help": help, "shown": str(default) if shown is None else shown},
+    )
 
 
 T = TypeVar("T")
@@ -108,6 +116,6 @@ def load(
     return cls(**values)
 
 
-def describe(cls: type[Any]) -> list[tuple[str, Any, str]]:
-    """(name, default, help) for each setting, for the sample file and ``--help``."""
-    return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(cls)]
+def describe(cls: type[Any]) -> list[tuple[str, str, str]]:
+    """(name, default as written in a file, help) for each setting, for the sample file."""
+    return [(f.name, f.metadata["shown"], f.metadata["help"]) for f in dataclasses.fields(cls)]

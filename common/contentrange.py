@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from common.errors import BadRequest
 
 # Twenty digits is past any real file (10**20 bytes is 100 EB) and keeps int() cheap.
-_PATTERN = re.compile(r"bytes (\d{1,20})-(\d{1,20})/(\d{1,20}|\*)")
+# [0-9], not \d: \d also matches other scripts' digits ("١٠٠"), which int() reads as numbers.
+_PATTERN = re.compile(r"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20}|\*)")
 MAX_SIZE = 2**63 - 1  # what a signed 64-bit database column holds
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorThreads
@@ -97,8 +98,17 @@ class ProxyApp:
         error = failure.value
         assert isinstance(error, HTTPException)
         status = error.code or 500
-        if status in {301, 302, 307, 308}:
-            return error.get_response().get_data()  # type: ignore[no-any-return]
+        new_url = getattr(error, "new_url", None)
+        if status in {301, 302, 307, 308} and isinstance(new_url, str):
+            # The path without its trailing slash: say where the route is, in JSON like any
+            # other answer. The Location is relative so it never echoes the Host header.
+            # The query is the request's own: Klein binds the URL map without it.
+            query = request.uri.decode("latin-1").partition("?")[2]
+            location = urlunsplit(("", "", urlsplit(new_url).path, query, ""))
+            request.setHeader("Location", location)
+            return respond(
+                request, status, {"detail": "This path ends with a slash", "location": location}
+            )
         return respond(request, status, {"detail": error.name})
 
     @app.handle_errors(Exception)

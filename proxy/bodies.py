@@ -21,18 +21,18 @@ import ctypes.util
 import errno
 import mmap
 import os
-import threading
-from collections import deque
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
-from proxy.progress import HashState
+from proxy.lanes import SerialLane
+from proxy.progress import HashState, Md5Holder
 
 DIRECT_ALIGN = 4096  # O_DIRECT needs buffer address, file offset and length aligned to this
+_WRITES_ONLY = 2**63  # an md5 allowance that waits for the writes alone
 _BATCH = 512 * 1024  # hand bytes to the workers in buffers of this size
 _MAX_IN_FLIGHT = 4 << 20  # pause the connection above this many unprocessed bytes
 
@@ -59,33 +59,6 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
 
 
 _start_writeback = _load_sync_file_range()
-
-
-class SerialLane:
-    """Runs submitted calls one after another, in order, on a shared thread pool."""
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self._pool = pool
-        self._tasks: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
-        self._lock = threading.Lock()
-        self._running = False
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        with self._lock:
-            self._tasks.append((fn, args))
-            if self._running:
-                return
-            self._running = True
-        self._pool.callInThread(self._drain)
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._tasks:
-                    self._running = False
-                    return
-                fn, args = self._tasks.popleft()
-            fn(*args)
 
 
 class BodyTooLarge(Exception):
@@ -151,8 +124,11 @@ class PlacedChunk:
     """A raw chunk written in place into an upload's staging file as it arrives.
 
     Arriving pieces are copied into a pooled buffer; each full buffer goes to two serial
-    lanes on the I/O pool: one ``pwrite``s it at its offset and updates sha256, the other
-    updates md5. The buffer returns to the pool when both are done with it.
+    lanes on the I/O pool: the chunk's own lane ``pwrite``s it at its offset and updates
+    sha256, and the upload's md5 lane updates md5. The buffer returns to the pool when both
+    are done with it. The chunk can be acknowledged once its bytes are written; its md5 work
+    may run on (up to ``md5_allowance`` bytes of it) while the client sends the next chunk,
+    whose md5 work queues behind it on the same lane.
 
     Aligned buffers are written with O_DIRECT when ``direct_fd`` is given: straight to the
     disk, without filling the page cache. On this kind of VM, fresh page-cache pages cost a
@@ -173,6 +149,7 @@ class PlacedChunk:
         start: int,
         limit: int,
         hashes: HashState | None,
+        md5_lane: SerialLane | None,
         pause: Callable[[], None],
         resume: Callable[[], None],
         on_closed: Callable[[PlacedChunk], None],
@@ -184,20 +161,25 @@ class PlacedChunk:
         self.upload_id = upload_id
         self.start = start
         self._limit = limit
-        self.hashes = hashes
         self._pause, self._resume = pause, resume
         self._on_closed = on_closed
         self._write_lane = SerialLane(pool)
-        self._md5_lane = SerialLane(pool) if hashes is not None else None
+        self._md5_lane = md5_lane if hashes is not None else None
+        self._sha256 = hashes.sha256.copy() if hashes is not None else None
+        self._md5 = Md5Holder()
+        if hashes is not None and md5_lane is not None:
+            # Forked on the lane, after the work of the chunks before this one.
+            md5_lane.submit(self._fork_md5, hashes.md5)
         self._buffer: mmap.mmap | None = None
         self._fill = 0
         self._write_offset = start
-        self._queued = 0  # bytes handed to the lanes and not yet done with
+        self._write_queued = 0  # bytes handed to the write lane and not yet written
+        self._md5_queued = 0  # bytes handed to the md5 lane and not yet hashed
         self._users: dict[int, int] = {}  # id(buffer) -> lanes still using it
         self._paused = False
         self._receiving = True
         self._closed = False
-        self._drained: list[Deferred[None]] = []
+        self._drained: list[tuple[int, Deferred[None]]] = []
         self.size = 0
         self.too_large = False
         self.error: OSError | None = None
@@ -239,7 +221,8 @@ class PlacedChunk:
         if not self._closed:
             self._closed = True
             self.body_finished()
-            self.drained().addBoth(self._close_file)
+            # The file descriptors are only needed until the bytes are written.
+            self.drained(md5_allowance=_WRITES_ONLY).addBoth(self._close_file)
 
     def _close_file(self, _: object) -> None:
         os.close(self._fd)
@@ -258,21 +241,27 @@ class PlacedChunk:
             self._buffers.give(self._buffer)
             self._buffer = None
 
-    def drained(self) -> Deferred[None]:
-        """Fires when every received byte has been written and hashed."""
+    def drained(self, md5_allowance: int = 0) -> Deferred[None]:
+        """Fires when every received byte is written and at most ``md5_allowance`` of them
+        still wait for md5."""
         done: Deferred[None] = Deferred()
-        if self._queued == 0:
-            done.callback(None)
-        else:
-            self._drained.append(done)
+        self._drained.append((md5_allowance, done))
+        self._check_drained()
         return done
 
     def final_hashes(self) -> HashState | None:
-        """The running hashes after this chunk, once drained; None if there were none."""
-        if self.hashes is None or self.error is not None or self.too_large:
+        """The running hashes after this chunk (md5 settling on the upload's md5 lane)."""
+        if self._sha256 is None or self.error is not None or self.too_large:
             return None
-        self.hashes.offset = self.start + self.size
-        return self.hashes
+        return HashState(self.start + self.size, self._md5, self._sha256)
+
+    def _check_drained(self) -> None:
+        if self._write_queued:
+            return
+        ready = [d for allowance, d in self._drained if self._md5_queued <= allowance]
+        self._drained = [(a, d) for a, d in self._drained if d not in ready]
+        for waiter in ready:
+            waiter.callback(None)
 
     def _dispatch(self) -> None:
         assert self._buffer is not None
@@ -281,30 +270,36 @@ class PlacedChunk:
         offset = self._write_offset
         self._write_offset += length
         view = memoryview(buffer)[:length]
-        lanes = 2 if self._md5_lane is not None else 1
-        self._users[id(buffer)] = lanes
-        self._queued += length * lanes
+        self._users[id(buffer)] = 2 if self._md5_lane is not None else 1
+        self._write_queued += length
         self._write_lane.submit(self._write, buffer, view, offset)
         if self._md5_lane is not None:
-            self._md5_lane.submit(self._md5, buffer, view)
-        if self._queued > _MAX_IN_FLIGHT and self._receiving and not self._paused:
+            self._md5_queued += length
+            self._md5_lane.submit(self._hash_md5, buffer, view)
+        queued = self._write_queued + self._md5_queued
+        if queued > _MAX_IN_FLIGHT and self._receiving and not self._paused:
             self._paused = True
             self._pause()
 
-    def _done(self, buffer: mmap.mmap, length: int) -> None:
-        self._queued -= length
+    def _written(self, buffer: mmap.mmap, length: int) -> None:
+        self._write_queued -= length
+        self._done_with(buffer)
+
+    def _hashed(self, buffer: mmap.mmap, length: int) -> None:
+        self._md5_queued -= length
+        self._done_with(buffer)
+
+    def _done_with(self, buffer: mmap.mmap) -> None:
         self._users[id(buffer)] -= 1
         if not self._users[id(buffer)]:
             del self._users[id(buffer)]
             self._buffers.give(buffer)
-        if self._paused and self._queued <= _MAX_IN_FLIGHT // 2:
+        queued = self._write_queued + self._md5_queued
+        if self._paused and queued <= _MAX_IN_FLIGHT // 2:
             self._paused = False
             if self._receiving:
                 self._resume()
-        if self._queued == 0:
-            waiting, self._drained = self._drained, []
-            for waiter in waiting:
-                waiter.callback(None)
+        self._check_drained()
 
     # -- worker threads
 
@@ -315,12 +310,12 @@ class PlacedChunk:
                     _pwrite_all(self._fd, view, offset)
                     if _start_writeback is not None:
                         _start_writeback(self._fd, offset, len(view))
-                if self.hashes is not None:
-                    self.hashes.sha256.update(view)
+                if self._sha256 is not None:
+                    self._sha256.update(view)
         except OSError as exc:
             self.error = exc
         finally:
-            self._reactor.callFromThread(self._done, buffer, len(view))
+            self._reactor.callFromThread(self._written, buffer, len(view))
 
     def _write_direct(self, view: memoryview, offset: int) -> bool:
         if self._direct_fd is None or len(view) % DIRECT_ALIGN or offset % DIRECT_ALIGN:
@@ -333,12 +328,14 @@ class PlacedChunk:
             return False  # this filesystem or offset will not take it: write buffered
         return True
 
-    def _md5(self, buffer: mmap.mmap, view: memoryview) -> None:
+    def _fork_md5(self, previous: Md5Holder) -> None:
+        self._md5.state = previous.state.copy()
+
+    def _hash_md5(self, buffer: mmap.mmap, view: memoryview) -> None:
         try:
-            assert self.hashes is not None
-            self.hashes.md5.update(view)
+            self._md5.state.update(view)
         finally:
-            self._reactor.callFromThread(self._done, buffer, len(view))
+            self._reactor.callFromThread(self._hashed, buffer, len(view))
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:

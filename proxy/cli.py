@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import textwrap
 from typing import Any
 
 import click
@@ -85,7 +86,8 @@ def create_admin(ctx: click.Context, username: str) -> None:
     from twisted.internet import task
 
     from common.errors import ApiError
-    from proxy.accounts import Accounts
+    from common.passwords import check_password_strength
+    from proxy.accounts import Accounts, validate_username
     from proxy.migrations import migrate
     from proxy.service import load_secret, open_database
 
@@ -93,6 +95,11 @@ def create_admin(ctx: click.Context, username: str) -> None:
     password = os.environ.get("PYARCHIVE_ADMIN_PASSWORD") or getpass.getpass(
         f"Password for {username}: "
     )
+    try:
+        validate_username(username)
+        check_password_strength(password, username)
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from None
     os.makedirs(config.data_dir, exist_ok=True)
 
     async def run(reactor: Any) -> None:
@@ -123,7 +130,7 @@ def create_admin(ctx: click.Context, username: str) -> None:
 @main.command("print-config-sample")
 def print_config_sample() -> None:
     """Print every setting with its default and meaning (the source of etc/proxy.conf-sample)."""
-    click.echo(config_sample())
+    click.echo(config_sample(), nl=False)
 
 
 def config_sample() -> str:
@@ -136,7 +143,7 @@ def config_sample() -> str:
         "[proxy]",
     ]
     for name, default, help_text in describe(ProxyConfig):
-        lines.append(f"# {help_text}")
-        lines.append(f"# {name} = {default}")
+        lines.extend(textwrap.wrap(help_text, 96, initial_indent="# ", subsequent_indent="# "))
+        lines.append(f"# {name} = {default}".rstrip())
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

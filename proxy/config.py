@@ -33,12 +33,18 @@ class ProxyConfig:
         "Secret that signs login tokens; empty means generated once and kept in "
         "DATA_DIR/secret_key (mode 0600).",
     )
-    token_lifetime: float = setting(86400.0, parse_duration, "How long a login token is valid.")
+    token_lifetime: float = setting(
+        86400.0, parse_duration, "How long a login token is valid.", shown="24h"
+    )
     upload_expiry: float = setting(
-        86400.0, parse_duration, "How long after creation an unfinished upload can be resumed."
+        86400.0,
+        parse_duration,
+        "How long after creation an unfinished upload can be resumed; after that it is "
+        "answered 410 and its staging space is freed.",
+        shown="24h",
     )
     max_chunk_size: int = setting(
-        64 * 2**20, parse_size, "Largest chunk one PUT may carry (413 above it)."
+        64 * 2**20, parse_size, "Largest chunk one PUT may carry (413 above it).", shown="64MiB"
     )
     page_size: int = setting(20, int, "Files per page in GET /storage/files/.")
     db_pool_size: int = setting(

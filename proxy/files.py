@@ -16,6 +16,8 @@ from proxy.staging import StagingArea
 from proxy.store import StoredFile, Version
 
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
+# ASCII digits only: str.isdigit() also says yes to "²" (which int() refuses) and "١".
+_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ def paginate(count: int, page: str | None, page_size: int) -> Page:
     """
     if page is None or page == "":
         number = 1
-    elif page.isdigit() and len(page) < 10:
+    elif _NUMBER.fullmatch(page):
         number = int(page)
     else:
         raise NotFound("Invalid page.")
@@ -57,7 +59,7 @@ def parse_version(value: object) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.isdigit() and len(value) < 10:
+    elif isinstance(value, str) and _NUMBER.fullmatch(value):
         number = int(value)
     else:
         raise BadRequest("version must be a positive whole number", field="version")

@@ -55,7 +55,10 @@ def parse_small_body(body: bytes, content_type_header: str | None) -> dict[str, 
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("Form body is not UTF-8") from None
-        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=50))
+        try:
+            return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=50))
+        except ValueError:  # more than max_num_fields
+            raise BadRequest("Form body has too many fields") from None
     if kind in {"application/json", ""}:
         try:
             data = json.loads(body)

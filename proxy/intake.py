@@ -28,6 +28,7 @@ class BodyIntake:
         self,
         *,
         reactor: Any,
+        clock: IReactorTime,
         pool: ThreadPool,
         staging: StagingArea,
         progress: UploadProgress,
@@ -35,6 +36,7 @@ class BodyIntake:
         max_chunk_size: int,
     ) -> None:
         self._reactor: IReactorTime & IReactorThreads = reactor  # type: ignore[valid-type]
+        self._clock = clock
         self._pool = pool
         self._staging = staging
         self._progress = progress
@@ -67,7 +69,7 @@ class BodyIntake:
             verify_token(
                 self._secret,
                 token_from_header(headers.getRawHeaders("authorization", [None])[0]),
-                now=self._reactor.seconds(),
+                now=self._clock.seconds(),
             )
         except ApiError:
             return None  # the route will answer with the error
@@ -99,7 +101,8 @@ class BodyIntake:
             upload_id=upload_id,
             start=chunk.start,
             limit=self._max_chunk,
-            hashes=self._progress.hashes_at(upload_id, chunk.start),
+            hashes=self._progress.chain_at(upload_id, chunk.start),
+            md5_lane=self._progress.md5_lane(upload_id),
             pause=transport.pauseProducing,
             resume=transport.resumeProducing,
             on_closed=self._closed,

@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet import defer, endpoints
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -63,6 +63,7 @@ class Proxy:
 
     config: ProxyConfig
     reactor: Any
+    clock: IReactorTime
     db: Database
     pool: ThreadPool
     site: ArchiveSite
@@ -76,7 +77,7 @@ class Proxy:
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(self.site)
         self._expire_loop = LoopingCall(self._expire)
-        self._expire_loop.clock = self.reactor
+        self._expire_loop.clock = self.clock
         self._expire_loop.start(EXPIRE_INTERVAL, now=False)
         return self.port
 
@@ -99,7 +100,19 @@ class Proxy:
         self.pool.stop()
 
 
-def build_proxy(config: ProxyConfig, reactor: Any, *, db: Database | None = None) -> Proxy:
+def build_proxy(
+    config: ProxyConfig,
+    reactor: Any,
+    *,
+    clock: IReactorTime | None = None,
+    db: Database | None = None,
+) -> Proxy:
+    """Build a proxy on ``reactor``; time-based behaviour reads ``clock`` (default: reactor).
+
+    Tests pass a ``task.Clock`` to move token expiry, upload expiry and the cleanup loop
+    forward without waiting.
+    """
+    clock = clock or reactor
     data_dir = Path(config.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = load_secret(config)
@@ -107,19 +120,19 @@ def build_proxy(config: ProxyConfig, reactor: Any, *, db: Database | None = None
     pool = ThreadPool(minthreads=0, maxthreads=config.io_threads, name="pyarchive-io")
     pool.start()
     staging = StagingArea(data_dir)
-    progress = UploadProgress()
-    accounts = Accounts(db=db, clock=reactor, secret=secret, token_lifetime=config.token_lifetime)
+    progress = UploadProgress(reactor, pool)
+    accounts = Accounts(db=db, clock=clock, secret=secret, token_lifetime=config.token_lifetime)
     uploads = UploadEngine(
         db=db,
         staging=staging,
         progress=progress,
-        reactor=reactor,
+        reactor=clock,
         threads=reactor,
         pool=pool,
         upload_expiry=config.upload_expiry,
         max_chunk_size=config.max_chunk_size,
     )
-    files = FileService(db=db, staging=staging, clock=reactor, page_size=config.page_size)
+    files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)
     app = ProxyApp(
         accounts=accounts,
         uploads=uploads,
@@ -131,6 +144,7 @@ def build_proxy(config: ProxyConfig, reactor: Any, *, db: Database | None = None
     )
     intake = BodyIntake(
         reactor=reactor,
+        clock=clock,
         pool=pool,
         staging=staging,
         progress=progress,
@@ -139,4 +153,4 @@ def build_proxy(config: ProxyConfig, reactor: Any, *, db: Database | None = None
     )
     site = ArchiveSite(app.app.resource(), intake)
     site.displayTracebacks = False
-    return Proxy(config, reactor, db, pool, site, uploads, accounts)
+    return Proxy(config, reactor, clock, db, pool, site, uploads, accounts)

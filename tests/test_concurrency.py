@@ -22,7 +22,9 @@ def _raw(token: str, start: int, total: int, length: int = CHUNK) -> dict[str, s
     }
 
 
-async def _put(url: str, body: bytes, headers: dict[str, str], multipart: bool) -> tuple[int, dict]:
+async def _put(
+    url: str, body: bytes, headers: dict[str, str], multipart: bool
+) -> tuple[int, dict[str, object]]:
     if multipart:
         plain = {k: v for k, v in headers.items() if k != "Content-Type"}
         response = await treq.put(url, headers=plain, files={"file": ("x.bin", body)})

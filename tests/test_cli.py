@@ -1,0 +1,147 @@
+"""The operator's side: configuration, create-admin, the secret file, and scripts/run-local."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from common.config import ConfigError, load
+from proxy.cli import config_sample
+from proxy.config import ProxyConfig
+from tests.proc import BIN, ProxyProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_sample_config_file_documents_every_setting_with_its_default() -> None:
+    stale = "etc/proxy.conf-sample is stale: run pyarchive-proxy print-config-sample > it"
+    assert (ROOT / "etc" / "proxy.conf-sample").read_text() == config_sample(), stale
+
+
+def test_the_sample_with_every_line_uncommented_loads_as_the_defaults(tmp_path: Path) -> None:
+    lines = []
+    for line in config_sample().splitlines():
+        if re.match(r"# \w+ =", line):
+            lines.append(line[2:])
+        elif not line.startswith("#"):
+            lines.append(line)
+    path = tmp_path / "proxy.conf"
+    path.write_text("\n".join(lines))
+    assert load(ProxyConfig, "proxy", config_file=str(path), environ={}) == ProxyConfig()
+
+
+def test_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.conf"
+    path.write_text("[proxy]\nmax_chunk_size = 8MiB\nupload_expiry = 2h\n")
+    config = load(
+        ProxyConfig, "proxy", config_file=str(path),
+        environ={"PYARCHIVE_MAX_CHUNK_SIZE": "16MiB"}, overrides={"upload_expiry": 60.0},
+    )  # fmt: skip
+    assert (config.max_chunk_size, config.upload_expiry) == (16 << 20, 60.0)
+    with pytest.raises(ConfigError, match="PYARCHIVE_PAGE_SIZE"):
+        load(ProxyConfig, "proxy", environ={"PYARCHIVE_PAGE_SIZE": "many"})
+
+
+def _proxy_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "pyarchive-proxy"), *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_create_admin_makes_a_staff_user_who_can_log_in(database_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "proxy"
+    done = _proxy_cli(
+        "--data-dir", str(data), "--database", database_url, "create-admin", "boss",
+        env={"PYARCHIVE_ADMIN_PASSWORD": "Very-Secret-42"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "created staff user boss" in done.stdout
+    proxy = ProxyProcess(data, database_url, env={"PYARCHIVE_SECRET_KEY": ""}).start()
+    try:
+        body = json.dumps({"username": "boss", "password": "Very-Secret-42"})
+        status, answer = proxy.request(
+            "POST", "/api-token-auth/", body, {"Content-Type": "application/json"}
+        )
+        assert status == 200
+        import jwt
+
+        assert jwt.decode(answer["token"], options={"verify_signature": False})["staff"] is True
+    finally:
+        proxy.stop()
+    secret = data / "secret_key"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_create_admin_refuses_a_weak_password_with_one_clear_line(tmp_path: Path) -> None:
+    done = _proxy_cli(
+        "--data-dir", str(tmp_path), "create-admin", "boss",
+        env={"PYARCHIVE_ADMIN_PASSWORD": "123"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "Error: password is too short: at least 8 characters"
+    ]
+
+
+def test_a_token_outlives_a_restart_because_the_generated_secret_is_kept(tmp_path: Path) -> None:
+    proxy = ProxyProcess(
+        tmp_path / "proxy", f"sqlite:///{tmp_path}/m.sqlite3", env={"PYARCHIVE_SECRET_KEY": ""}
+    ).start()
+    try:
+        token = proxy.login()
+        proxy.stop()
+        proxy.start()
+        status, _ = proxy.request(
+            "GET", "/storage/files/", headers={"Authorization": f"JWT {token}"}
+        )
+        assert status == 200
+    finally:
+        proxy.stop()
+
+
+def test_a_bad_database_url_stops_the_proxy_with_one_clear_line(tmp_path: Path) -> None:
+    done = _proxy_cli("--data-dir", str(tmp_path), "--database", "mysql://x/y")
+    assert done.returncode != 0
+    assert "unsupported database URL" in done.stderr
+
+
+@pytest.mark.slow
+def test_run_local_serves_prints_the_ready_line_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYARCHIVE_ADMIN_PASSWORD"}
+    command = [sys.executable, str(ROOT / "scripts" / "run_local.py"), "--port", str(port),
+               "--data-dir", str(tmp_path / "local")]  # fmt: skip
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    assert runner.stdout is not None
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = runner.stdout.readline()
+            lines.append(line)
+            if line.startswith("PyArchive is ready at") or not line:
+                break
+        assert lines[-1].strip() == f"PyArchive is ready at http://127.0.0.1:{port}/", lines
+        assert any(line.startswith("Staff user 'admin' created with password: ") for line in lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as answer:
+            assert json.load(answer) == {"status": "ok"}
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        remaining, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 0, remaining
+    assert "PyArchive stopped." in remaining
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)

@@ -1,0 +1,92 @@
+"""Time-based behaviour driven by task.Clock: token expiry, upload expiry, the cleanup loop."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from proxy.config import ProxyConfig
+from proxy.service import EXPIRE_INTERVAL, Proxy, build_proxy
+from tests.conftest import RunningProxy, auth
+
+
+@dataclass
+class ClockedProxy(RunningProxy):
+    clock: Clock | None = None
+
+
+@pytest_twisted.async_yield_fixture
+async def clocked_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[ClockedProxy]:
+    clock = Clock()
+    clock.advance(1_800_000_000)  # a plausible "now"
+    config = replace(
+        ProxyConfig(), data_dir=str(tmp_path / "proxy"), listen="tcp:0:interface=127.0.0.1",
+        database=database_url, secret_key=uuid.uuid4().hex,
+    )  # fmt: skip
+    proxy: Proxy = build_proxy(config, reactor, clock=clock)
+    port = await proxy.start()
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        yield ClockedProxy(url, proxy, tmp_path / "proxy", clock)
+    finally:
+        await proxy.stop()
+
+
+def _chunk(start: int, end: int, total: int) -> dict[str, str]:
+    return {"Content-Range": f"bytes {start}-{end}/{total}",
+            "Content-Type": "application/octet-stream"}  # fmt: skip
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_stops_working_after_its_lifetime(clocked_proxy: ClockedProxy) -> None:
+    assert clocked_proxy.clock is not None
+    token = await clocked_proxy.register_and_login()
+    files = f"{clocked_proxy.url}/storage/files/"
+    assert (await treq.get(files, headers=auth(token))).code == 200
+    clocked_proxy.clock.advance(24 * 3600 - 5)
+    assert (await treq.get(files, headers=auth(token))).code == 200
+    clocked_proxy.clock.advance(10)
+    response = await treq.get(files, headers=auth(token))
+    assert response.code == 401
+    assert await response.json() == {"detail": "Token has expired"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cleanup_loop_removes_uploads_once_they_expire(
+    clocked_proxy: ClockedProxy,
+) -> None:
+    clock = clocked_proxy.clock
+    assert clock is not None
+    token = await clocked_proxy.register_and_login()
+    response = await treq.put(
+        f"{clocked_proxy.url}/storage/tmp-upload/?filename=a.bin", b"a" * 10,
+        headers={**auth(token), **_chunk(0, 9, 20)},
+    )  # fmt: skip
+    upload = await response.json()
+    staged = clocked_proxy.data_dir / "staging" / f"{upload['id']}.part"
+    clock.advance(EXPIRE_INTERVAL)  # a loop run before expiry keeps it
+    assert staged.exists()
+    clock.advance(24 * 3600 - EXPIRE_INTERVAL + 1)  # past expiry, before the next loop run
+    login = await treq.post(
+        f"{clocked_proxy.url}/api-token-auth/",
+        json={"username": "alice", "password": "s3cret-pass!"},
+    )
+    token = (await login.json())["token"]  # the first token has expired too
+    response = await treq.put(
+        upload["url"], b"b" * 10, headers={**auth(token), **_chunk(10, 19, 20)}
+    )
+    assert response.code == 410
+    assert staged.exists()
+    clock.advance(EXPIRE_INTERVAL)  # the loop's next run cleans it
+    for _ in range(50):
+        if not staged.exists():
+            break
+        await treq.get(f"{clocked_proxy.url}/health")  # let the loop's work finish
+    assert not staged.exists()
