@@ -221,7 +221,7 @@ class ProxyApp:
     @app.route("/storage/tmp-upload/<upload_id>/", methods=["GET"])
     async def upload_status(self, request: IRequest, upload_id: str) -> bytes:
         caller = self._caller(request)
-        upload = await self._uploads.status(caller.user_id, upload_id)
+        upload = await self._uploads.resumable(caller.user_id, upload_id)
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
     @app.route("/storage/tmp-upload/<upload_id>/", methods=["POST"])

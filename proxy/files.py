@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 
 from common.db import Database, Txn
 from common.errors import BadRequest, NotFound
@@ -91,11 +92,11 @@ class FileService:
 
     async def delete(self, user_id: int, file_id: str) -> None:
         orphans = await self._db.run(self._delete_txn, user_id, validate_file_id(file_id))
-        for sha256 in orphans:
-            self._staging.remove_blob(sha256)
+        if orphans:
+            await deferToThread(self._staging.remove_blobs, orphans)
 
     @staticmethod
-    def _delete_txn(txn: Txn, user_id: int, file_id: str) -> list[str]:
+    def _delete_txn(txn: Txn, user_id: int, file_id: str) -> list[tuple[str, int]]:
         if store.get_file(txn, file_id, user_id, lock=True) is None:
             raise NotFound("File not found")
         return store.delete_file(txn, file_id)
@@ -126,4 +127,4 @@ class FileService:
         version = found.version(parse_version(number))
         if version is None:
             raise NotFound("File has no such version", field="version")
-        return found, version, self._staging.blob_path(version.blob.sha256)
+        return found, version, self._staging.blob_path(version.blob.sha256, version.blob.id)

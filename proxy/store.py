@@ -314,8 +314,8 @@ def add_version(
     return file_id, number
 
 
-def delete_file(txn: Txn, file_id: str) -> list[str]:
-    """Delete a file and its versions; returns sha256s of blobs no version uses any more."""
+def delete_file(txn: Txn, file_id: str) -> list[tuple[str, int]]:
+    """Delete a file and its versions; returns (sha256, id) of blobs no version uses now."""
     blob_ids = [
         int(row[0])
         for row in txn.all("SELECT DISTINCT blob_id FROM versions WHERE file_id = ?", (file_id,))
@@ -325,11 +325,11 @@ def delete_file(txn: Txn, file_id: str) -> list[str]:
     return _drop_unused_blobs(txn, blob_ids)
 
 
-def _drop_unused_blobs(txn: Txn, blob_ids: list[int]) -> list[str]:
+def _drop_unused_blobs(txn: Txn, blob_ids: list[int]) -> list[tuple[str, int]]:
     orphans = []
     for blob_id in blob_ids:
         if txn.scalar("SELECT 1 FROM versions WHERE blob_id = ? LIMIT 1", (blob_id,)) is None:
             sha256 = txn.scalar("SELECT sha256 FROM blobs WHERE id = ?", (blob_id,))
             txn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
-            orphans.append(sha256)
+            orphans.append((sha256, blob_id))
     return orphans

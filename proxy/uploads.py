@@ -133,6 +133,13 @@ class UploadEngine:
             raise NotFound("Upload not found")
         return upload
 
+    async def resumable(self, user_id: int, upload_id: str) -> Upload:
+        """The upload a client asks about to resume it: 410 once it has expired unfinished."""
+        upload = await self.status(user_id, upload_id)
+        if upload.status != COMPLETE and upload.expires_at <= self._clock.seconds():
+            raise Gone("Upload has expired")
+        return upload
+
     # -- writing chunks
 
     async def start(
@@ -306,16 +313,19 @@ class UploadEngine:
         if upload.parent_id is not None:
             if store.get_file(txn, upload.parent_id, user_id, lock=True) is None:
                 raise NotFound("Parent file not found", field="parent")
-        linked = self._staging.link_blob(upload.id, sha256, upload.received)
+        # The row first: on PostgreSQL, inserting a sha256 that a concurrent deletion is
+        # removing waits for that deletion to commit, and then makes a new row (new file).
+        blob, created = store.ensure_blob(txn, sha256, md5, upload.received, now)
+        if created:
+            self._staging.link_blob(upload.id, sha256, blob.id, upload.received)
         try:
-            blob, _ = store.ensure_blob(txn, sha256, md5, upload.received, now)
             file_id, number = store.add_version(
                 txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now
             )
             store.mark_complete(txn, upload.id, upload.received, file_id, number, now)
         except BaseException:
-            if linked:
-                self._staging.remove_blob(sha256)
+            if created:
+                self._staging.remove_blobs([(sha256, blob.id)])
             raise
         return replace(
             upload,

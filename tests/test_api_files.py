@@ -80,7 +80,8 @@ def one(headers: Any, name: str) -> str:
 
 
 def blob_names(proxy: RunningProxy) -> set[str]:
-    return {path.name for path in (proxy.data_dir / "blobs").glob("*/*")}
+    """sha256s of the blob files on disk (named ``<sha256>.<blob id>``)."""
+    return {path.name.split(".")[0] for path in (proxy.data_dir / "blobs").glob("*/*")}
 
 
 # ---------------------------------------------------------------- listing
@@ -569,3 +570,25 @@ async def test_a_path_without_its_trailing_slash_is_redirected_in_json_and_does_
         assert body["location"] == location
         assert response.headers.getRawHeaders("location") == [location]
     assert list((running_proxy.data_dir / "staging").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_content_deleted_while_the_same_content_is_uploaded_again_stays_for_the_new_file(
+    running_proxy: RunningProxy,
+) -> None:
+    """The deletion's file removal comes after its commit; an upload of the same bytes that
+    completes in between gets a blob row, and file, of its own, which the removal leaves."""
+    from proxy import store as sql
+    from proxy.staging import StagingArea
+
+    token = await running_proxy.register_and_login()
+    first = await store(running_proxy, token, "a.bin", b"same bytes")
+    db = running_proxy.proxy.db
+    owner = (await db.run(sql.user_by_name, "alice")).id
+    orphans = await db.run(sql.delete_file, first["file_id"])  # committed, files not yet gone
+    assert orphans and orphans[0][0] == sha256(b"same bytes")
+    second = await store(running_proxy, token, "b.bin", b"same bytes")
+    StagingArea(running_proxy.data_dir).remove_blobs(orphans)  # the deletion finishes late
+    code, _, body = await fetch(running_proxy, token, second["file_id"])
+    assert (code, body) == (200, b"same bytes")
+    assert (await db.run(sql.get_file, first["file_id"], owner)) is None

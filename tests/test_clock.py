@@ -83,6 +83,7 @@ async def test_the_cleanup_loop_removes_uploads_once_they_expire(
         upload["url"], b"b" * 10, headers={**auth(token), **_chunk(10, 19, 20)}
     )
     assert response.code == 410
+    assert (await treq.get(upload["url"], headers=auth(token))).code == 410
     assert staged.exists()
     clock.advance(EXPIRE_INTERVAL)  # the loop's next run cleans it
     for _ in range(50):
