@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
 from proxy.lanes import SerialLane
-from proxy.progress import HashState, Md5Holder
+from proxy.progress import HashHolder, HashLanes, HashState
 
 DIRECT_ALIGN = 4096  # O_DIRECT needs buffer address, file offset and length aligned to this
 _WRITES_ONLY = 2**63  # an md5 allowance that waits for the writes alone
@@ -123,12 +123,12 @@ class BufferPool:
 class PlacedChunk:
     """A raw chunk written in place into an upload's staging file as it arrives.
 
-    Arriving pieces are copied into a pooled buffer; each full buffer goes to two serial
-    lanes on the I/O pool: the chunk's own lane ``pwrite``s it at its offset and updates
-    sha256, and the upload's md5 lane updates md5. The buffer returns to the pool when both
-    are done with it. The chunk can be acknowledged once its bytes are written; its md5 work
-    may run on (up to ``md5_allowance`` bytes of it) while the client sends the next chunk,
-    whose md5 work queues behind it on the same lane.
+    Arriving pieces are copied into a pooled buffer; each full buffer goes to three serial
+    lanes on the I/O pool: the chunk's own lane ``pwrite``s it at its offset, and the
+    upload's md5 and sha256 lanes update the running hashes. The buffer returns to the pool
+    when every lane is done with it. The chunk can be acknowledged once its bytes are
+    written; its hashing may run on (up to ``hash_allowance`` bytes per hash) while the
+    client sends the next chunk, whose hashing queues behind it on the same lanes.
 
     Aligned buffers are written with O_DIRECT when ``direct_fd`` is given: straight to the
     disk, without filling the page cache. On this kind of VM, fresh page-cache pages cost a
@@ -149,7 +149,7 @@ class PlacedChunk:
         start: int,
         limit: int,
         hashes: HashState | None,
-        md5_lane: SerialLane | None,
+        hash_lanes: HashLanes,
         pause: Callable[[], None],
         resume: Callable[[], None],
         on_closed: Callable[[PlacedChunk], None],
@@ -164,17 +164,25 @@ class PlacedChunk:
         self._pause, self._resume = pause, resume
         self._on_closed = on_closed
         self._write_lane = SerialLane(pool)
-        self._md5_lane = md5_lane if hashes is not None else None
-        self._sha256 = hashes.sha256.copy() if hashes is not None else None
-        self._md5 = Md5Holder()
-        if hashes is not None and md5_lane is not None:
-            # Forked on the lane, after the work of the chunks before this one.
-            md5_lane.submit(self._fork_md5, hashes.md5)
+        # Without running hashes to continue (e.g. after a restart) the chunk is only
+        # written; completion then hashes the file from disk.
+        self._hashing: list[tuple[SerialLane, HashHolder]] = []
+        self._result: HashState | None = None
+        if hashes is not None:
+            self._result = HashState(start, HashHolder(), HashHolder())
+            pairs = [
+                (hash_lanes.md5, hashes.md5, self._result.md5),
+                (hash_lanes.sha256, hashes.sha256, self._result.sha256),
+            ]
+            for lane, previous, mine in pairs:
+                # Forked on the lane, after the work of the chunks before this one.
+                lane.submit(mine.fork, previous)
+                self._hashing.append((lane, mine))
         self._buffer: mmap.mmap | None = None
         self._fill = 0
         self._write_offset = start
         self._write_queued = 0  # bytes handed to the write lane and not yet written
-        self._md5_queued = 0  # bytes handed to the md5 lane and not yet hashed
+        self._hash_queued = [0] * len(self._hashing)  # the same, per hash lane
         self._users: dict[int, int] = {}  # id(buffer) -> lanes still using it
         self._paused = False
         self._receiving = True
@@ -222,7 +230,7 @@ class PlacedChunk:
             self._closed = True
             self.body_finished()
             # The file descriptors are only needed until the bytes are written.
-            self.drained(md5_allowance=_WRITES_ONLY).addBoth(self._close_file)
+            self.drained(hash_allowance=_WRITES_ONLY).addBoth(self._close_file)
 
     def _close_file(self, _: object) -> None:
         os.close(self._fd)
@@ -241,24 +249,26 @@ class PlacedChunk:
             self._buffers.give(self._buffer)
             self._buffer = None
 
-    def drained(self, md5_allowance: int = 0) -> Deferred[None]:
-        """Fires when every received byte is written and at most ``md5_allowance`` of them
-        still wait for md5."""
+    def drained(self, hash_allowance: int = 0) -> Deferred[None]:
+        """Fires when every received byte is written and at most ``hash_allowance`` of them
+        still wait for each hash."""
         done: Deferred[None] = Deferred()
-        self._drained.append((md5_allowance, done))
+        self._drained.append((hash_allowance, done))
         self._check_drained()
         return done
 
     def final_hashes(self) -> HashState | None:
-        """The running hashes after this chunk (md5 settling on the upload's md5 lane)."""
-        if self._sha256 is None or self.error is not None or self.too_large:
+        """The running hashes after this chunk (settling on the upload's hash lanes)."""
+        if self._result is None or self.error is not None or self.too_large:
             return None
-        return HashState(self.start + self.size, self._md5, self._sha256)
+        self._result.offset = self.start + self.size
+        return self._result
 
     def _check_drained(self) -> None:
         if self._write_queued:
             return
-        ready = [d for allowance, d in self._drained if self._md5_queued <= allowance]
+        behind = max(self._hash_queued, default=0)
+        ready = [d for allowance, d in self._drained if behind <= allowance]
         self._drained = [(a, d) for a, d in self._drained if d not in ready]
         for waiter in ready:
             waiter.callback(None)
@@ -270,14 +280,14 @@ class PlacedChunk:
         offset = self._write_offset
         self._write_offset += length
         view = memoryview(buffer)[:length]
-        self._users[id(buffer)] = 2 if self._md5_lane is not None else 1
+        self._users[id(buffer)] = 1 + len(self._hashing)
         self._write_queued += length
         self._write_lane.submit(self._write, buffer, view, offset)
-        if self._md5_lane is not None:
-            self._md5_queued += length
-            self._md5_lane.submit(self._hash_md5, buffer, view)
-        queued = self._write_queued + self._md5_queued
-        if queued > _MAX_IN_FLIGHT and self._receiving and not self._paused:
+        for index, (lane, holder) in enumerate(self._hashing):
+            self._hash_queued[index] += length
+            lane.submit(self._hash, index, holder, buffer, view)
+        behind = max([self._write_queued, *self._hash_queued])
+        if behind > _MAX_IN_FLIGHT and self._receiving and not self._paused:
             self._paused = True
             self._pause()
 
@@ -285,8 +295,8 @@ class PlacedChunk:
         self._write_queued -= length
         self._done_with(buffer)
 
-    def _hashed(self, buffer: mmap.mmap, length: int) -> None:
-        self._md5_queued -= length
+    def _hashed(self, index: int, buffer: mmap.mmap, length: int) -> None:
+        self._hash_queued[index] -= length
         self._done_with(buffer)
 
     def _done_with(self, buffer: mmap.mmap) -> None:
@@ -294,8 +304,8 @@ class PlacedChunk:
         if not self._users[id(buffer)]:
             del self._users[id(buffer)]
             self._buffers.give(buffer)
-        queued = self._write_queued + self._md5_queued
-        if self._paused and queued <= _MAX_IN_FLIGHT // 2:
+        behind = max([self._write_queued, *self._hash_queued])
+        if self._paused and behind <= _MAX_IN_FLIGHT // 2:
             self._paused = False
             if self._receiving:
                 self._resume()
@@ -305,13 +315,10 @@ class PlacedChunk:
 
     def _write(self, buffer: mmap.mmap, view: memoryview, offset: int) -> None:
         try:
-            if self.error is None:
-                if not self._write_direct(view, offset):
-                    _pwrite_all(self._fd, view, offset)
-                    if _start_writeback is not None:
-                        _start_writeback(self._fd, offset, len(view))
-                if self._sha256 is not None:
-                    self._sha256.update(view)
+            if self.error is None and not self._write_direct(view, offset):
+                _pwrite_all(self._fd, view, offset)
+                if _start_writeback is not None:
+                    _start_writeback(self._fd, offset, len(view))
         except OSError as exc:
             self.error = exc
         finally:
@@ -328,14 +335,11 @@ class PlacedChunk:
             return False  # this filesystem or offset will not take it: write buffered
         return True
 
-    def _fork_md5(self, previous: Md5Holder) -> None:
-        self._md5.state = previous.state.copy()
-
-    def _hash_md5(self, buffer: mmap.mmap, view: memoryview) -> None:
+    def _hash(self, index: int, holder: HashHolder, buffer: mmap.mmap, view: memoryview) -> None:
         try:
-            self._md5.state.update(view)
+            holder.final.update(view)
         finally:
-            self._reactor.callFromThread(self._hashed, buffer, len(view))
+            self._reactor.callFromThread(self._hashed, index, buffer, len(view))
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:

@@ -102,7 +102,7 @@ class BodyIntake:
             start=chunk.start,
             limit=self._max_chunk,
             hashes=self._progress.chain_at(upload_id, chunk.start),
-            md5_lane=self._progress.md5_lane(upload_id),
+            hash_lanes=self._progress.hash_lanes(upload_id),
             pause=transport.pauseProducing,
             resume=transport.resumeProducing,
             on_closed=self._closed,

@@ -2,9 +2,9 @@
 
 - the acknowledged offset of each upload, learned from our own commits, so a chunk that
   starts there can be written in place while it arrives;
-- running md5/sha256 states, so completion need not re-read the file. md5 (the slowest
-  hash) may lag a little behind the acknowledged offset: each upload has one serial md5 lane,
-  so a chunk's md5 work runs after its predecessor's, while the client sends the next chunk;
+- running md5/sha256 states, so completion need not re-read the file. They may lag a little
+  behind the acknowledged offset: each upload has one serial lane per hash, so a chunk's
+  hashing runs after its predecessor's, while the client sends the next chunk;
 - which request is writing into an upload right now (a claim), so no two writers overlap.
 
 All of it is a cache: after a restart it is empty and everything still works, a bit slower
@@ -16,40 +16,64 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
 from proxy.lanes import SerialLane
 
 
-class Md5Holder:
-    """An md5 state that a chunk's work on the upload's md5 lane fills in.
+class HashHolder:
+    """A hash state that a chunk's work on one of the upload's hash lanes fills in.
 
     ``state`` is complete once every task queued on the lane before a call to
-    ``UploadProgress.md5_settled`` has run; only lane tasks touch it before that.
+    ``UploadProgress.hashes_settled`` has run; only lane tasks touch it before that.
     """
 
     def __init__(self, state: hashlib._Hash | None = None) -> None:
-        self.state = state if state is not None else hashlib.md5()
+        self.state = state
+
+    def fork(self, previous: HashHolder) -> None:
+        """Continue from ``previous`` (run on the lane, after ``previous``'s own work)."""
+        assert previous.state is not None
+        self.state = previous.state.copy()
+
+    @property
+    def final(self) -> hashlib._Hash:
+        assert self.state is not None
+        return self.state
 
 
 @dataclass
 class HashState:
     offset: int
-    md5: Md5Holder
-    sha256: hashlib._Hash
+    md5: HashHolder
+    sha256: HashHolder
+
+    @classmethod
+    def empty(cls) -> HashState:
+        return cls(0, HashHolder(hashlib.md5()), HashHolder(hashlib.sha256()))
 
     def copy(self) -> HashState:
-        """An independent copy; only valid once the md5 lane has settled."""
-        return HashState(self.offset, Md5Holder(self.md5.state.copy()), self.sha256.copy())
+        """An independent copy; only valid once the hash lanes have settled."""
+        return HashState(
+            self.offset, HashHolder(self.md5.final.copy()), HashHolder(self.sha256.final.copy())
+        )
+
+
+@dataclass(frozen=True)
+class HashLanes:
+    """One upload's md5 and sha256 lanes: each chunk's hashing runs after its predecessor's."""
+
+    md5: SerialLane
+    sha256: SerialLane
 
 
 class UploadProgress:
     def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool) -> None:
         self._reactor = reactor
         self._pool = pool
-        self._md5_lanes: dict[str, SerialLane] = {}
+        self._lanes: dict[str, HashLanes] = {}
         self._offsets: dict[str, int] = {}
         self._hashes: dict[str, HashState] = {}
         self._claims: dict[str, object] = {}
@@ -61,28 +85,30 @@ class UploadProgress:
     def hashes_at(self, upload_id: str, offset: int) -> HashState | None:
         """A private copy of the running hashes if they cover exactly ``offset`` bytes.
 
-        Call it after ``md5_settled``: the copy is taken of the md5 as it is now.
+        Call it after ``hashes_settled``: the copy is taken of the states as they are now.
         """
         state = self._hashes.get(upload_id)
         return state.copy() if state is not None and state.offset == offset else None
 
     def chain_at(self, upload_id: str, offset: int) -> HashState | None:
-        """The running hashes themselves (md5 possibly unsettled), for forking on the lane."""
+        """The running hashes themselves (possibly unsettled), for forking on the lanes."""
         state = self._hashes.get(upload_id)
         return state if state is not None and state.offset == offset else None
 
-    def md5_lane(self, upload_id: str) -> SerialLane:
-        lane = self._md5_lanes.get(upload_id)
-        if lane is None:
-            lane = self._md5_lanes[upload_id] = SerialLane(self._pool)
-        return lane
+    def hash_lanes(self, upload_id: str) -> HashLanes:
+        lanes = self._lanes.get(upload_id)
+        if lanes is None:
+            lanes = HashLanes(SerialLane(self._pool), SerialLane(self._pool))
+            self._lanes[upload_id] = lanes
+        return lanes
 
-    def md5_settled(self, upload_id: str) -> Deferred[None]:
-        """Fires once the md5 work queued so far for the upload has run."""
-        lane = self._md5_lanes.get(upload_id)
-        if lane is None:
+    def hashes_settled(self, upload_id: str) -> Deferred[None]:
+        """Fires once the hashing queued so far for the upload has run."""
+        lanes = self._lanes.get(upload_id)
+        if lanes is None:
             return succeed(None)
-        return lane.idle(self._reactor)
+        both = gatherResults([lanes.md5.idle(self._reactor), lanes.sha256.idle(self._reactor)])
+        return both.addCallback(lambda _: None)
 
     def acknowledged(self, upload_id: str, start: int, end: int, hashes: HashState | None) -> None:
         """Record a committed chunk [start, end); keep hashes only if they chain on."""
@@ -98,7 +124,7 @@ class UploadProgress:
         self._hashes[upload_id] = hashes
 
     def forget(self, upload_id: str) -> None:
-        self._md5_lanes.pop(upload_id, None)
+        self._lanes.pop(upload_id, None)
         self._offsets.pop(upload_id, None)
         self._hashes.pop(upload_id, None)
 

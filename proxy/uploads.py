@@ -7,7 +7,6 @@ fsynced, and only then is the new offset committed. Nothing is acknowledged befo
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from common.db import Database, Txn
 from common.errors import BadRequest, Gone, NotFound, PayloadTooLarge, ServiceUnavailable
 from proxy import store
 from proxy.bodies import PlacedChunk
-from proxy.progress import HashState, Md5Holder, UploadProgress
+from proxy.progress import HashHolder, HashState, UploadProgress
 from proxy.staging import StagingArea
 from proxy.store import COMPLETE, Upload
 
@@ -30,8 +29,8 @@ _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 MAX_FILENAME_BYTES = 255
 # A chunk is answered once its bytes are written and fsynced, with at most this much of its
-# md5 work still queued: the rest overlaps the client sending the next chunk.
-MD5_CARRY = 4 << 20
+# hashing still queued per hash: the rest overlaps the client sending the next chunk.
+HASH_CARRY = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,7 @@ class UploadEngine:
             file_id=None,
             version=None,
         )
-        hashes = HashState(0, Md5Holder(), hashlib.sha256())
+        hashes = HashState.empty()
         try:
             accepted = await self._db.run(self._create_txn, upload, chunk, body, hashes)
         except BaseException:
@@ -201,11 +200,11 @@ class UploadEngine:
             # The claim was taken when the body started arriving, and written in place.
             body.handed_over = True
             owner = body
-            await body.drained(md5_allowance=MD5_CARRY)
+            await body.drained(hash_allowance=HASH_CARRY)
             hashes = body.final_hashes()
         else:
             await self._progress.claim(upload_id, owner)
-            await self._progress.md5_settled(upload_id)
+            await self._progress.hashes_settled(upload_id)
             hashes = self._progress.hashes_at(upload_id, chunk.start)
         try:
             self._check_body(chunk, body)
@@ -241,7 +240,7 @@ class UploadEngine:
         if isinstance(body, PlacedChunk):
             self._staging.sync(upload.id)  # bytes are in place; make them durable
         else:
-            hashers = (hashes.md5.state, hashes.sha256) if hashes is not None else ()
+            hashers = (hashes.md5.final, hashes.sha256.final) if hashes is not None else ()
             self._staging.copy_in(upload.id, body.file, 0, chunk.length, chunk.start, hashers)
             if hashes is not None:
                 hashes.offset = chunk.end + 1
@@ -276,15 +275,15 @@ class UploadEngine:
             raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
         upload = await self.status(user_id, upload_id)
         _check_completable(upload, self._clock.seconds())
-        await self._progress.md5_settled(upload_id)
+        await self._progress.hashes_settled(upload_id)
         hashes = self._progress.hashes_at(upload_id, upload.received)
         if hashes is None:
             md5_state, sha_state = await self._in_thread(
                 self._staging.hash_prefix, upload_id, upload.received
             )
-            hashes = HashState(upload.received, Md5Holder(md5_state), sha_state)
+            hashes = HashState(upload.received, HashHolder(md5_state), HashHolder(sha_state))
             self._progress.remember_hashes(upload_id, hashes.copy())
-        if hashes.md5.state.hexdigest() != md5.lower():
+        if hashes.md5.final.hexdigest() != md5.lower():
             raise BadRequest("md5 checksum does not match")
         owner = object()
         await self._progress.claim(upload_id, owner)
@@ -293,8 +292,8 @@ class UploadEngine:
                 self._complete_txn,
                 user_id,
                 upload,
-                hashes.md5.state.hexdigest(),
-                hashes.sha256.hexdigest(),
+                hashes.md5.final.hexdigest(),
+                hashes.sha256.final.hexdigest(),
             )
         finally:
             self._progress.release(upload_id, owner)
