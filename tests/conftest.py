@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,12 @@ class RunningProxy:
         return str((await response.json())["token"])
 
 
-@pytest_twisted.async_yield_fixture
-async def running_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[RunningProxy]:
-    """The real proxy, in this process, on a free loopback port, over each database."""
+@asynccontextmanager
+async def proxy_with(
+    database_url: str, data_dir: Path, *, clock: Any = None, **settings: Any
+) -> AsyncIterator[RunningProxy]:
+    """The real proxy, in this process, on a free loopback port, with some settings changed
+    (and time read from ``clock`` if one is given)."""
     from twisted.internet import reactor
 
     from proxy.config import ProxyConfig
@@ -127,17 +131,25 @@ async def running_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[Runn
 
     config = replace(
         ProxyConfig(),
-        data_dir=str(tmp_path / "proxy"),
+        data_dir=str(data_dir),
         listen="tcp:0:interface=127.0.0.1",
         database=database_url,
         secret_key="test-secret-" + uuid.uuid4().hex,
+        **settings,
     )
-    proxy = build_proxy(config, reactor)
+    proxy = build_proxy(config, reactor, clock=clock)
     port = await proxy.start()
     try:
-        yield RunningProxy(f"http://127.0.0.1:{port.getHost().port}", proxy, tmp_path / "proxy")
+        yield RunningProxy(f"http://127.0.0.1:{port.getHost().port}", proxy, data_dir)
     finally:
         await proxy.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def running_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[RunningProxy]:
+    """The real proxy, in this process, on a free loopback port, over each database."""
+    async with proxy_with(database_url, tmp_path / "proxy") as running:
+        yield running
 
 
 def auth(token: str) -> dict[str, str]:

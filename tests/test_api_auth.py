@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from argon2 import PasswordHasher
 from common.db import Database, parse_database_url
 from common.tokens import TokenClaims, issue_token
 from proxy import store
-from tests.conftest import RunningProxy, auth
+from tests.conftest import RunningProxy, auth, proxy_with
 
 PASSWORD = "s3cret-pass!"
 PROTECTED = "/storage/files/"
@@ -283,31 +282,11 @@ async def test_an_expired_token_answers_401(running_proxy: RunningProxy) -> None
 async def test_the_token_lifetime_comes_from_the_configuration(
     database_url: str, tmp_path: Path
 ) -> None:
-    from twisted.internet import reactor
-
-    from proxy.config import ProxyConfig
-    from proxy.service import build_proxy
-
-    config = replace(
-        ProxyConfig(),
-        data_dir=str(tmp_path / "proxy"),
-        listen="tcp:0:interface=127.0.0.1",
-        database=database_url,
-        token_lifetime=0.0,  # every token is expired the moment it is issued
-    )
-    proxy = build_proxy(config, reactor)
-    port = await proxy.start()
-    try:
-        running = RunningProxy(f"http://127.0.0.1:{port.getHost().port}", proxy, tmp_path)
+    # token_lifetime=0: every token is expired the moment it is issued
+    async with proxy_with(database_url, tmp_path / "proxy", token_lifetime=0.0) as running:
         token = await running.register_and_login("alice", PASSWORD)
         code, body, _ = await get_protected(running, auth(token))
         assert (code, body) == (401, {"detail": "Token has expired"})
-    finally:
-        await proxy.stop()
-    # No secret was configured, so one was made and kept for the next start, owner-only.
-    secret_file = tmp_path / "proxy" / "secret_key"
-    assert secret_file.stat().st_mode & 0o777 == 0o600
-    assert len(secret_file.read_text().strip()) >= 32
 
 
 @pytest_twisted.ensureDeferred

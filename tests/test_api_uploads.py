@@ -14,9 +14,7 @@ import os
 import random
 import shutil
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import pytest_twisted
 import treq
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.conftest import RunningProxy, auth
+from tests.conftest import RunningProxy, auth, proxy_with
 
 CURL = shutil.which("curl")
 SOURCE = random.Random(2).randbytes(300)  # the upload most tests resume: 100 bytes are in
@@ -167,32 +165,6 @@ def multipart(
     return b"".join(
         parts
     ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-@asynccontextmanager
-async def proxy_with(
-    database_url: str, data_dir: Path, **settings: Any
-) -> AsyncIterator[RunningProxy]:
-    """A real proxy like ``running_proxy``'s, with some settings changed."""
-    from twisted.internet import reactor
-
-    from proxy.config import ProxyConfig
-    from proxy.service import build_proxy
-
-    config = replace(
-        ProxyConfig(),
-        data_dir=str(data_dir),
-        listen="tcp:0:interface=127.0.0.1",
-        database=database_url,
-        secret_key="test-secret-" + uuid.uuid4().hex,
-        **settings,
-    )
-    proxy = build_proxy(config, reactor)
-    port = await proxy.start()
-    try:
-        yield RunningProxy(f"http://127.0.0.1:{port.getHost().port}", proxy, data_dir)
-    finally:
-        await proxy.stop()
 
 
 # ---------------------------------------------------------------- the happy paths

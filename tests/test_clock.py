@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest_twisted
 import treq
-from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from proxy.config import ProxyConfig
-from proxy.service import EXPIRE_INTERVAL, Proxy, build_proxy
-from tests.conftest import RunningProxy, auth
+from proxy.service import EXPIRE_INTERVAL
+from tests.conftest import RunningProxy, auth, proxy_with
 
 
 @dataclass
@@ -26,17 +23,8 @@ class ClockedProxy(RunningProxy):
 async def clocked_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[ClockedProxy]:
     clock = Clock()
     clock.advance(1_800_000_000)  # a plausible "now"
-    config = replace(
-        ProxyConfig(), data_dir=str(tmp_path / "proxy"), listen="tcp:0:interface=127.0.0.1",
-        database=database_url, secret_key=uuid.uuid4().hex,
-    )  # fmt: skip
-    proxy: Proxy = build_proxy(config, reactor, clock=clock)
-    port = await proxy.start()
-    try:
-        url = f"http://127.0.0.1:{port.getHost().port}"
-        yield ClockedProxy(url, proxy, tmp_path / "proxy", clock)
-    finally:
-        await proxy.stop()
+    async with proxy_with(database_url, tmp_path / "proxy", clock=clock) as running:
+        yield ClockedProxy(running.url, running.proxy, running.data_dir, clock)
 
 
 def _chunk(start: int, end: int, total: int) -> dict[str, str]:
