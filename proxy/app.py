@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,13 +18,15 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from common.contentrange import parse_content_range
-from common.errors import ApiError, NotFound
+from common.errors import ApiError, Forbidden, NotFound
 from common.fileserve import serve_file
 from common.tokens import TokenClaims
 from proxy import docs_page, openapi
 from proxy.accounts import Accounts
+from proxy.downloads import DownloadLocator, Redirect
 from proxy.files import FileService
 from proxy.inputs import chunk_input, header, query, small_fields
+from proxy.nodes import NodeAdmin
 from proxy.staging import StagingArea
 from proxy.uploads import SpooledChunk, UploadEngine
 from proxy.views import file_json, file_page_json, upload_json
@@ -49,6 +52,9 @@ class ProxyApp:
         accounts: Accounts,
         uploads: UploadEngine,
         files: FileService,
+        nodes: NodeAdmin,
+        downloads: DownloadLocator,
+        jobs: Mapping[str, Callable[[], Awaitable[Any]]],
         staging: StagingArea,
         threads: IReactorThreads,
         pool: ThreadPool,
@@ -57,6 +63,9 @@ class ProxyApp:
         self._accounts = accounts
         self._uploads = uploads
         self._files = files
+        self._nodes = nodes
+        self._jobs = jobs
+        self._downloads = downloads
         self._staging = staging
         self._threads = threads
         self._pool = pool
@@ -77,6 +86,12 @@ class ProxyApp:
     def _caller(self, request: IRequest) -> TokenClaims:
         return self._accounts.authenticate(header(request, "authorization"))
 
+    def _staff(self, request: IRequest) -> TokenClaims:
+        caller = self._caller(request)
+        if not caller.is_staff:
+            raise Forbidden("Staff only")
+        return caller
+
     def _spool(self) -> IO[bytes]:
         return self._staging.spool_file(256 * 1024)
 
@@ -91,6 +106,8 @@ class ProxyApp:
         assert isinstance(error, ApiError)
         if error.status == 401:
             request.setHeader("WWW-Authenticate", 'JWT realm="api"')
+        if "retry_after" in error.extra:
+            request.setHeader("Retry-After", str(error.extra["retry_after"]))
         return respond(request, error.status, error.body())
 
     @app.handle_errors(HTTPException)
@@ -251,7 +268,8 @@ class ProxyApp:
     async def file_detail(self, request: IRequest, file_id: str) -> bytes:
         caller = self._caller(request)
         found = await self._files.get(caller.user_id, file_id)
-        return respond(request, 200, file_json(found, self._base_url(request)))
+        replicas = await self._files.replicas(found)
+        return respond(request, 200, file_json(found, self._base_url(request), replicas))
 
     @app.route("/storage/files/<file_id>/", methods=["DELETE"])
     async def delete_file(self, request: IRequest, file_id: str) -> bytes:
@@ -271,13 +289,58 @@ class ProxyApp:
     async def download(self, request: IRequest, file_id: str) -> Any:
         caller = self._caller(request)
         version = query(request, {"version"}).get("version")
-        stored, chosen, path = await self._files.for_download(caller.user_id, file_id, version)
+        stored, chosen = await self._files.for_download(caller.user_id, file_id, version)
+        client = request.getClientAddress()
+        where = await self._downloads.locate(
+            chosen.blob, stored.filename, getattr(client, "host", "")
+        )
+        if isinstance(where, Redirect):
+            request.setHeader("Location", where.url)
+            return respond(
+                request, 307, {"detail": "Download from a storage node", "location": where.url}
+            )
         assert isinstance(request, Request)
         return await serve_file(
             request,
-            str(path),
+            str(where),
             size=chosen.blob.size,
             etag=f'"{chosen.blob.sha256}"',
             last_modified=chosen.created_at,
             filename=stored.filename,
         )
+
+    # -- storage nodes (staff)
+
+    @app.route("/api/nodes/", methods=["GET"])
+    async def list_nodes(self, request: IRequest) -> bytes:
+        self._staff(request)
+        return respond(request, 200, await self._nodes.list_nodes())
+
+    @app.route("/api/nodes/", methods=["POST"])
+    async def add_node(self, request: IRequest) -> bytes:
+        self._staff(request)
+        fields = await self._fields(request, {"name", "url", "rsync_url", "zone"})
+        return respond(request, 201, await self._nodes.add(fields))
+
+    @app.route("/api/nodes/<name>/", methods=["PATCH"])
+    async def update_node(self, request: IRequest, name: str) -> bytes:
+        self._staff(request)
+        fields = await self._fields(request, {"state", "zone", "url", "rsync_url"})
+        return respond(request, 200, await self._nodes.update(name, fields))
+
+    @app.route("/api/nodes/<name>/", methods=["DELETE"])
+    async def remove_node(self, request: IRequest, name: str) -> bytes:
+        self._staff(request)
+        await self._nodes.remove(name)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/jobs/<name>/run", methods=["POST"])
+    async def run_job(self, request: IRequest, name: str) -> bytes:
+        """Run a built-in job now (staff): ``scrub`` or ``replication``. Never arbitrary code."""
+        self._staff(request)
+        job = self._jobs.get(name)
+        if job is None:
+            raise NotFound(f"No job named {name!r}; jobs: {', '.join(sorted(self._jobs))}")
+        result = await job()
+        return respond(request, 200, {"job": name, "result": result})

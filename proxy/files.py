@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
 from common.db import Database, Txn
 from common.errors import BadRequest, NotFound
-from proxy import store
+from proxy import nodestore, store
 from proxy.staging import StagingArea
 from proxy.store import StoredFile, Version
 
@@ -122,9 +121,21 @@ class FileService:
 
     async def for_download(
         self, user_id: int, file_id: str, number: object
-    ) -> tuple[StoredFile, Version, Path]:
+    ) -> tuple[StoredFile, Version]:
         found = await self.get(user_id, file_id)
         version = found.version(parse_version(number))
         if version is None:
             raise NotFound("File has no such version", field="version")
-        return found, version, self._staging.blob_path(version.blob.sha256, version.blob.id)
+        return found, version
+
+    async def replicas(self, stored: StoredFile) -> list[dict[str, str]]:
+        """Where the current version's content is kept: ``[{node, zone, state}]``."""
+        return await self._db.run(self._replicas_txn, stored.current.blob.id)
+
+    @staticmethod
+    def _replicas_txn(txn: Txn, blob_id: int) -> list[dict[str, str]]:
+        zones = {n.name: n.zone for n in nodestore.list_nodes(txn)}
+        return [
+            {"node": r.node, "zone": zones.get(r.node, ""), "state": r.state}
+            for r in nodestore.replicas_of(txn, [blob_id])[blob_id]
+        ]

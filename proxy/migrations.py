@@ -62,6 +62,44 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX files_owner ON files (owner_id, created_at)",
         ],
     ),
+    (
+        "storage nodes and replicas",
+        [
+            """CREATE TABLE nodes (
+                name TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                rsync_url TEXT NOT NULL,
+                zone TEXT NOT NULL,
+                state TEXT NOT NULL DEFAULT 'active',
+                status TEXT NOT NULL DEFAULT 'unknown',
+                free_bytes {bigint},
+                total_bytes {bigint},
+                last_seen {float},
+                down_since {float},
+                rtt_ms {float},
+                missed_pings INTEGER NOT NULL DEFAULT 0,
+                created_at {float} NOT NULL)""",
+            """CREATE TABLE replicas (
+                blob_id {bigint} NOT NULL REFERENCES blobs(id),
+                node TEXT NOT NULL REFERENCES nodes(name),
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {float} NOT NULL DEFAULT 0,
+                detail TEXT NOT NULL DEFAULT '',
+                updated_at {float} NOT NULL,
+                PRIMARY KEY (blob_id, node))""",
+            "CREATE INDEX replicas_node ON replicas (node, state)",
+            # 1 while the finished content is still in the proxy's own store (blobs/).
+            "ALTER TABLE blobs ADD COLUMN local INTEGER NOT NULL DEFAULT 1",
+            # Replicas of deleted blobs still to be removed from their nodes.
+            """CREATE TABLE replica_deletions (
+                node TEXT NOT NULL,
+                replica TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {float} NOT NULL DEFAULT 0,
+                PRIMARY KEY (node, replica))""",
+        ],
+    ),
 ]
 
 

@@ -34,6 +34,11 @@ ROUTES: list[tuple[str, str]] = [
     ("DELETE", "/storage/files/{file_id}/"),
     ("POST", "/storage/files/{file_id}/rollback/"),
     ("GET", "/storage/download/{file_id}/"),
+    ("GET", "/api/nodes/"),
+    ("POST", "/api/nodes/"),
+    ("PATCH", "/api/nodes/{name}/"),
+    ("DELETE", "/api/nodes/{name}/"),
+    ("POST", "/api/jobs/{name}/run"),
 ]
 
 _SECURITY_SCHEME = "jwt"
@@ -74,6 +79,7 @@ def openapi_spec(server_url: str) -> Json:
             {"name": "auth", "description": "Accounts and login tokens."},
             {"name": "uploads", "description": "Resumable, chunked uploads."},
             {"name": "files", "description": "Stored files, their versions and downloads."},
+            {"name": "nodes", "description": "Storage nodes (staff only)."},
             {"name": "service", "description": "Health and this documentation."},
         ],
         "paths": {**_service_paths(), **_auth_paths(), **_upload_paths(), **_file_paths()},
@@ -675,6 +681,120 @@ def _file_paths() -> Json:
             ),
         },
         "/storage/download/{file_id}/": {"parameters": file_id, "get": _download_op()},
+        **_node_paths(),
+    }
+
+
+def _node_paths() -> Json:
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    node = _obj(
+        {
+            "name": {"type": "string"},
+            "url": {"type": "string", "description": "http://HOST:PORT of the node's API."},
+            "rsync_url": {"type": "string", "description": "rsync://pyarchive@HOST:PORT/incoming"},
+            "zone": {"type": "string"},
+            "status": {"type": "string", "enum": ["up", "down", "draining"]},
+            "state": {"type": "string", "enum": ["active", "draining"]},
+            "free_bytes": {"type": ["integer", "null"]},
+            "total_bytes": {"type": ["integer", "null"]},
+            "last_seen": {"type": ["string", "null"], "format": "date-time"},
+            "rtt_ms": {"type": ["number", "null"]},
+            "replicas": {"type": "integer", "description": "Confirmed replicas it holds."},
+        }
+    )
+    new = _obj(
+        {
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "rsync_url": {"type": "string"},
+            "zone": {"type": "string"},
+        },
+        required=["name", "url", "rsync_url"],
+    )
+    change = _obj(
+        {
+            "state": {"type": "string", "enum": ["active", "draining"]},
+            "zone": {"type": "string"},
+            "url": {"type": "string"},
+            "rsync_url": {"type": "string"},
+        },
+        required=[],
+    )
+    staff = _error("The caller is not staff.")
+    body = lambda schema: {  # noqa: E731
+        "required": True,
+        "content": {"application/json": {"schema": schema}},
+    }
+    return {
+        "/api/nodes/": {
+            "get": _op(
+                "nodes_list",
+                "nodes",
+                "Storage nodes and what the monitor last saw of them",
+                {"200": _ok("The nodes.", {"type": "array", "items": node}), "403": staff},
+            ),
+            "post": _op(
+                "nodes_add",
+                "nodes",
+                "Register a storage node (used once its first ping succeeds)",
+                {
+                    "201": _ok("Registered.", node),
+                    "400": _error("A field is missing or malformed."),
+                    "403": staff,
+                    "409": _error("A node with that name exists."),
+                },
+                body=body(new),
+            ),
+        },
+        "/api/jobs/{name}/run": {
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["scrub", "replication"]},
+                }
+            ],
+            "post": _op(
+                "jobs_run",
+                "nodes",
+                "Run a built-in job now (scrub: re-hash every replica)",
+                {
+                    "200": _ok(
+                        "What the run found.",
+                        _obj({"job": {"type": "string"}, "result": {}}, required=["job"]),
+                    ),
+                    "403": staff,
+                    "404": _error("No such job."),
+                },
+            ),
+        },
+        "/api/nodes/{name}/": {
+            "parameters": name,
+            "patch": _op(
+                "nodes_update",
+                "nodes",
+                "Drain, reactivate or move a node",
+                {
+                    "200": _ok("Changed.", node),
+                    "400": _error("A field is malformed."),
+                    "403": staff,
+                    "404": _error("No such node."),
+                },
+                body=body(change),
+            ),
+            "delete": _op(
+                "nodes_remove",
+                "nodes",
+                "Forget a node",
+                {
+                    "204": {"description": "Forgotten."},
+                    "403": staff,
+                    "404": _error("No such node."),
+                    "409": _error("It holds the only copy of some files; drain it first."),
+                },
+            ),
+        },
     }
 
 

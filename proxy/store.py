@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.db import Row, Txn
+from common.signing import replica_key
+from proxy import nodestore
 
 # ---------------------------------------------------------------- users
 
@@ -330,6 +332,10 @@ def _drop_unused_blobs(txn: Txn, blob_ids: list[int]) -> list[tuple[str, int]]:
     for blob_id in blob_ids:
         if txn.scalar("SELECT 1 FROM versions WHERE blob_id = ? LIMIT 1", (blob_id,)) is None:
             sha256 = txn.scalar("SELECT sha256 FROM blobs WHERE id = ?", (blob_id,))
+            # Its replicas go too: queued, so nodes that are down now are cleaned later.
+            for (node,) in txn.all("SELECT node FROM replicas WHERE blob_id = ?", (blob_id,)):
+                nodestore.queue_deletion(txn, node, replica_key(blob_id, sha256))
+            txn.execute("DELETE FROM replicas WHERE blob_id = ?", (blob_id,))
             txn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
             orphans.append((sha256, blob_id))
     return orphans

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import IO
 
@@ -114,6 +115,7 @@ class UploadEngine:
         pool: ThreadPool,
         upload_expiry: float,
         max_chunk_size: int,
+        on_completed: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._staging = staging
@@ -123,6 +125,7 @@ class UploadEngine:
         self._pool = pool
         self._expiry = upload_expiry
         self.max_chunk_size = max_chunk_size
+        self._on_completed = on_completed  # e.g. start replicating at once
 
     # -- reading
 
@@ -299,6 +302,7 @@ class UploadEngine:
             self._progress.release(upload_id, owner)
         self._progress.forget(upload_id)
         await self._in_thread(self._staging.remove, upload_id)
+        self._on_completed()
         return done
 
     def _complete_txn(self, txn: Txn, user_id: int, seen: Upload, md5: str, sha256: str) -> Upload:

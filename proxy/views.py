@@ -48,9 +48,13 @@ def _version_json(file_id: str, version: Version, base_url: str) -> dict[str, An
     }
 
 
-def file_json(stored: StoredFile, base_url: str) -> dict[str, Any]:
+def file_json(
+    stored: StoredFile, base_url: str, replicas: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     current = stored.current
+    shown = {} if replicas is None else {"replicas": replicas}
     return {
+        **shown,
         "id": stored.id,
         "filename": stored.filename,
         "size": current.blob.size,

@@ -22,38 +22,49 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import http.client
 import json
-import mmap
 import os
-import resource
 import secrets
-import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("BENCH_SHARED", str(ROOT.parent / "shared" / "bench")))
-DATA = Path(os.environ.get("BENCH_DATA", "/var/tmp/uploadbench"))
-BENCH_VENV = Path(os.environ.get("BENCH_VENV", str(DATA / "venv")))
-RESULTS = Path(os.environ.get("BENCH_RESULTS", str(DATA / "results")))
-LOGS = DATA / "logs"
-PREFAULT_GIB = float(os.environ.get("BENCH_PREFAULT_GIB", "3"))  # as bench.py; 0 = off
-RUN_TIMEOUT = float(os.environ.get("BENCH_RUN_TIMEOUT", "300"))  # seconds, as bench.py
-PROXY = ROOT / ".venv" / "bin" / "pyarchive-proxy"
+from bench_common import (
+    _CONTROLLED_ENV,
+    DATA,
+    GIB,
+    MB,
+    PREFAULT_GIB,
+    PROXY,
+    RESULTS,
+    ROOT,
+    RUN_TIMEOUT,
+    SHARED,
+    STATUS_COMPLETE,
+    BenchError,
+    Conn,
+    Proxy,
+    cpu_times,
+    file_md5_raw,
+    known_md5,
+    log,
+    login_raw,
+    own_cpu_s,
+    proc_cpu_s,
+    proc_status_kb,
+    project_version,
+    row,
+    settle,
+    size_label,
+    steal_pct,
+    upload_raw,
+    warm,
+)
+
 NAME = "pyarchive-upload"
-MB = 1e6
-GIB = 1 << 30
-STATUS_COMPLETE = 2
 ANCHORS = ("tus", "django-chunked-upload")
 # From the issue's "Benchmark" section: ours/tus >= 0.8, ours/dcu >= 3, peak RSS < 120 MiB.
 TARGETS = {"tus": 0.8, "django-chunked-upload": 3.0}
@@ -66,284 +77,6 @@ CLIENTS = {
 # Chosen by client CPU, one 1 GiB run each (2026-11-22): raw 0.45 CPU s, the library 2.33 CPU s
 # (its md5 thread alone is ~1.5 s/GiB; the raw client knows the md5 beforehand).
 DEFAULT_CLIENT = "raw"
-
-
-class BenchError(Exception):
-    """A failed run: printed as one line, exit status 1."""
-
-
-def log(msg: str) -> None:
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {msg}", flush=True)
-
-
-# ---------------------------------------------------------------- machine
-
-
-def run(argv: list[str], timeout: float = RUN_TIMEOUT) -> None:
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if p.returncode != 0:
-        raise BenchError(f"{argv[0]} exited {p.returncode}: {p.stderr.strip()[-300:]}")
-
-
-def prefault_python() -> str:
-    """bench.py runs prefault.py with the anchors' venv python; the same one if it is there."""
-    py = BENCH_VENV / "bin" / "python"
-    return str(py) if py.exists() else sys.executable
-
-
-def settle(prefault: bool = True) -> float:
-    """bench.py's settle(): sync, 1 s pause, then touch PREFAULT_GIB GiB (see prefault.py).
-
-    Returns the prefault's seconds (recorded: ~0.4 s/GiB when the host still backs the
-    memory, several s/GiB when it has taken it back).
-    """
-    run(["sync"])
-    time.sleep(1)
-    if not prefault or PREFAULT_GIB <= 0:
-        return 0.0
-    t0 = time.perf_counter()
-    run([prefault_python(), str(SHARED / "prefault.py"), str(PREFAULT_GIB)], timeout=120)
-    return time.perf_counter() - t0
-
-
-def warm(path: Path) -> None:
-    """Read the file once so that it sits in the page cache (bench.py's warm())."""
-    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True, timeout=120)
-
-
-def md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def known_md5(path: Path) -> tuple[str, str]:
-    """The file's md5 and where it came from: PATH.md5 if present, else computed (untimed)."""
-    sidecar = Path(str(path) + ".md5")
-    if sidecar.exists():
-        return sidecar.read_text().split()[0].lower(), str(sidecar)
-    return md5_file(path), "computed"
-
-
-def proc_status_kb(pid: int, key: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def proc_cpu_s(pid: int) -> float | None:
-    """utime + stime of the process (all its threads), seconds, from /proc/PID/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def cpu_times() -> list[int]:
-    with open("/proc/stat") as f:
-        return [int(x) for x in f.readline().split()[1:]]
-
-
-def steal_pct(a: list[int], b: list[int]) -> float:
-    d = [y - x for x, y in zip(a, b, strict=True)]
-    return round(100.0 * d[7] / (sum(d[:8]) or 1), 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def size_label(n: int) -> str:
-    for unit, div in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div} {unit}"
-    return f"{n} bytes"
-
-
-# ---------------------------------------------------------------- the proxy
-
-
-class Proxy:
-    """A fresh pyarchive-proxy on a free port with its own data dir, stopped by its PID."""
-
-    def __init__(self, data_root: Path) -> None:
-        data_root.mkdir(parents=True, exist_ok=True)
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self.data_dir = Path(tempfile.mkdtemp(prefix="pyarchive-bench-", dir=data_root))
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = LOGS / "pyarchive-proxy.log"
-        env = {k: v for k, v in os.environ.items() if k not in _CONTROLLED_ENV}
-        env["PYARCHIVE_SECRET_KEY"] = secrets.token_urlsafe(32)
-        self.logf = open(self.log_path, "ab")  # closed in stop()
-        self.logf.write(f"--- {datetime.datetime.now().isoformat()} port {self.port}\n".encode())
-        self.logf.flush()
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    str(PROXY),
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--listen",
-                    f"tcp:{self.port}:interface=127.0.0.1",
-                ],
-                stdout=self.logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            self.logf.close()
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            raise BenchError(f"cannot start {PROXY}: {exc}") from exc
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def died(self) -> str | None:
-        """Why the proxy is gone, or None while it runs."""
-        code = self.proc.poll()
-        if code is None:
-            return None
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        return f"the proxy {how} (log: {self.log_path})"
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if (why := self.died()) is not None:
-                raise BenchError(f"{why} before answering /health")
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            time.sleep(0.1)
-        raise BenchError(f"the proxy did not answer GET /health within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.logf.close()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
-# The benchmark sets these itself (SQLite default, its own dir, port and public URL).
-_CONTROLLED_ENV = frozenset(
-    {"PYARCHIVE_DATABASE", "PYARCHIVE_DATA_DIR", "PYARCHIVE_LISTEN", "PYARCHIVE_PUBLIC_URL"}
-)
-
-
-# ---------------------------------------------------------------- raw http.client
-
-
-class Conn:
-    """One keep-alive http.client connection; counts how many TCP connections it needed."""
-
-    def __init__(self, port: int) -> None:
-        self.http = http.client.HTTPConnection("127.0.0.1", port, timeout=RUN_TIMEOUT)
-        self.connects = 0
-        self.headers = {"User-Agent": "pyarchive-bench", "Accept": "application/json"}
-
-    def request(
-        self, method: str, target: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        if self.http.sock is None:
-            self.connects += 1
-        self.http.request(method, target, body=body, headers={**self.headers, **(headers or {})})
-        r = self.http.getresponse()
-        data = r.read()
-        try:
-            answer = json.loads(data) if data else {}
-        except ValueError:
-            answer = {"detail": data[:200].decode("utf-8", "replace")}
-        return r.status, answer
-
-    def json(self, method: str, target: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        body = json.dumps(fields).encode()
-        return self.request(method, target, body, {"Content-Type": "application/json"})
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def expect(what: str, status: int, answer: dict[str, Any], ok: tuple[int, ...] = (200,)) -> None:
-    if status not in ok:
-        raise BenchError(f"{what} answered HTTP {status}: {answer.get('detail', answer)!r:.200}")
-
-
-def login_raw(conn: Conn) -> None:
-    user = {"username": "bench", "password": secrets.token_urlsafe(16)}
-    expect("register", *conn.json("POST", "/api/auth/register", user), ok=(200, 201))
-    status, answer = conn.json("POST", "/api-token-auth/", user)
-    expect("login", status, answer)
-    conn.headers["Authorization"] = f"JWT {answer['token']}"
-
-
-def upload_raw(conn: Conn, path: Path, chunk: int, md5: str) -> tuple[dict[str, Any], float]:
-    """Timed part: every chunk PUT, then the completion POST. Returns (answer, chunks_seconds)."""
-    name = urlencode({"filename": path.name})
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        view = memoryview(m)
-        try:
-            total = len(view)
-            t0 = time.perf_counter()
-            target = f"/storage/tmp-upload/?{name}"
-            for start in range(0, total, chunk):
-                stop = min(start + chunk, total)
-                headers = {
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"bytes {start}-{stop - 1}/{total}",
-                }
-                with view[start:stop] as body:
-                    status, answer = conn.request("PUT", target, body, headers)
-                expect(f"chunk PUT at offset {start}", status, answer)
-                if answer.get("offset") != stop:
-                    raise BenchError(
-                        f"after the chunk at {start} the offset is "
-                        f"{answer.get('offset')!r}, not {stop}"
-                    )
-                if start == 0:
-                    target = urlsplit(answer["url"]).path
-            t_chunks = time.perf_counter() - t0
-            status, answer = conn.json("POST", target, {"md5": md5})
-            expect("completion POST", status, answer)
-            return answer, t_chunks
-        finally:
-            view.release()
-
-
-def file_md5_raw(conn: Conn, file_id: Any) -> tuple[str, int]:
-    status, answer = conn.request("GET", f"/storage/files/{file_id}/")
-    expect("GET of the stored file", status, answer)
-    return answer["md5"], answer["size"]
 
 
 # ---------------------------------------------------------------- one run
@@ -445,34 +178,6 @@ def one_run(i: int, args: argparse.Namespace, path: Path, md5: str) -> dict[str,
 
 
 # ---------------------------------------------------------------- upload measurement
-
-
-def row(
-    name: str, values: list[float], unit: str, runs: list[dict[str, Any]], tool: str, notes: str
-) -> dict[str, Any]:
-    r: dict[str, Any] = {
-        "row": name,
-        "unit": unit,
-        "values": values,
-        "runs": runs,
-        "tool": tool,
-        "notes": notes,
-    }
-    r.update(median=statistics.median(values), min=min(values), max=max(values))
-    return r
-
-
-def project_version() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except OSError:
-        rev = ""
-    return f"pyarchive {rev or '?'}, CPython {sys.version.split()[0]}"
 
 
 def upload(args: argparse.Namespace) -> dict[str, Any]:

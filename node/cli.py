@@ -1,0 +1,101 @@
+"""``pyarchive-node``: run a storage node (HTTP API plus its rsync daemon)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from typing import Any
+
+import click
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from common.config import ConfigError, describe, load
+from node.config import NodeConfig
+
+
+def _config(ctx: click.Context) -> NodeConfig:
+    options = dict(ctx.obj)
+    try:
+        config = load(NodeConfig, "node", config_file=options.pop("config_file"), overrides=options)
+        config.check()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return config
+
+
+@click.group(invoke_without_command=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="INI file.")
+@click.option("--name", help="This node's name in the cluster (required).")
+@click.option("--data-dir", help="Replicas, incoming/ and rsyncd files (default ./var/node).")
+@click.option("--listen", help="Twisted endpoint string (default tcp:8101:interface=127.0.0.1).")
+@click.option("--rsync-port", type=int, help="Port of the node's rsync daemon (default 8873).")
+@click.option("--zone", help="The zone this node is in (default 'default').")
+@click.pass_context
+def main(ctx: click.Context, /, **options: Any) -> None:
+    """A PyArchive storage node. Without a command it serves until stopped.
+
+    The cluster secret comes from $PYARCHIVE_CLUSTER_SECRET or the config file.
+    """
+    ctx.obj = options
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve)
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Serve the HTTP API and run the rsync daemon; stops both cleanly on SIGINT/SIGTERM."""
+    from twisted.internet import reactor
+
+    from node.service import build_node
+
+    config = _config(ctx)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    try:
+        node = build_node(config, reactor)
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def start() -> None:
+        try:
+            port = await node.start()
+        except Exception as exc:
+            print(f"pyarchive-node: cannot start: {exc}", file=sys.stderr, flush=True)
+            reactor.stop()  # type: ignore[attr-defined]
+            os._exit(1)
+        address: Any = port.getHost()
+        print(
+            f"pyarchive-node {config.name} serving on {address.host}:{address.port}, "
+            f"rsync on {config.rsync_bind_address()}:{config.rsync_port}",
+            flush=True,
+        )
+
+    reactor.callWhenRunning(lambda: ensureDeferred(start()))  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+        "before", "shutdown", lambda: ensureDeferred(node.stop())
+    )
+    reactor.run()  # type: ignore[attr-defined]
+
+
+@main.command("print-config-sample")
+def print_config_sample() -> None:
+    """Print every setting with its default and meaning (the source of etc/node.conf-sample)."""
+    click.echo(config_sample(), nl=False)
+
+
+def config_sample() -> str:
+    lines = [
+        "# PyArchive storage node settings. Every setting can also be given as an environment",
+        "# variable PYARCHIVE_<NAME> (e.g. PYARCHIVE_CLUSTER_SECRET=...) or on the command line",
+        "# where a flag exists (--name, --data-dir, --listen, --rsync-port, --zone); the command",
+        "# line wins, then the environment, then this file. Durations take s/m/h/d.",
+        "",
+        "[node]",
+    ]
+    for name, default, help_text in describe(NodeConfig):
+        lines.extend(textwrap.wrap(help_text, 96, initial_indent="# ", subsequent_indent="# "))
+        lines.append(f"# {name} = {default}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

