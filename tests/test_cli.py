@@ -145,3 +145,30 @@ def test_run_local_serves_prints_the_ready_line_and_stops_cleanly_on_sigterm(
     assert "PyArchive stopped." in remaining
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_operators_add_list_drain_update_and_remove_nodes_from_the_command_line(
+    tmp_path: Path,
+) -> None:
+    data = str(tmp_path / "proxy")
+
+    def nodes(*args: str) -> subprocess.CompletedProcess[str]:
+        return _proxy_cli("--data-dir", data, "nodes", *args)
+
+    added = nodes("add", "n1", "http://127.0.0.1:9101", "rsync://pyarchive@127.0.0.1:9102/incoming",
+                  "--zone", "a")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == "added node n1 (http://127.0.0.1:9101, zone a)"
+    again = nodes("add", "n1", "http://127.0.0.1:9101", "rsync://pyarchive@127.0.0.1:9102/x")
+    assert again.returncode != 0
+    assert again.stderr.strip() == "Error: A node named 'n1' exists already"
+    bad = nodes("add", "n2", "ftp://somewhere", "rsync://pyarchive@127.0.0.1:9102/x")
+    assert bad.returncode != 0 and "url must look like" in bad.stderr
+    listed = nodes("list").stdout.strip().split("\t")
+    assert listed[:3] == ["n1", "down", "a"] and listed[-1] == "http://127.0.0.1:9101"
+    assert nodes("drain", "n1").stdout.strip() == "node n1 is draining"
+    assert nodes("list").stdout.split("\t")[1] == "draining"
+    moved = nodes("update", "n1", "--url", "http://127.0.0.1:9201", "--active")
+    assert "http://127.0.0.1:9201" in moved.stdout and "active" in moved.stdout
+    assert nodes("remove", "n1").stdout.strip() == "node n1 removed"
+    assert nodes("list").stdout == ""
