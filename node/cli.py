@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import textwrap
 from typing import Any
 
 import click
-from twisted.internet.defer import ensureDeferred
-from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from common.config import ConfigError, describe, load
+from common.running import begin_logging, serve_forever
 from node.config import NodeConfig
 
 
@@ -52,31 +49,18 @@ def serve(ctx: click.Context) -> None:
     from node.service import build_node
 
     config = _config(ctx)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    begin_logging()
     try:
         node = build_node(config, reactor)
     except (ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-
-    async def start() -> None:
-        try:
-            port = await node.start()
-        except Exception as exc:
-            print(f"pyarchive-node: cannot start: {exc}", file=sys.stderr, flush=True)
-            reactor.stop()  # type: ignore[attr-defined]
-            os._exit(1)
-        address: Any = port.getHost()
-        print(
+    serve_forever(
+        reactor, node, "pyarchive-node",
+        lambda address: (
             f"pyarchive-node {config.name} serving on {address.host}:{address.port}, "
-            f"rsync on {config.rsync_bind_address()}:{config.rsync_port}",
-            flush=True,
-        )
-
-    reactor.callWhenRunning(lambda: ensureDeferred(start()))  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
-        "before", "shutdown", lambda: ensureDeferred(node.stop())
-    )
-    reactor.run()  # type: ignore[attr-defined]
+            f"rsync on {config.rsync_bind_address()}:{config.rsync_port}"
+        ),
+    )  # fmt: skip
 
 
 @main.command("print-config-sample")

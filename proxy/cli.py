@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import getpass
 import os
-import sys
 import textwrap
 from typing import Any
 
 import click
 from twisted.internet.defer import ensureDeferred
-from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from common.config import ConfigError, describe, load
 from common.db import DatabaseUrlError
+from common.running import begin_logging, serve_forever
 from proxy.config import ProxyConfig
 from proxy.nodes import NodeAdmin
 
@@ -53,27 +52,15 @@ def serve(ctx: click.Context) -> None:
     from proxy.service import build_proxy
 
     config = _config(ctx)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    begin_logging()
     try:
         proxy = build_proxy(config, reactor)
     except (DatabaseUrlError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-
-    async def start() -> None:
-        try:
-            port = await proxy.start()
-        except Exception as exc:
-            print(f"pyarchive-proxy: cannot start: {exc}", file=sys.stderr, flush=True)
-            reactor.stop()  # type: ignore[attr-defined]
-            os._exit(1)
-        address: Any = port.getHost()
-        print(f"pyarchive-proxy serving on {address.host}:{address.port}", flush=True)
-
-    reactor.callWhenRunning(lambda: ensureDeferred(start()))  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
-        "before", "shutdown", lambda: ensureDeferred(proxy.stop())
-    )
-    reactor.run()  # type: ignore[attr-defined]
+    serve_forever(
+        reactor, proxy, "pyarchive-proxy",
+        lambda address: f"pyarchive-proxy serving on {address.host}:{address.port}",
+    )  # fmt: skip
 
 
 @main.command("create-admin")

@@ -1,0 +1,42 @@
+"""Running a service in the foreground until SIGINT/SIGTERM (the proxy's and a node's serve)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+
+class Service(Protocol):
+    def start(self) -> Coroutine[Any, Any, IListeningPort]: ...
+
+    def stop(self) -> Coroutine[Any, Any, None]: ...
+
+
+def begin_logging() -> None:
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+
+
+def serve_forever(
+    reactor: Any, service: Service, program: str, announce: Callable[[Any], str]
+) -> None:
+    """Start ``service`` once the reactor runs, print ``announce(address)``, stop it before
+    the reactor shuts down. A start that fails prints one line and exits with status 1."""
+
+    async def start() -> None:
+        try:
+            port = await service.start()
+        except Exception as exc:
+            print(f"{program}: cannot start: {exc}", file=sys.stderr, flush=True)
+            reactor.stop()
+            os._exit(1)
+        print(announce(port.getHost()), flush=True)
+
+    reactor.callWhenRunning(lambda: ensureDeferred(start()))
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: ensureDeferred(service.stop()))
+    reactor.run()
