@@ -58,6 +58,7 @@ from bench_common import (
     project_version,
     row,
     settle,
+    sitting_notes,
     size_label,
     steal_pct,
     upload_raw,
@@ -292,15 +293,7 @@ def ratios() -> None:
     )
     for name in ANCHORS:
         other = load(name)
-        note = ""
-        if other.get("prefault_gib") != ours.get("prefault_gib"):
-            note += f"  (!) prefault differs: {other.get('prefault_gib')} GiB"
-        apart = abs(
-            datetime.datetime.fromisoformat(ours["started"])
-            - datetime.datetime.fromisoformat(other["started"])
-        ).total_seconds()
-        if apart > 3600:
-            note += f"  (!) not the same sitting: {apart / 3600:.1f} h apart"
+        note = sitting_notes(ours, other)
         print(f"  vs {name} ({other['started']}, {other['runs']} runs){note}")
         for unit, what, target in (
             ("MB/s", "throughput", f"target >= {TARGETS[name]:g}x"),
