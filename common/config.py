@@ -12,6 +12,7 @@ import configparser
 import dataclasses
 import os
 import re
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -114,6 +115,17 @@ def load(
         if value is not None:
             values[name] = value
     return cls(**values)
+
+
+def sample_file(cls: type[Any], section: str, preamble: list[str]) -> str:
+    """The text of ``etc/<role>.conf-sample``: ``preamble`` lines, then every setting of
+    ``cls`` commented out under ``[section]``, with its meaning and its default."""
+    lines = [*preamble, "", f"[{section}]"]
+    for name, default, help_text in describe(cls):
+        lines.extend(textwrap.wrap(help_text, 96, initial_indent="# ", subsequent_indent="# "))
+        lines.append(f"# {name} = {default}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def describe(cls: type[Any]) -> list[tuple[str, str, str]]:

@@ -6,7 +6,6 @@ the proxy issued), parses the request into values, calls ``Replicas`` and shapes
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -28,22 +27,11 @@ from common.signing import (
     RequestVerifier,
     verify_download_token,
 )
+from common.web import header, respond
 from node.inputs import CappedBody, expected_content
 from node.replicas import Replicas, check_key, key_sha256
 
 log = Logger()
-
-
-def respond(request: IRequest, status: int, data: Any) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader("Content-Type", "application/json")
-    request.setHeader("Cache-Control", "no-store")
-    return json.dumps(data).encode("utf-8")
-
-
-def header(request: IRequest, name: str) -> str | None:
-    values = request.requestHeaders.getRawHeaders(name)
-    return values[0] if values else None
 
 
 class NodeApp:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
 import click
 
-from common.config import ConfigError, describe, load
+from common.config import ConfigError, load, sample_file
 from common.running import begin_logging, serve_forever
 from node.config import NodeConfig
 
@@ -70,16 +69,10 @@ def print_config_sample() -> None:
 
 
 def config_sample() -> str:
-    lines = [
+    preamble = [
         "# PyArchive storage node settings. Every setting can also be given as an environment",
         "# variable PYARCHIVE_<NAME> (e.g. PYARCHIVE_CLUSTER_SECRET=...) or on the command line",
         "# where a flag exists (--name, --data-dir, --listen, --rsync-port, --zone); the command",
         "# line wins, then the environment, then this file. Durations take s/m/h/d.",
-        "",
-        "[node]",
     ]
-    for name, default, help_text in describe(NodeConfig):
-        lines.extend(textwrap.wrap(help_text, 96, initial_indent="# ", subsequent_indent="# "))
-        lines.append(f"# {name} = {default}".rstrip())
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return sample_file(NodeConfig, "node", preamble)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
@@ -21,11 +20,12 @@ from common.contentrange import parse_content_range
 from common.errors import ApiError, Forbidden, NotFound
 from common.fileserve import serve_file
 from common.tokens import TokenClaims
+from common.web import header, respond
 from proxy import docs_page, openapi
 from proxy.accounts import Accounts
 from proxy.downloads import DownloadLocator, Redirect
 from proxy.files import FileService
-from proxy.inputs import chunk_input, header, query, small_fields
+from proxy.inputs import chunk_input, query, small_fields
 from proxy.nodes import NodeAdmin
 from proxy.staging import StagingArea
 from proxy.uploads import SpooledChunk, UploadEngine
@@ -34,13 +34,6 @@ from proxy.views import file_json, file_page_json, upload_json
 log = Logger()
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 _CHUNK_FIELDS = {"filename", "parent"}
-
-
-def respond(request: IRequest, status: int, data: Any) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader("Content-Type", "application/json")
-    request.setHeader("Cache-Control", "no-store")
-    return json.dumps(data).encode("utf-8")
 
 
 class ProxyApp:

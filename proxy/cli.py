@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import getpass
 import os
-import textwrap
 from typing import Any
 
 import click
 from twisted.internet.defer import ensureDeferred
 
-from common.config import ConfigError, describe, load
+from common.config import ConfigError, load, sample_file
 from common.db import DatabaseUrlError
 from common.running import begin_logging, serve_forever
 from proxy.config import ProxyConfig
@@ -222,16 +221,10 @@ def print_config_sample() -> None:
 
 
 def config_sample() -> str:
-    lines = [
+    preamble = [
         "# PyArchive proxy settings. Every setting can also be given as an environment",
         "# variable PYARCHIVE_<NAME> (e.g. PYARCHIVE_MAX_CHUNK_SIZE=32MiB) or on the command",
         "# line where a flag exists (--data-dir, --listen, --database); the command line wins,",
         "# then the environment, then this file. Sizes take KiB/MiB/GiB, durations s/m/h/d.",
-        "",
-        "[proxy]",
     ]
-    for name, default, help_text in describe(ProxyConfig):
-        lines.extend(textwrap.wrap(help_text, 96, initial_indent="# ", subsequent_indent="# "))
-        lines.append(f"# {name} = {default}".rstrip())
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return sample_file(ProxyConfig, "proxy", preamble)

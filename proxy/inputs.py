@@ -11,16 +11,12 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.iweb import IRequest
 
 from common.errors import ApiError, BadRequest, PayloadTooLarge
+from common.web import header
 from proxy.bodies import BodyTooLarge, PlacedChunk, SpoolBody
 from proxy.forms import Form, check_fields, content_type, parse_multipart, parse_small_body
 from proxy.uploads import ChunkBody, SpooledChunk
 
 SMALL_BODY_LIMIT = 64 * 1024
-
-
-def header(request: IRequest, name: str) -> str | None:
-    values = request.requestHeaders.getRawHeaders(name)
-    return values[0] if values else None
 
 
 def query(request: IRequest, allowed: set[str]) -> dict[str, str]:
