@@ -94,6 +94,13 @@ def md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def require_test_file(path: Path) -> int:
+    """The test file's size; a clear error if it has not been made."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise BenchError(f"no test file {path}: run ../shared/bench/setup.sh (or gen_testfile.sh)")
+    return path.stat().st_size
+
+
 def known_md5(path: Path) -> tuple[str, str]:
     """The file's md5 and where it came from: PATH.md5 if present, else computed (untimed)."""
     sidecar = Path(str(path) + ".md5")

@@ -64,6 +64,7 @@ from bench_common import (
     proc_status_kb,
     project_version,
     remove,
+    require_test_file,
     reset_peak_rss,
     row,
     settle,
@@ -220,9 +221,7 @@ def one_measure(
 
 def download(args: argparse.Namespace) -> dict[str, Any]:
     path = DATA / "test-1g.bin"
-    if not path.is_file() or path.stat().st_size == 0:
-        raise BenchError(f"no test file {path}: run ../shared/bench/setup.sh (or gen_testfile.sh)")
-    size = path.stat().st_size
+    size = require_test_file(path)
     md5, md5_from = known_md5(path)
     log(f"== {NAME}: 1 GiB from one node through the proxy's redirect, {args.runs} runs, "
         f"prefault {PREFAULT_GIB:g} GiB")  # fmt: skip

@@ -59,6 +59,7 @@ from bench_common import (
     proc_cpu_s,
     project_version,
     remove,
+    require_test_file,
     row,
     settle,
     sigterm_exits,
@@ -203,9 +204,7 @@ def one_run(i: int, path: Path, md5: str) -> dict[str, dict[str, Any]]:
 
 def replicate(args: argparse.Namespace) -> dict[str, Any]:
     path = DATA / "test-1g.bin"
-    if not path.is_file() or path.stat().st_size == 0:
-        raise BenchError(f"no test file {path}: run ../shared/bench/setup.sh (or gen_testfile.sh)")
-    size = path.stat().st_size
+    size = require_test_file(path)
     md5, md5_from = known_md5(path)
     log(
         f"== {NAME}: 1 GiB to two nodes vs plain rsync, {args.runs} runs, "

@@ -56,6 +56,7 @@ from bench_common import (
     proc_cpu_s,
     proc_status_kb,
     project_version,
+    require_test_file,
     row,
     settle,
     sitting_notes,
@@ -183,11 +184,9 @@ def one_run(i: int, args: argparse.Namespace, path: Path, md5: str) -> dict[str,
 
 def upload(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.file)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise BenchError(f"no test file {path}: run ../shared/bench/setup.sh (or gen_testfile.sh)")
+    size = require_test_file(path)
     if not PROXY.exists():
         raise BenchError(f"{PROXY} is missing: run scripts/bench (it installs .venv)")
-    size = path.stat().st_size
     args.chunk = int(args.chunk_mib * (1 << 20))
     label = f"pyarchive upload {size_label(size)}, {args.chunk_mib:g} MiB chunks"
     log(
