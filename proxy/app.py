@@ -17,7 +17,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from common.contentrange import parse_content_range
-from common.errors import ApiError, Forbidden, NotFound
+from common.errors import ApiError, Forbidden, Gone, NotFound
 from common.fileserve import serve_file
 from common.tokens import TokenClaims
 from common.web import header, respond
@@ -27,6 +27,7 @@ from proxy.downloads import DownloadLocator, Redirect
 from proxy.files import FileService
 from proxy.inputs import chunk_input, query, small_fields
 from proxy.nodes import NodeAdmin
+from proxy.remote import LOST, NOT_HERE, RemoteTier
 from proxy.staging import StagingArea
 from proxy.uploads import SpooledChunk, UploadEngine
 from proxy.views import file_json, file_page_json, upload_json
@@ -46,6 +47,7 @@ class ProxyApp:
         uploads: UploadEngine,
         files: FileService,
         nodes: NodeAdmin,
+        remote: RemoteTier,
         downloads: DownloadLocator,
         jobs: Mapping[str, Callable[[], Awaitable[Any]]],
         staging: StagingArea,
@@ -57,6 +59,7 @@ class ProxyApp:
         self._uploads = uploads
         self._files = files
         self._nodes = nodes
+        self._remote = remote
         self._jobs = jobs
         self._downloads = downloads
         self._staging = staging
@@ -262,7 +265,49 @@ class ProxyApp:
         caller = self._caller(request)
         found = await self._files.get(caller.user_id, file_id)
         replicas = await self._files.replicas(found)
-        return respond(request, 200, file_json(found, self._base_url(request), replicas))
+        body = file_json(found, self._base_url(request), replicas)
+        body.update(await self._remote.view(found.current.blob.id))
+        body["cache_url"] = self._file_url(request, found.id, "cache")
+        body["uncache_url"] = self._file_url(request, found.id, "uncache")
+        return respond(request, 200, body)
+
+    def _file_url(self, request: IRequest, file_id: str, action: str) -> str:
+        return f"{self._base_url(request)}/storage/files/{file_id}/{action}"
+
+    async def _own_or_staff(self, request: IRequest, file_id: str) -> Any:
+        caller = self._caller(request)
+        return await self._files.get(None if caller.is_staff else caller.user_id, file_id)
+
+    @app.route("/storage/files/<file_id>/uncache", methods=["POST"])
+    async def uncache(self, request: IRequest, file_id: str) -> bytes:
+        """Release the local copies of a file verified in S3 (owner or staff)."""
+        found = await self._own_or_staff(request, file_id)
+        await self._remote.uncache(found.current.blob.id)
+        body = {"detail": "Local copies released; the file is kept in S3", "remote_state": "remote"}
+        return respond(
+            request, 200, {**body, "cache_url": self._file_url(request, found.id, "cache")}
+        )
+
+    @app.route("/storage/files/<file_id>/cache", methods=["POST"])
+    async def cache(self, request: IRequest, file_id: str) -> bytes:
+        """Bring a file back from S3 to storage nodes (owner or staff); joins a queued restore."""
+        found = await self._own_or_staff(request, file_id)
+        state = await self._remote.cache(found.current.blob.id)
+        detail_url = f"{self._base_url(request)}/storage/files/{found.id}/"
+        if state == "restoring":
+            request.setHeader("Retry-After", str(self._remote.restore_retry_after))
+            body = {
+                "detail": "Restore from S3 queued",
+                "remote_state": state,
+                "status_url": detail_url,
+            }
+            return respond(request, 202, body)
+        body = {
+            "detail": "This file is already on storage nodes",
+            "remote_state": state,
+            "status_url": detail_url,
+        }
+        return respond(request, 200, body)
 
     @app.route("/storage/files/<file_id>/", methods=["DELETE"])
     async def delete_file(self, request: IRequest, file_id: str) -> bytes:
@@ -281,8 +326,28 @@ class ProxyApp:
     @app.route("/storage/download/<file_id>/", methods=["GET", "HEAD"])
     async def download(self, request: IRequest, file_id: str) -> Any:
         caller = self._caller(request)
-        version = query(request, {"version"}).get("version")
-        stored, chosen = await self._files.for_download(caller.user_id, file_id, version)
+        asked = query(request, {"version", "restore"})
+        stored, chosen = await self._files.for_download(
+            caller.user_id, file_id, asked.get("version")
+        )
+        state = await self._remote.state_of(chosen.blob.id)
+        if state == LOST:
+            raise Gone(
+                "This file's content was not in the S3 bucket the catalogue was restored from"
+            )
+        if state in NOT_HERE:
+            cache_url = self._file_url(request, stored.id, "cache")
+            if asked.get("restore") in {"1", "true", "yes"}:
+                state = await self._remote.cache(chosen.blob.id)
+                request.setHeader("Retry-After", str(self._remote.restore_retry_after))
+                body = {
+                    "detail": "file is in remote storage; restore queued",
+                    "remote_state": state,
+                    "cache_url": cache_url,
+                }
+                return respond(request, 202, body)
+            body = {"detail": "file is in remote storage", "cache_url": cache_url}
+            return respond(request, 409, body)
         client = request.getClientAddress()
         where = await self._downloads.locate(
             chosen.blob, stored.filename, getattr(client, "host", "")

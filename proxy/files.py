@@ -83,22 +83,25 @@ class FileService:
         count, files = await self._db.run(store.list_files, user_id, self.page_size, where.offset)
         return count, where, files
 
-    async def get(self, user_id: int, file_id: str) -> StoredFile:
+    async def get(self, user_id: int | None, file_id: str) -> StoredFile:
+        """The caller's file (any owner's when ``user_id`` is None: staff only)."""
         found = await self._db.run(store.get_file, validate_file_id(file_id), user_id)
         if found is None:
             raise NotFound("File not found")
         return found
 
     async def delete(self, user_id: int, file_id: str) -> None:
-        orphans = await self._db.run(self._delete_txn, user_id, validate_file_id(file_id))
+        orphans = await self._db.run(
+            self._delete_txn, user_id, validate_file_id(file_id), self._clock.seconds()
+        )
         if orphans:
             await deferToThread(self._staging.remove_blobs, orphans)
 
     @staticmethod
-    def _delete_txn(txn: Txn, user_id: int, file_id: str) -> list[tuple[str, int]]:
+    def _delete_txn(txn: Txn, user_id: int, file_id: str, now: float) -> list[tuple[str, int]]:
         if store.get_file(txn, file_id, user_id, lock=True) is None:
             raise NotFound("File not found")
-        return store.delete_file(txn, file_id)
+        return store.delete_file(txn, file_id, now)
 
     async def rollback(self, user_id: int, file_id: str, number: object) -> StoredFile:
         wanted = parse_version(number)

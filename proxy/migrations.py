@@ -100,6 +100,78 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 PRIMARY KEY (node, replica))""",
         ],
     ),
+    (
+        "remote tier: S3 connections, parts, deletions, jobs, system log",
+        [
+            """CREATE TABLE s3_connections (
+                name TEXT PRIMARY KEY,
+                endpoint_url TEXT NOT NULL DEFAULT '',
+                region TEXT NOT NULL,
+                bucket TEXT NOT NULL,
+                prefix TEXT NOT NULL DEFAULT 'pyarchive',
+                access_key TEXT NOT NULL,
+                secret_encrypted TEXT NOT NULL,
+                secret_last4 TEXT NOT NULL,
+                active INTEGER NOT NULL DEFAULT 0,
+                validated_at {float},
+                validation_ok INTEGER,
+                validation_detail TEXT NOT NULL DEFAULT '',
+                created_at {float} NOT NULL,
+                updated_at {float} NOT NULL)""",
+            # At most one row may be active; activating is "clear all, set one" in one txn.
+            "CREATE UNIQUE INDEX s3_connections_one_active ON s3_connections (active)"
+            " WHERE active = 1",
+            # remote_state: local | mirroring | mirrored | remote (uncached) | restoring.
+            "ALTER TABLE blobs ADD COLUMN remote_state TEXT NOT NULL DEFAULT 'local'",
+            # 1 once the responsible node checked the object in S3 after completing it.
+            "ALTER TABLE blobs ADD COLUMN remote_verified INTEGER NOT NULL DEFAULT 0",
+            # The one node that mirrors this blob (chosen by the proxy among its replicas).
+            "ALTER TABLE blobs ADD COLUMN mirror_node TEXT",
+            "ALTER TABLE blobs ADD COLUMN mirror_detail TEXT NOT NULL DEFAULT ''",
+            # The node restoring this blob from S3, and how far it got.
+            "ALTER TABLE blobs ADD COLUMN restore_node TEXT",
+            "ALTER TABLE blobs ADD COLUMN restore_requested_at {float}",
+            "ALTER TABLE blobs ADD COLUMN parts_restored INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE blobs ADD COLUMN restore_detail TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX blobs_remote_state ON blobs (remote_state)",
+            # A blob's parts as the mirroring node reported them (start = byte offset).
+            """CREATE TABLE blob_parts (
+                blob_id {bigint} NOT NULL REFERENCES blobs(id) ON DELETE CASCADE,
+                idx INTEGER NOT NULL,
+                start {bigint} NOT NULL,
+                size {bigint} NOT NULL,
+                sha256 TEXT,
+                remote_state TEXT NOT NULL DEFAULT 'pending',
+                PRIMARY KEY (blob_id, idx))""",
+            # S3 objects of deleted blobs still to be removed (retried while S3 is away).
+            """CREATE TABLE s3_deletions (
+                object_key TEXT PRIMARY KEY,
+                sha256 TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {float} NOT NULL DEFAULT 0,
+                detail TEXT NOT NULL DEFAULT '',
+                created_at {float} NOT NULL)""",
+            # Built-in periodic jobs: staff may change the interval; runs are recorded.
+            """CREATE TABLE jobs (
+                name TEXT PRIMARY KEY,
+                interval_seconds {float} NOT NULL,
+                last_run {float},
+                last_duration {float},
+                last_ok INTEGER,
+                last_result TEXT NOT NULL DEFAULT '',
+                next_run {float})""",
+            """CREATE TABLE system_log (
+                id {id},
+                at {float} NOT NULL,
+                level TEXT NOT NULL,
+                event TEXT NOT NULL,
+                job TEXT NOT NULL DEFAULT '',
+                message TEXT NOT NULL,
+                data TEXT NOT NULL DEFAULT '{{}}')""",
+            "CREATE INDEX system_log_at ON system_log (at)",
+            "CREATE INDEX system_log_job ON system_log (job, at)",
+        ],
+    ),
 ]
 
 

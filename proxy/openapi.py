@@ -33,6 +33,8 @@ ROUTES: list[tuple[str, str]] = [
     ("GET", "/storage/files/{file_id}/"),
     ("DELETE", "/storage/files/{file_id}/"),
     ("POST", "/storage/files/{file_id}/rollback/"),
+    ("POST", "/storage/files/{file_id}/cache"),
+    ("POST", "/storage/files/{file_id}/uncache"),
     ("GET", "/storage/download/{file_id}/"),
     ("GET", "/api/nodes/"),
     ("POST", "/api/nodes/"),
@@ -254,6 +256,15 @@ def _schemas() -> Json:
             }
         ),
         "Rollback": _obj({"version": {"type": "integer", "minimum": 1}}),
+        "RemoteAction": _obj(
+            {
+                "detail": {"type": "string"},
+                "remote_state": {"type": "string"},
+                "cache_url": {"type": "string", "format": "uri"},
+                "status_url": {"type": "string", "format": "uri"},
+            },
+            ["detail", "remote_state"],
+        ),
     }
 
 
@@ -323,6 +334,41 @@ def _file_schema() -> Json:
             },
             "version": {"type": "integer", "minimum": 1, "description": "The current version."},
             "updated_at": _TIME,
+            "remote_state": {
+                "type": "string",
+                "enum": ["local", "mirroring", "mirrored", "remote", "restoring", "lost"],
+                "description": "The current version in the S3 tier (file detail only): "
+                "`mirrored` once verified in S3, `remote` once uncached (only in S3), "
+                "`lost` after a disaster recovery that did not find it in the bucket.",
+            },
+            "remote_verified": {"type": "boolean"},
+            "parts": {
+                "type": "array",
+                "description": "The parts mirrored to S3, as the mirroring node reported them.",
+                "items": _obj(
+                    {
+                        "index": {"type": "integer", "minimum": 1},
+                        "offset": _SIZE,
+                        "size": _SIZE,
+                        "sha256": {**_SHA256, "type": ["string", "null"]},
+                        "remote_state": {
+                            "type": "string",
+                            "enum": ["pending", "uploading", "uploaded"],
+                        },
+                    }
+                ),
+            },
+            "restore": _obj(
+                {
+                    "node": {"type": ["string", "null"]},
+                    "parts_restored": {"type": "integer", "minimum": 0},
+                    "parts_total": {"type": "integer", "minimum": 0},
+                    "detail": {"type": "string", "description": "Why the last restore failed."},
+                },
+                description="Progress of a restore from S3.",
+            ),
+            "cache_url": {"type": "string", "format": "uri"},
+            "uncache_url": {"type": "string", "format": "uri"},
         },
         ["id", "filename", "size", "md5", "sha256", "created_at", "download_url", "versions"],
         description="`size`, `md5`, `sha256` and `download_url` are the current version's.",
@@ -680,6 +726,43 @@ def _file_paths() -> Json:
                 },
             ),
         },
+        "/storage/files/{file_id}/uncache": {
+            "parameters": file_id,
+            "post": _op(
+                "file_uncache",
+                "files",
+                "Release a file's local copies; keep it only in S3",
+                {
+                    "200": _ok("Released (or already only in S3).", _ref("RemoteAction")),
+                    "404": not_found,
+                    "409": _error("The file is not mirrored to S3 and verified yet."),
+                },
+                description="Owner or staff. Allowed once the current version is `mirrored` "
+                "and its S3 copy verified; its replicas on storage nodes are deleted and the "
+                "file shows `remote_state: remote`.",
+            ),
+        },
+        "/storage/files/{file_id}/cache": {
+            "parameters": file_id,
+            "post": _op(
+                "file_cache",
+                "files",
+                "Bring a file back from S3 to storage nodes",
+                {
+                    "200": _ok("Already on storage nodes.", _ref("RemoteAction")),
+                    "202": _ok(
+                        "Restore queued (or joined); watch the file's `restore` progress.",
+                        _ref("RemoteAction"),
+                        **{"Retry-After": {"schema": {"type": "integer"}}},
+                    ),
+                    "404": not_found,
+                    "409": _error("The content is in neither a node nor the bucket."),
+                },
+                description="Owner or staff. A storage node downloads the parts, checks each "
+                "part's sha256 and the whole file's, then replication brings the copy count "
+                "back. A second request joins the first.",
+            ),
+        },
         "/storage/download/{file_id}/": {"parameters": file_id, "get": _download_op()},
         **_node_paths(),
     }
@@ -818,6 +901,16 @@ def _download_op() -> Json:
             "304": {"description": "The client's copy is current.", "headers": headers},
             "400": _error("`version` is not a positive whole number."),
             "404": _error("No such file or version, or the file is someone else's."),
+            "202": _ok(
+                "With `restore=1` on a file kept only in S3: restore queued; try again later.",
+                _ref("RemoteAction"),
+                **{"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            "409": _error(
+                "The file is kept only in S3 (uncached): `cache_url` brings it back.",
+                remote={"detail": "file is in remote storage", "cache_url": "https://…/cache"},
+            ),
+            "410": _error("A disaster recovery found the content in no node and not in S3."),
             "416": {
                 "description": "No requested range is within the file.",
                 "headers": {"Content-Range": _ref("Content-Range", "headers")},
@@ -828,5 +921,13 @@ def _download_op() -> Json:
         "gets a 206 with `Content-Range`, several get `multipart/byteranges`; a malformed "
         "`Range`, or an `If-Range` that does not match, gets the whole file. `HEAD` is "
         "answered too, with the headers a `GET` would get.",
-        parameters=[_ref(name, "parameters") for name in conditional],
+        parameters=[
+            *(_ref(name, "parameters") for name in conditional),
+            {
+                "in": "query",
+                "name": "restore",
+                "schema": {"type": "string", "enum": ["1"]},
+                "description": "For a file kept only in S3: queue its restore (answers 202).",
+            },
+        ],
     )

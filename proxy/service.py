@@ -28,6 +28,7 @@ from proxy.nodeclient import NodeClient, RsyncPusher
 from proxy.nodes import NodeAdmin
 from proxy.placement import parse_zone_map
 from proxy.progress import UploadProgress
+from proxy.remote import RemoteTier
 from proxy.replication import NodeMonitor, Replicator, Scrubber
 from proxy.request import ArchiveSite
 from proxy.staging import StagingArea
@@ -63,6 +64,10 @@ def _kept_secret(path: Path) -> str:
         out.flush()
         os.fsync(out.fileno())
     return value
+
+
+async def _no_connection() -> None:
+    return None  # replaced by the S3 connections store once wired
 
 
 def open_database(config: ProxyConfig) -> Database:
@@ -180,11 +185,16 @@ def build_proxy(
         on_completed=replicator.kick,
     )
     files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)
+    remote = RemoteTier(
+        db=db, clock=clock, client=node_client, active=_no_connection,
+        cluster_secret=cluster_secret, grace=config.replica_grace, threads=reactor, pool=pool,
+    )  # fmt: skip
     app = ProxyApp(
         accounts=accounts,
         uploads=uploads,
         files=files,
         nodes=NodeAdmin(db=db, clock=clock),
+        remote=remote,
         jobs={"scrub": scrubber.run_once, "replication": replicator.run_once},
         downloads=downloads,
         staging=staging,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.db import Row, Txn
+from common.s3 import object_key
 from common.signing import replica_key
 from proxy import nodestore
 
@@ -253,11 +254,14 @@ def _files(txn: Txn, rows: list[Row]) -> list[StoredFile]:
     ]
 
 
-def get_file(txn: Txn, file_id: str, owner_id: int, *, lock: bool = False) -> StoredFile | None:
+def get_file(
+    txn: Txn, file_id: str, owner_id: int | None, *, lock: bool = False
+) -> StoredFile | None:
+    """The file with this id owned by ``owner_id`` (any owner's when None: staff only)."""
+    mine = " AND owner_id = ?" if owner_id is not None else ""
     rows = txn.all(
-        f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND owner_id = ?"
-        + (txn.for_update if lock else ""),
-        (file_id, owner_id),
+        f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?{mine}" + (txn.for_update if lock else ""),
+        (file_id, owner_id) if owner_id is not None else (file_id,),
     )
     files = _files(txn, rows)
     return files[0] if files else None
@@ -316,7 +320,7 @@ def add_version(
     return file_id, number
 
 
-def delete_file(txn: Txn, file_id: str) -> list[tuple[str, int]]:
+def delete_file(txn: Txn, file_id: str, now: float) -> list[tuple[str, int]]:
     """Delete a file and its versions; returns (sha256, id) of blobs no version uses now."""
     blob_ids = [
         int(row[0])
@@ -324,18 +328,38 @@ def delete_file(txn: Txn, file_id: str) -> list[tuple[str, int]]:
     ]
     txn.execute("DELETE FROM versions WHERE file_id = ?", (file_id,))
     txn.execute("DELETE FROM files WHERE id = ?", (file_id,))
-    return _drop_unused_blobs(txn, blob_ids)
+    return _drop_unused_blobs(txn, blob_ids, now)
 
 
-def _drop_unused_blobs(txn: Txn, blob_ids: list[int]) -> list[tuple[str, int]]:
+def _drop_unused_blobs(txn: Txn, blob_ids: list[int], now: float) -> list[tuple[str, int]]:
     orphans = []
     for blob_id in blob_ids:
         if txn.scalar("SELECT 1 FROM versions WHERE blob_id = ? LIMIT 1", (blob_id,)) is None:
-            sha256 = txn.scalar("SELECT sha256 FROM blobs WHERE id = ?", (blob_id,))
+            sha256, remote_state = txn.one(
+                "SELECT sha256, remote_state FROM blobs WHERE id = ?", (blob_id,)
+            ) or ("", "local")
             # Its replicas go too: queued, so nodes that are down now are cleaned later.
             for (node,) in txn.all("SELECT node FROM replicas WHERE blob_id = ?", (blob_id,)):
                 nodestore.queue_deletion(txn, node, replica_key(blob_id, sha256))
             txn.execute("DELETE FROM replicas WHERE blob_id = ?", (blob_id,))
+            queue_object_deletion(txn, sha256, remote_state, now)
+            txn.execute("DELETE FROM blob_parts WHERE blob_id = ?", (blob_id,))
             txn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
             orphans.append((sha256, blob_id))
     return orphans
+
+
+def queue_object_deletion(txn: Txn, sha256: str, remote_state: str, now: float) -> None:
+    """A deleted blob's S3 object goes too, once no blob uses that content (``proxy.remote``
+    removes it, and retries while S3 is away). A blob never mirrored has no object (an open
+    multipart upload for it is aborted by its node once the blob leaves its want-list)."""
+    if remote_state == "local":
+        return
+    prefix = txn.scalar("SELECT prefix FROM s3_connections WHERE active = 1")
+    if prefix is None:
+        return
+    txn.execute(
+        "INSERT INTO s3_deletions (object_key, sha256, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (object_key) DO NOTHING",
+        (object_key(prefix, sha256), sha256, now),
+    )

@@ -165,6 +165,20 @@ async def test_a_file_in_the_listing_has_its_sizes_checksums_and_links(
     code, detail = await get(running_proxy, token, f"/storage/files/{file_id}/")
     assert code == 200
     assert detail.pop("replicas") == []  # no storage nodes here: the proxy keeps it
+    # The detail adds the remote tier: nothing mirrored yet, so no parts.
+    assert detail.pop("remote_state") == "local"
+    assert detail.pop("remote_verified") is False
+    assert detail.pop("parts") == []
+    assert detail.pop("mirror_node") is None
+    assert detail.pop("mirror_detail") == ""
+    assert detail.pop("restore") == {
+        "node": None,
+        "parts_restored": 0,
+        "parts_total": 0,
+        "detail": "",
+    }
+    assert detail.pop("cache_url") == f"{running_proxy.url}/storage/files/{file_id}/cache"
+    assert detail.pop("uncache_url") == f"{running_proxy.url}/storage/files/{file_id}/uncache"
     assert detail == found
 
 
@@ -586,7 +600,7 @@ async def test_content_deleted_while_the_same_content_is_uploaded_again_stays_fo
     first = await store(running_proxy, token, "a.bin", b"same bytes")
     db = running_proxy.proxy.db
     owner = (await db.run(sql.user_by_name, "alice")).id
-    orphans = await db.run(sql.delete_file, first["file_id"])  # committed, files not yet gone
+    orphans = await db.run(sql.delete_file, first["file_id"], 0.0)  # committed, files not yet gone
     assert orphans and orphans[0][0] == sha256(b"same bytes")
     second = await store(running_proxy, token, "b.bin", b"same bytes")
     StagingArea(running_proxy.data_dir).remove_blobs(orphans)  # the deletion finishes late

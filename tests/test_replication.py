@@ -768,7 +768,7 @@ async def test_deleting_a_file_queues_a_deletion_of_each_replica_which_a_pass_se
     key = replica_key(blob.id, blob.sha256)
     assert cluster.network.holders(key) == {"n1", "n2"}
 
-    await cluster.db.run(store.delete_file, file_id)
+    await cluster.db.run(store.delete_file, file_id, 0.0)
     assert await cluster.pending_deletions() == {("n1", key), ("n2", key)}
     assert await cluster.db.run(nodestore.replicas_of, [blob.id]) == {blob.id: []}
     await cluster.replicate()
@@ -784,7 +784,7 @@ async def test_a_deletion_for_a_down_node_waits_until_the_node_is_back(cluster: 
     await cluster.replicate()
     key = replica_key(blob.id, blob.sha256)
     await cluster.take_down("n2")
-    await cluster.db.run(store.delete_file, file_id)
+    await cluster.db.run(store.delete_file, file_id, 0.0)
 
     await cluster.replicate()
     assert n1.deleted == [key]
@@ -811,7 +811,7 @@ async def test_a_file_deleted_while_its_copy_is_in_flight_leaves_nothing_on_the_
     started = n1.next_push()
     running = defer.ensureDeferred(cluster.replicate())
     await started
-    await cluster.db.run(store.delete_file, file_id)
+    await cluster.db.run(store.delete_file, file_id, 0.0)
     n1.finish_pushes()
     await running
     await cluster.replicate()
