@@ -29,6 +29,8 @@ from common.signing import (
 )
 from common.web import header, respond
 from node.inputs import CappedBody, expected_content
+from node.mirror import MirrorEngine
+from node.mirrorwire import parse_sync
 from node.replicas import Replicas, check_key, key_sha256
 
 log = Logger()
@@ -47,6 +49,7 @@ class NodeApp:
         cluster_secret: str,
         clock: IReactorTime,
         rsync_ready: Callable[[], bool],
+        mirror: MirrorEngine | None = None,
     ) -> None:
         self._name = name
         self._zone = zone
@@ -56,6 +59,7 @@ class NodeApp:
         self._verifier = RequestVerifier(cluster_secret)
         self._clock = clock
         self._rsync_ready = rsync_ready
+        self._mirror = mirror
 
     def _signed_body(self, request: IRequest) -> bytes:
         """The request's body, if the proxy signed the request; Forbidden otherwise."""
@@ -142,6 +146,15 @@ class NodeApp:
         await self._replicas.delete(key)
         request.setResponseCode(204)
         return b""
+
+    @app.route("/internal/mirror/sync", methods=["POST"])
+    async def mirror_sync(self, request: IRequest) -> bytes:
+        """The proxy's want-list for the S3 mirror in, this node's progress on it out."""
+        body = self._signed_body(request)
+        if self._mirror is None:
+            raise NotFound("This node does not mirror to S3")
+        want = parse_sync(body, self._secret)
+        return respond(request, 200, await self._mirror.sync(want))
 
     # -- downloads (by a token the proxy issued)
 

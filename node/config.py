@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from common.config import ConfigError, parse_duration, setting
+from common.config import ConfigError, parse_duration, parse_size, setting
+from common.s3 import MIN_PART_SIZE
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
@@ -61,6 +62,37 @@ class NodeConfig:
         30.0, parse_duration, "Longest wait between rsync daemon restarts.", shown="30s"
     )
     io_threads: int = setting(4, int, "Threads that hash, fsync and move replica files.")
+    mirror_interval: float = setting(
+        5.0,
+        parse_duration,
+        "How often the S3 mirror loop looks for work (uploads to mirror, restores, aborts); "
+        "staff may change it from the proxy, which then sends its own value.",
+        shown="5s",
+    )
+    mirror_part_size: int = setting(
+        8 * 2**20,
+        parse_size,
+        "Size of each part of an S3 multipart upload (at least 5MiB, S3's minimum; raised "
+        "for a file that would otherwise need more than 10,000 parts).",
+        shown="8MiB",
+    )
+    mirror_parts_in_flight: int = setting(4, int, "Parts of a file uploaded to S3 at once.")
+    mirror_bandwidth: int = setting(
+        0,
+        parse_size,
+        "Bytes per second this node may send to and fetch from S3, all transfers together "
+        "(e.g. 20MiB); 0 means no limit.",
+    )
+    mirror_retry_max: float = setting(
+        600.0,
+        parse_duration,
+        "Longest wait before trying a failed mirror or restore again; the wait starts at 5s "
+        "and doubles on each failure up to this.",
+        shown="10m",
+    )
+    restore_parts_in_flight: int = setting(
+        4, int, "Parts of a file downloaded from S3 at once when restoring it."
+    )
 
     def check(self) -> None:
         """Raise ConfigError, naming the setting, for values the node cannot run with."""
@@ -78,6 +110,19 @@ class NodeConfig:
             raise ConfigError(f"rsync_port must be a TCP port, not {self.rsync_port}")
         if self.io_threads < 1 or self.rsync_max_connections < 1:
             raise ConfigError("io_threads and rsync_max_connections must be at least 1")
+        if self.mirror_part_size < MIN_PART_SIZE:
+            raise ConfigError(
+                f"mirror_part_size must be at least 5MiB ({MIN_PART_SIZE} bytes), S3's "
+                f"smallest part, not {self.mirror_part_size}"
+            )
+        if self.mirror_parts_in_flight < 1 or self.restore_parts_in_flight < 1:
+            raise ConfigError(
+                "mirror_parts_in_flight and restore_parts_in_flight must be at least 1"
+            )
+        if self.mirror_bandwidth < 0:
+            raise ConfigError("mirror_bandwidth must be 0 (no limit) or bytes per second")
+        if self.mirror_interval <= 0 or self.mirror_retry_max <= 0:
+            raise ConfigError("mirror_interval and mirror_retry_max must be longer than 0s")
 
     def rsync_bind_address(self) -> str:
         """Where the rsync daemon listens: ``rsync_address``, else the HTTP interface.

@@ -13,6 +13,9 @@ from common.errors import BadRequest
 from node.replicas import Expected
 
 SMALL_BODY_LIMIT = 64 * 1024
+# The mirror's want-list lists every blob a node mirrors or restores, with restore parts.
+MIRROR_SYNC_PATH = b"/internal/mirror/sync"
+MIRROR_SYNC_LIMIT = 32 * 1024 * 1024
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -71,7 +74,11 @@ class CappedBody(io.BytesIO):
 
 class NodeRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
-        self.content = CappedBody()
+        # The request line is parsed before the headers; Request.path is set only later.
+        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
+        self.content = CappedBody(
+            MIRROR_SYNC_LIMIT if path == MIRROR_SYNC_PATH else SMALL_BODY_LIMIT
+        )
 
 
 class NodeSite(server.Site):

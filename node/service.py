@@ -27,6 +27,8 @@ from common.config import ConfigError
 from node.app import NodeApp
 from node.config import NodeConfig
 from node.inputs import NodeSite
+from node.mirror import MirrorEngine, MirrorSettings
+from node.mirrorstate import StateDir
 from node.replicas import Replicas, ReplicaStore
 from node.rsyncd import (
     RsyncDaemon,
@@ -70,16 +72,20 @@ class Node:
     rsyncd: RsyncDaemon
     rsyncd_files: RsyncdFiles
     lock_fd: int
+    mirror: MirrorEngine
+    mirror_pool: ThreadPool
     port: IListeningPort | None = None
 
     async def start(self) -> IListeningPort:
         await reap_stale_daemon(self.rsyncd_files.pid, self.rsyncd_files.conf, self.clock)
+        await self.mirror.start()
         self.rsyncd.start()
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         try:
             self.port = await endpoint.listen(self.site)
         except BaseException:
             await self.rsyncd.stop()
+            await self.mirror.stop()
             raise
         return self.port
 
@@ -88,6 +94,8 @@ class Node:
             await defer.maybeDeferred(self.port.stopListening)
             self.port = None
         await self.rsyncd.stop()
+        await self.mirror.stop()
+        self.mirror_pool.stop()
         self.pool.stop()
         os.close(self.lock_fd)
 
@@ -194,15 +202,31 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
     )
     pool = ThreadPool(minthreads=0, maxthreads=config.io_threads, name="pyarchive-node-io")
     pool.start()
+    replicas = Replicas(store, reactor, pool)
+    # S3 transfers get their own threads, so a slow bucket never holds up replica work.
+    settings = MirrorSettings.from_config(config)
+    mirror_pool = ThreadPool(minthreads=0, maxthreads=settings.threads, name="pyarchive-mirror")
+    mirror_pool.start()
+    mirror = MirrorEngine(
+        clock=clock,
+        threads=reactor,
+        pool=mirror_pool,
+        replicas=replicas,
+        state=StateDir(data_dir / "mirror"),
+        settings=settings,
+    )
     app = NodeApp(
         name=config.name,
         zone=config.zone,
         version=_version(),
-        replicas=Replicas(store, reactor, pool),
+        replicas=replicas,
         cluster_secret=config.cluster_secret,
         clock=clock,
         rsync_ready=lambda: daemon.ready,
+        mirror=mirror,
     )
     site = NodeSite(app.app.resource())
     site.displayTracebacks = False
-    return Node(config, reactor, clock, store, pool, site, daemon, files, lock_fd)
+    return Node(
+        config, reactor, clock, store, pool, site, daemon, files, lock_fd, mirror, mirror_pool
+    )
