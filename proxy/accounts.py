@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
@@ -14,6 +14,9 @@ from common.passwords import check_password_strength, hash_password, verify_pass
 from common.tokens import TokenClaims, issue_token, token_from_header, verify_token
 from proxy import store
 from proxy.forms import check_fields
+
+if TYPE_CHECKING:
+    from proxy.systemlog import SystemLog
 
 _USERNAME = re.compile(r"[A-Za-z0-9_.@+-]{1,150}")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
@@ -33,12 +36,19 @@ def validate_username(username: object) -> str:
 
 class Accounts:
     def __init__(
-        self, *, db: Database, clock: IReactorTime, secret: str, token_lifetime: float
+        self,
+        *,
+        db: Database,
+        clock: IReactorTime,
+        secret: str,
+        token_lifetime: float,
+        syslog: SystemLog | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._secret = secret
         self._lifetime = token_lifetime
+        self._syslog = syslog
 
     async def register(self, data: dict[str, Any]) -> store.User:
         check_fields(data, {"username", "password", "email"})
@@ -64,6 +74,11 @@ class Accounts:
         # An unknown user costs one argon2 verification too, and gets the same answer.
         stored = user.password_hash if user is not None else None
         if not await deferToThread(verify_password, stored, password) or user is None:
+            if self._syslog is not None:  # the name tried, never the password
+                await self._syslog.record(
+                    "warn", "auth.login_failed", f"failed login as {username[:150]!r}",
+                    username=username[:150], known_user=user is not None,
+                )  # fmt: skip
             raise BadRequest(_BAD_LOGIN)
         claims = TokenClaims(user.id, user.username, user.is_staff)
         return issue_token(self._secret, claims, now=self._clock.seconds(), lifetime=self._lifetime)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +16,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from common.contentrange import parse_content_range
-from common.errors import ApiError, Forbidden, Gone, NotFound
+from common.errors import ApiError, BadRequest, Forbidden, Gone, NotFound
 from common.fileserve import serve_file
 from common.tokens import TokenClaims
 from common.web import header, respond
@@ -26,9 +25,12 @@ from proxy.accounts import Accounts
 from proxy.downloads import DownloadLocator, Redirect
 from proxy.files import FileService
 from proxy.inputs import chunk_input, query, small_fields
+from proxy.jobs import JobScheduler, parse_interval
 from proxy.nodes import NodeAdmin
 from proxy.remote import LOST, NOT_HERE, RemoteTier
+from proxy.s3conns import CHANGEABLE, FIELDS, S3Connections
 from proxy.staging import StagingArea
+from proxy.systemlog import SystemLog, parse_log_query
 from proxy.uploads import SpooledChunk, UploadEngine
 from proxy.views import file_json, file_page_json, upload_json
 
@@ -49,7 +51,9 @@ class ProxyApp:
         nodes: NodeAdmin,
         remote: RemoteTier,
         downloads: DownloadLocator,
-        jobs: Mapping[str, Callable[[], Awaitable[Any]]],
+        jobs: JobScheduler,
+        syslog: SystemLog,
+        s3_connections: S3Connections,
         staging: StagingArea,
         threads: IReactorThreads,
         pool: ThreadPool,
@@ -61,6 +65,8 @@ class ProxyApp:
         self._nodes = nodes
         self._remote = remote
         self._jobs = jobs
+        self._syslog = syslog
+        self._s3 = s3_connections
         self._downloads = downloads
         self._staging = staging
         self._threads = threads
@@ -393,12 +399,88 @@ class ProxyApp:
         request.setResponseCode(204)
         return b""
 
+    # -- jobs and the system log (staff)
+
+    @app.route("/api/jobs/", methods=["GET"])
+    async def list_jobs(self, request: IRequest) -> bytes:
+        self._staff(request)
+        return respond(request, 200, await self._jobs.list())
+
+    @app.route("/api/jobs/<name>/", methods=["PATCH"])
+    async def update_job(self, request: IRequest, name: str) -> bytes:
+        self._staff(request)
+        fields = await self._fields(request, {"interval"})
+        if "interval" not in fields:
+            raise BadRequest("interval is required", field="interval")
+        interval = parse_interval(fields["interval"])
+        return respond(request, 200, await self._jobs.set_interval(name, interval))
+
     @app.route("/api/jobs/<name>/run", methods=["POST"])
     async def run_job(self, request: IRequest, name: str) -> bytes:
-        """Run a built-in job now (staff): ``scrub`` or ``replication``. Never arbitrary code."""
+        """Run a built-in job now (staff), or join its run in progress. Never arbitrary code."""
         self._staff(request)
-        job = self._jobs.get(name)
-        if job is None:
-            raise NotFound(f"No job named {name!r}; jobs: {', '.join(sorted(self._jobs))}")
-        result = await job()
-        return respond(request, 200, {"job": name, "result": result})
+        outcome = await self._jobs.run_now(name)
+        body: dict[str, Any] = {"job": name, "ok": outcome.ok, "result": outcome.result}
+        if not outcome.ok:
+            body["error"] = outcome.text
+        return respond(request, 200, body)
+
+    @app.route("/api/system-log/", methods=["GET"])
+    async def system_log(self, request: IRequest) -> bytes:
+        self._staff(request)
+        asked = parse_log_query(query(request, {"level", "since", "job", "limit"}))
+        entries = await self._syslog.query(asked.level, asked.since, asked.job, asked.limit)
+        return respond(request, 200, entries)
+
+    # -- S3 connections (staff)
+
+    async def _s3_fields(self, request: IRequest, allowed: set[str]) -> dict[str, Any]:
+        """The body's fields only: a secret in a URL would end up in access logs."""
+        if request.args:
+            names = sorted(key.decode("utf-8", "replace") for key in request.args)
+            raise BadRequest(
+                "Send an S3 connection's fields in the body, not the URL", fields=names
+            )
+        return await self._fields(request, allowed)
+
+    @app.route("/api/s3-connections/", methods=["GET"])
+    async def list_s3_connections(self, request: IRequest) -> bytes:
+        self._staff(request)
+        return respond(request, 200, await self._s3.list())
+
+    @app.route("/api/s3-connections/", methods=["POST"])
+    async def add_s3_connection(self, request: IRequest) -> bytes:
+        self._staff(request)
+        fields = await self._s3_fields(request, FIELDS)
+        return respond(request, 201, await self._s3.create(fields))
+
+    @app.route("/api/s3-connections/<name>/", methods=["GET"])
+    async def s3_connection(self, request: IRequest, name: str) -> bytes:
+        self._staff(request)
+        return respond(request, 200, await self._s3.get(name))
+
+    @app.route("/api/s3-connections/<name>/", methods=["PATCH"])
+    async def update_s3_connection(self, request: IRequest, name: str) -> bytes:
+        self._staff(request)
+        fields = await self._s3_fields(request, CHANGEABLE)
+        return respond(request, 200, await self._s3.update(name, fields))
+
+    @app.route("/api/s3-connections/<name>/", methods=["DELETE"])
+    async def remove_s3_connection(self, request: IRequest, name: str) -> bytes:
+        self._staff(request)
+        await self._s3.delete(name)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/s3-connections/<name>/validate", methods=["POST"])
+    async def validate_s3_connection(self, request: IRequest, name: str) -> bytes:
+        """Try the connection against its bucket now; answered 200 whether it works or not."""
+        self._staff(request)
+        await self._s3_fields(request, set())
+        return respond(request, 200, await self._s3.validate(name))
+
+    @app.route("/api/s3-connections/<name>/activate", methods=["POST"])
+    async def activate_s3_connection(self, request: IRequest, name: str) -> bytes:
+        self._staff(request)
+        await self._s3_fields(request, set())
+        return respond(request, 200, await self._s3.activate(name))

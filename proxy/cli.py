@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -212,6 +213,256 @@ def nodes_remove(ctx: click.Context, name: str) -> None:
         print(f"node {name} removed")
 
     _with_database(_config(ctx), run)
+
+
+def _s3_options(command: Any) -> Any:
+    """The bucket options of ``restore`` and ``snapshots``; the secret key is never a flag
+    (flags show in ``ps``): it comes from $PYARCHIVE_S3_SECRET_KEY or a hidden prompt."""
+    options = [
+        click.option("--bucket", required=True, help="The bucket the snapshots are in."),
+        click.option("--region", required=True, help="The bucket's region (e.g. eu-west-1)."),
+        click.option("--endpoint-url", default="", help="S3-compatible endpoint; empty: AWS."),
+        click.option("--prefix", default="pyarchive", show_default=True, help="Key prefix."),
+        click.option("--access-key", required=True, help="Access key id."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _s3_settings(s3: dict[str, str], name: str = "") -> Any:
+    from common.s3 import S3Settings, valid_bucket, valid_prefix
+
+    if not valid_bucket(s3["bucket"]):
+        raise click.BadParameter("not a valid bucket name", param_hint="--bucket")
+    if not valid_prefix(s3["prefix"]):
+        raise click.BadParameter("not a valid key prefix", param_hint="--prefix")
+    secret = _secret_key(ask=True)
+    if not secret:
+        raise click.ClickException("no S3 secret key: set PYARCHIVE_S3_SECRET_KEY or type it")
+    return S3Settings(secret_key=secret, name=name, **s3)
+
+
+@main.command()
+@click.option("--from-s3", "from_s3", is_flag=True, help="Restore from the bucket (required).")
+@click.option("--snapshot", help="Snapshot name (default: the newest).")
+@click.option(
+    "--connection-name",
+    default="restored",
+    show_default=True,
+    help="Name of the S3 connection, unless the snapshot has one for this bucket.",
+)
+@_s3_options
+@click.pass_context
+def restore(
+    ctx: click.Context, /, from_s3: bool, snapshot: str | None, connection_name: str, **s3: str
+) -> None:
+    """Rebuild an empty database from a metadata snapshot in an S3 bucket.
+
+    For disaster recovery: users, files and versions come back, files whose content is in
+    the bucket become 'remote' (cache them back), nodes must be added again. The bucket's
+    secret key comes from $PYARCHIVE_S3_SECRET_KEY, or is asked for.
+    """
+    from proxy.restore import RestoreError, restore_from_s3
+    from proxy.s3conns import connection_box
+    from proxy.service import database_url, load_secret
+
+    if not from_s3:
+        raise click.UsageError("say where to restore from: --from-s3 (the only source so far)")
+    config = _config(ctx)
+    settings = _s3_settings(s3, connection_name)
+    os.makedirs(config.data_dir, exist_ok=True)
+    try:
+        done = restore_from_s3(
+            database_url(config), settings, snapshot,
+            box=connection_box(config.encryption_key or load_secret(config)),
+            say=click.echo, workdir=config.data_dir,
+        )  # fmt: skip
+    except RestoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"restored {done['snapshot']}: {done['users']} users, {done['files']} files, "
+        f"{done['blobs_remote']} blobs remote, {done['blobs_lost']} blobs lost"
+        + (f" ({done['files_lost']} files have lost content)" if done["files_lost"] else "")
+    )
+    click.echo("next: start the proxy, add storage nodes, then cache files back as needed")
+
+
+@main.group()
+def snapshots() -> None:
+    """Metadata snapshots in an S3 bucket (written by the metadata-backup job)."""
+
+
+@snapshots.command("list")
+@_s3_options
+def snapshots_list(**s3: str) -> None:
+    """List the snapshots in a bucket, newest first."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from common.s3 import make_client
+    from proxy.backup import list_snapshots_in
+
+    settings = _s3_settings(s3)
+    try:
+        found = list_snapshots_in(make_client(settings, max_pool_connections=1), settings)
+    except (BotoCoreError, ClientError) as exc:
+        raise click.ClickException(f"S3 error: {exc}") from None
+    for snapshot in found:
+        shown = snapshot.public()
+        click.echo(f"{shown['name']}\t{shown['size']}\t{shown['taken_at']}")
+
+
+@main.group("s3")
+def s3_group() -> None:
+    """S3 connections (the same as /api/s3-connections/). A secret key is never a flag
+    (flags show in ``ps``): it comes from $PYARCHIVE_S3_SECRET_KEY, or is asked for."""
+
+
+def _s3_connections(config: Any, db: Any, reactor: Any, pool: Any) -> Any:
+    from proxy.s3conns import S3Connections, connection_box
+    from proxy.service import load_secret
+    from proxy.systemlog import SystemLog
+
+    box = connection_box(config.encryption_key or load_secret(config))
+    return S3Connections(db, reactor, box, reactor, pool, SystemLog(db, reactor))
+
+
+def _with_s3_connections(ctx: click.Context, work: Any) -> None:
+    """Run ``await work(connections)`` on the migrated database, with a small thread pool
+    for the requests ``validate`` makes."""
+    from twisted.python.threadpool import ThreadPool
+
+    config = _config(ctx)
+
+    async def run(db: Any, reactor: Any) -> None:
+        pool = ThreadPool(minthreads=0, maxthreads=2, name="pyarchive-cli")
+        pool.start()
+        try:
+            await work(_s3_connections(config, db, reactor, pool))
+        finally:
+            pool.stop()
+
+    _with_database(config, run)
+
+
+def _show_connection(shown: dict[str, Any]) -> None:
+    state = "active" if shown["active"] else "inactive"
+    checked = {True: "valid", False: "INVALID", None: "not validated"}[shown["validation_ok"]]
+    hint = shown["secret_key_hint"]
+    secret = "secret UNREADABLE" if shown["secret_unreadable"] else f"secret {hint}"
+    click.echo(
+        f"{shown['name']}\t{state}\t{shown['endpoint_url'] or 'AWS'}\t{shown['region']}\t"
+        f"{shown['bucket']}/{shown['prefix']}\t{shown['access_key']}\t{secret}\t{checked}"
+    )
+
+
+def _s3_connection_options(
+    required: bool,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        options = [
+            click.option("--endpoint-url", help="S3-compatible endpoint URL; empty: AWS."),
+            click.option("--region", required=required, help="The bucket's region."),
+            click.option("--bucket", required=required, help="The bucket."),
+            click.option("--prefix", help="Key prefix (default pyarchive)."),
+            click.option("--access-key", required=required, help="Access key id."),
+            click.option("--activate", is_flag=True, help="Make it the active connection."),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _secret_key(ask: bool) -> str | None:
+    secret = os.environ.get("PYARCHIVE_S3_SECRET_KEY")
+    if secret or not ask:
+        return secret or None
+    return getpass.getpass("S3 secret key: ")
+
+
+@s3_group.command("add")
+@click.argument("name")
+@_s3_connection_options(required=True)
+@click.pass_context
+def s3_add(ctx: click.Context, /, name: str, activate: bool, **fields: str | None) -> None:
+    """Add connection NAME (the secret key from $PYARCHIVE_S3_SECRET_KEY or a prompt)."""
+    data: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    data.update(name=name, secret_key=_secret_key(ask=True))
+
+    async def run(connections: Any) -> None:
+        shown = await connections.create(data)
+        if activate:
+            shown = await connections.activate(name)
+        _show_connection(shown)
+
+    _with_s3_connections(ctx, run)
+
+
+@s3_group.command("update")
+@click.argument("name")
+@_s3_connection_options(required=False)
+@click.option("--new-secret", is_flag=True, help="Ask for a new secret key.")
+@click.pass_context
+def s3_update(
+    ctx: click.Context, /, name: str, activate: bool, new_secret: bool, **fields: str | None
+) -> None:
+    """Change connection NAME; a secret key in $PYARCHIVE_S3_SECRET_KEY replaces the stored one."""
+    data: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    secret = _secret_key(ask=new_secret)
+    if secret:
+        data["secret_key"] = secret
+
+    async def run(connections: Any) -> None:
+        shown = await connections.update(name, data) if data else await connections.get(name)
+        if activate:
+            shown = await connections.activate(name)
+        _show_connection(shown)
+
+    _with_s3_connections(ctx, run)
+
+
+@s3_group.command("list")
+@click.pass_context
+def s3_list(ctx: click.Context) -> None:
+    """Show every connection (never a secret key: only its last 4 characters)."""
+
+    async def run(connections: Any) -> None:
+        for shown in await connections.list():
+            _show_connection(shown)
+
+    _with_s3_connections(ctx, run)
+
+
+@s3_group.command("activate")
+@click.argument("name")
+@click.pass_context
+def s3_activate(ctx: click.Context, name: str) -> None:
+    """Make NAME the one active connection."""
+
+    async def run(connections: Any) -> None:
+        _show_connection(await connections.activate(name))
+
+    _with_s3_connections(ctx, run)
+
+
+@s3_group.command("validate")
+@click.argument("name")
+@click.pass_context
+def s3_validate(ctx: click.Context, name: str) -> None:
+    """Try NAME now (HeadBucket, then write and delete a small object); exit 1 if it fails."""
+    outcome: list[dict[str, Any]] = []
+
+    async def run(connections: Any) -> None:
+        shown = await connections.validate(name)
+        outcome.append(shown)
+        _show_connection(shown)
+        click.echo(shown["validation_detail"])
+
+    _with_s3_connections(ctx, run)
+    if not outcome or not outcome[0]["validation_ok"]:
+        raise click.ClickException(f"S3 connection {name} does not work")
 
 
 @main.command("print-config-sample")

@@ -13,6 +13,13 @@ def _zone_map_text(text: str) -> str:
     return text
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be 1 or more, not {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     data_dir: str = setting(
@@ -38,6 +45,13 @@ class ProxyConfig:
         str,
         "Secret that signs login tokens; empty means generated once and kept in "
         "DATA_DIR/secret_key (mode 0600).",
+    )
+    encryption_key: str = setting(
+        "",
+        str,
+        "Key that encrypts the S3 connections' secret keys in the database; empty means the "
+        "token secret (secret_key) is used. A database moved to a proxy with another key keeps "
+        "its connections, but their secret keys must be entered again.",
     )
     token_lifetime: float = setting(
         86400.0, parse_duration, "How long a login token is valid.", shown="24h"
@@ -92,6 +106,33 @@ class ProxyConfig:
         "now: POST /api/jobs/scrub/run).",
         shown="24h",
     )
+    mirror_sync_interval: float = setting(
+        5.0,
+        parse_duration,
+        "How often the proxy tells every node which files to mirror to S3 or restore from it, "
+        "and records what they report (job mirror-sync).",
+        shown="5s",
+    )
+    s3_cleanup_interval: float = setting(
+        60.0,
+        parse_duration,
+        "How often S3 objects of deleted files are removed (job s3-cleanup); failures wait "
+        "longer each time.",
+        shown="60s",
+    )
+    restore_retry_after: int = setting(
+        30, int, "Seconds a client is told to wait (Retry-After) while a file is restored."
+    )
+    backup_interval: float = setting(
+        86400.0,
+        parse_duration,
+        "How often a snapshot of the metadata database is written to the active S3 bucket "
+        "under PREFIX/metadata/ (job metadata-backup; staff can also run it now).",
+        shown="24h",
+    )
+    backup_keep: int = setting(
+        7, _at_least_one, "How many metadata snapshots are kept in the bucket (the newest)."
+    )
     rsync_timeout: float = setting(
         60.0, parse_duration, "rsync's I/O timeout when copying to a node.", shown="60s"
     )
@@ -104,4 +145,11 @@ class ProxyConfig:
         _zone_map_text,
         "Which client networks are in which zone, for choosing the nearest replica: "
         "ZONE=NETWORK[, ZONE=NETWORK...], e.g. home=192.168.0.0/16.",
+    )
+    system_log_retention: float = setting(
+        30 * 86400.0,
+        parse_duration,
+        "How long entries stay in the system log (GET /api/system-log/); older ones are "
+        "pruned by the expire-uploads job.",
+        shown="30d",
     )

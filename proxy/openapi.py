@@ -40,7 +40,17 @@ ROUTES: list[tuple[str, str]] = [
     ("POST", "/api/nodes/"),
     ("PATCH", "/api/nodes/{name}/"),
     ("DELETE", "/api/nodes/{name}/"),
+    ("GET", "/api/jobs/"),
+    ("PATCH", "/api/jobs/{name}/"),
     ("POST", "/api/jobs/{name}/run"),
+    ("GET", "/api/system-log/"),
+    ("GET", "/api/s3-connections/"),
+    ("POST", "/api/s3-connections/"),
+    ("GET", "/api/s3-connections/{name}/"),
+    ("PATCH", "/api/s3-connections/{name}/"),
+    ("DELETE", "/api/s3-connections/{name}/"),
+    ("POST", "/api/s3-connections/{name}/validate"),
+    ("POST", "/api/s3-connections/{name}/activate"),
 ]
 
 _SECURITY_SCHEME = "jwt"
@@ -82,9 +92,18 @@ def openapi_spec(server_url: str) -> Json:
             {"name": "uploads", "description": "Resumable, chunked uploads."},
             {"name": "files", "description": "Stored files, their versions and downloads."},
             {"name": "nodes", "description": "Storage nodes (staff only)."},
+            {"name": "jobs", "description": "Periodic jobs and the system log (staff only)."},
+            {"name": "s3", "description": "S3 connections (staff only)."},
             {"name": "service", "description": "Health and this documentation."},
         ],
-        "paths": {**_service_paths(), **_auth_paths(), **_upload_paths(), **_file_paths()},
+        "paths": {
+            **_service_paths(),
+            **_auth_paths(),
+            **_upload_paths(),
+            **_file_paths(),
+            **_job_paths(),
+            **_s3_paths(),
+        },
         "components": {
             "schemas": _schemas(),
             "parameters": _parameters(),
@@ -829,29 +848,6 @@ def _node_paths() -> Json:
                 body=body(new),
             ),
         },
-        "/api/jobs/{name}/run": {
-            "parameters": [
-                {
-                    "name": "name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "enum": ["scrub", "replication"]},
-                }
-            ],
-            "post": _op(
-                "jobs_run",
-                "nodes",
-                "Run a built-in job now (scrub: re-hash every replica)",
-                {
-                    "200": _ok(
-                        "What the run found.",
-                        _obj({"job": {"type": "string"}, "result": {}}, required=["job"]),
-                    ),
-                    "403": staff,
-                    "404": _error("No such job."),
-                },
-            ),
-        },
         "/api/nodes/{name}/": {
             "parameters": name,
             "patch": _op(
@@ -931,3 +927,268 @@ def _download_op() -> Json:
             },
         ],
     )
+
+
+# ---------------------------------------------------------------- jobs, system log, S3
+
+
+def _staff_body(schema: Json) -> Json:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema},
+            "application/x-www-form-urlencoded": {"schema": schema},
+        },
+    }
+
+
+def _job_paths() -> Json:
+    staff = _error("The caller is not staff.")
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    when = {"type": ["string", "null"], "format": "date-time"}
+    job = _obj(
+        {
+            "name": {"type": "string", "description": "e.g. `scrub`, or `mirror@node1`."},
+            "description": {"type": "string"},
+            "interval": {"type": ["number", "null"], "description": "Seconds between runs."},
+            "last_run": when,
+            "last_duration": {"type": ["number", "null"], "description": "Seconds."},
+            "last_ok": {"type": ["boolean", "null"]},
+            "last_result": {"type": "string", "description": "Short JSON, or the error."},
+            "next_run": when,
+            "running": {"type": "boolean"},
+            "where": {"type": "string", "description": "`proxy`, or the node it runs on."},
+        }
+    )
+    entry = _obj(
+        {
+            "id": {"type": "integer"},
+            "at": _TIME,
+            "level": {"type": "string", "enum": ["debug", "info", "warn", "error"]},
+            "event": {"type": "string", "description": "e.g. `node.down`, `job.failed`."},
+            "job": {"type": "string", "description": "The job it concerns, or empty."},
+            "message": {"type": "string"},
+            "data": {"type": "object"},
+        }
+    )
+    interval = _obj(
+        {
+            "interval": {
+                "type": ["number", "string", "null"],
+                "description": "Seconds (above 0, at most 30 days), a duration like `10m`, or "
+                "null for the configured default.",
+            }
+        }
+    )
+
+    def query(param: str, schema: Json, description: str) -> Json:
+        return {"name": param, "in": "query", "schema": schema, "description": description}
+
+    return {
+        "/api/jobs/": {
+            "get": _op(
+                "jobs_list",
+                "jobs",
+                "Periodic jobs: the proxy's own and the storage nodes' mirror loops",
+                {"200": _ok("The jobs.", {"type": "array", "items": job}), "403": staff},
+            )
+        },
+        "/api/jobs/{name}/": {
+            "parameters": name,
+            "patch": _op(
+                "jobs_update",
+                "jobs",
+                "Change how often a job runs (kept across restarts)",
+                {
+                    "200": _ok("The job as it now stands.", job),
+                    "400": _error("`interval` is missing or out of range."),
+                    "403": staff,
+                    "404": _error("No such job."),
+                },
+                description="A proxy job's loop restarts at once with the new interval; a "
+                "node's job gets it with the next sync.",
+                body=_staff_body(interval),
+            ),
+        },
+        "/api/jobs/{name}/run": {
+            "parameters": name,
+            "post": _op(
+                "jobs_run",
+                "jobs",
+                "Run a built-in job now (or wait for its run in progress)",
+                {
+                    "200": _ok(
+                        "How the run went: `ok`, its `result`, and `error` if it failed.",
+                        _obj(
+                            {
+                                "job": {"type": "string"},
+                                "ok": {"type": "boolean"},
+                                "result": {},
+                                "error": {"type": "string"},
+                            },
+                            required=["job", "ok"],
+                        ),
+                    ),
+                    "403": staff,
+                    "404": _error("No such job."),
+                    "409": _error("The job runs on a storage node, on its own schedule."),
+                },
+            ),
+        },
+        "/api/system-log/": {
+            "get": _op(
+                "system_log",
+                "jobs",
+                "What the proxy did and saw, newest first",
+                {
+                    "200": _ok("The entries.", {"type": "array", "items": entry}),
+                    "400": _error("A malformed `level`, `since` or `limit`."),
+                    "403": staff,
+                },
+                description="Job runs, node up/down transitions, replication, mirror and "
+                "restore events, S3 connection changes and failed logins.",
+                parameters=[
+                    query(
+                        "level",
+                        {"type": "string", "enum": ["debug", "info", "warn", "error"]},
+                        "This level and above.",
+                    ),
+                    query("since", {"type": "string"}, "ISO 8601 time or unix seconds."),
+                    query("job", {"type": "string"}, "Only entries about this job."),
+                    query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200},
+                        "At most this many entries.",
+                    ),
+                ],
+            )
+        },
+    }
+
+
+def _s3_paths() -> Json:
+    staff = _error("The caller is not staff.")
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    text = {"type": "string"}
+    connection = _obj(
+        {
+            "name": text,
+            "endpoint_url": {**text, "description": "Empty for AWS itself."},
+            "region": text,
+            "bucket": text,
+            "prefix": {**text, "description": "Objects are stored as `<prefix>/<sha256>`."},
+            "access_key": text,
+            "secret_key_hint": {
+                "type": ["string", "null"],
+                "description": "`…` and the secret key's last 4 characters; null when this "
+                "proxy cannot open the stored secret (see `secret_unreadable`).",
+            },
+            "secret_unreadable": {
+                "type": "boolean",
+                "description": "The secret was sealed with another encryption key: PATCH a "
+                "new `secret_key`.",
+            },
+            "active": {"type": "boolean"},
+            "validated_at": {"type": ["string", "null"], "format": "date-time"},
+            "validation_ok": {"type": ["boolean", "null"]},
+            "validation_detail": text,
+            "created_at": _TIME,
+            "updated_at": _TIME,
+        }
+    )
+    fields = {
+        "name": text,
+        "endpoint_url": text,
+        "region": text,
+        "bucket": text,
+        "prefix": text,
+        "access_key": text,
+        "secret_key": {**text, "writeOnly": True, "description": "Stored encrypted; never shown."},
+    }
+    new = _obj(fields, required=["name", "region", "bucket", "access_key", "secret_key"])
+    change = _obj({k: v for k, v in fields.items() if k != "name"}, required=[])
+    bad = _error("A field is missing or malformed (named in `field`), or sent in the URL.")
+    missing = _error("No such connection.")
+    return {
+        "/api/s3-connections/": {
+            "get": _op(
+                "s3_list",
+                "s3",
+                "S3 connections",
+                {
+                    "200": _ok("The connections.", {"type": "array", "items": connection}),
+                    "403": staff,
+                },
+            ),
+            "post": _op(
+                "s3_add",
+                "s3",
+                "Add an S3 connection",
+                {
+                    "201": _ok("Added (not active, not validated yet).", connection),
+                    "400": bad,
+                    "403": staff,
+                    "409": _error("A connection with that name exists."),
+                },
+                body=_staff_body(new),
+            ),
+        },
+        "/api/s3-connections/{name}/": {
+            "parameters": name,
+            "get": _op(
+                "s3_get",
+                "s3",
+                "One S3 connection",
+                {"200": _ok("The connection.", connection), "403": staff, "404": missing},
+            ),
+            "patch": _op(
+                "s3_update",
+                "s3",
+                "Change an S3 connection (forgets its last validation)",
+                {"200": _ok("Changed.", connection), "400": bad, "403": staff, "404": missing},
+                body=_staff_body(change),
+            ),
+            "delete": _op(
+                "s3_remove",
+                "s3",
+                "Remove an S3 connection",
+                {
+                    "204": {"description": "Removed."},
+                    "403": staff,
+                    "404": missing,
+                    "409": _error("It is the active connection: activate another first."),
+                },
+            ),
+        },
+        "/api/s3-connections/{name}/validate": {
+            "parameters": name,
+            "post": _op(
+                "s3_validate",
+                "s3",
+                "Try the connection now: HeadBucket, then write and delete a small object",
+                {
+                    "200": _ok(
+                        "The connection with the outcome in `validation_ok` and "
+                        "`validation_detail`.",
+                        connection,
+                    ),
+                    "403": staff,
+                    "404": missing,
+                },
+            ),
+        },
+        "/api/s3-connections/{name}/activate": {
+            "parameters": name,
+            "post": _op(
+                "s3_activate",
+                "s3",
+                "Make this the one active connection (files are mirrored to it)",
+                {
+                    "200": _ok("Active.", connection),
+                    "403": staff,
+                    "404": missing,
+                    "409": _error("Its secret key cannot be opened here: PATCH it first."),
+                },
+            ),
+        },
+    }

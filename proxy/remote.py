@@ -237,6 +237,12 @@ class RemoteTier:
                 )
                 if node is None:
                     continue
+            # An uncache queued this replica's deletion on every node; on the node that now
+            # restores it, that deletion must not run (it would remove the restored copy).
+            txn.execute(
+                "DELETE FROM replica_deletions WHERE node = ? AND replica = ?",
+                (node, replica_key(blob_id, sha256)),
+            )
             if node not in work:
                 continue  # down for now: its restore resumes when it answers again
             parts = [
@@ -284,9 +290,13 @@ class RemoteTier:
             if isinstance(event, dict) and isinstance(event.get("message"), str):
                 said = event.get("level")
                 await self._record(
-                    said if said in {"info", "warn", "error"} else "info", str(event.get("event") or "mirror"), event["message"],
-                    job=job, node=name, key=str(event.get("key") or ""),
-                )  # fmt: skip
+                    said if said in {"info", "warn", "error"} else "info",
+                    str(event.get("event") or "mirror"),
+                    event["message"],
+                    job=job,
+                    node=name,
+                    key=str(event.get("key") or ""),
+                )
         return True
 
     def _ingest(

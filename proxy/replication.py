@@ -13,12 +13,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from common.db import Database, Txn
 from common.signing import replica_key
@@ -38,9 +38,20 @@ from proxy.nodestore import (
 from proxy.placement import Candidate, choose_nodes
 from proxy.staging import StagingArea, fsync_dir
 
+if TYPE_CHECKING:
+    from proxy.systemlog import SystemLog
+
 log = Logger()
 _LIVE = (CONFIRMED, COPYING, PENDING)
 LOST_NOTE = "written off: its node was down past the grace period"
+
+
+async def note(syslog: SystemLog | None, level: str, event: str, message: str, **data: Any) -> None:
+    """Into the system log (which also logs it) when there is one, else Twisted's log only."""
+    if syslog is not None:
+        await syslog.record(level, event, message, **data)
+    else:
+        log.emit(LogLevel.lookupByName(level), "{message}", message=message)
 
 
 def retry_delay(attempts: int) -> float:
@@ -113,12 +124,19 @@ class NodeMonitor:
     """Pings every node's /health; records free space, round trip and up/down."""
 
     def __init__(
-        self, *, db: Database, client: NodeClient, clock: IReactorTime, down_after: int
+        self,
+        *,
+        db: Database,
+        client: NodeClient,
+        clock: IReactorTime,
+        down_after: int,
+        syslog: SystemLog | None = None,
     ) -> None:
         self._db = db
         self._client = client
         self._clock = clock
         self._down_after = down_after
+        self._syslog = syslog
 
     async def run_once(self) -> None:
         nodes = await self._db.run(nodestore.list_nodes)
@@ -141,7 +159,10 @@ class NodeMonitor:
             rtt_ms=rtt if ok else None, down_after=self._down_after,
         )  # fmt: skip
         if old != new:
-            log.info("node {node} is {status}", node=node.name, status=new)
+            await note(
+                self._syslog, "info" if new == UP else "warn", f"node.{new}",
+                f"node {node.name} is {new}", node=node.name, was=old,
+            )  # fmt: skip
 
 
 class Replicator:
@@ -159,7 +180,9 @@ class Replicator:
         grace: float,
         batch: int = 8,
         stale_after: float = 600.0,
+        syslog: SystemLog | None = None,
     ) -> None:
+        self._syslog = syslog
         self._db = db
         self._staging = staging
         self._client = client
@@ -260,8 +283,11 @@ class Replicator:
         except Exception as exc:
             self._in_flight.discard((copy.blob_id, copy.node))
             now = self._clock.seconds()
-            log.warn("copy of blob {blob} to {node} failed: {exc}", blob=copy.blob_id,
-                     node=copy.node, exc=exc)  # fmt: skip
+            await note(
+                self._syslog, "warn", "replication.copy_failed",
+                f"copy of blob {copy.blob_id} to {copy.node} failed: {exc}",
+                blob=copy.blob_id, node=copy.node, attempts=copy.attempts + 1,
+            )  # fmt: skip
             await self._db.run(
                 nodestore.set_replica, copy.blob_id, copy.node, FAILED, now,
                 detail=str(exc)[:500], next_attempt_at=now + retry_delay(copy.attempts),
@@ -272,7 +298,10 @@ class Replicator:
             nodestore.set_replica, copy.blob_id, copy.node, CONFIRMED, self._clock.seconds()
         )
         self._in_flight.discard((copy.blob_id, copy.node))
-        log.info("blob {blob} confirmed on {node}", blob=copy.blob_id, node=copy.node)
+        await note(
+            self._syslog, "info", "replication.confirmed",
+            f"blob {copy.blob_id} confirmed on {copy.node}", blob=copy.blob_id, node=copy.node,
+        )  # fmt: skip
 
     # -- repair of blobs that live only on nodes
 
@@ -390,10 +419,15 @@ class _FileWriter:
     def write(self, piece: bytes) -> None:
         self._pending.addCallback(lambda _: deferToThread(self._write, piece))
 
-    def _write(self, piece: bytes) -> None:
+    def _open(self) -> IO[bytes]:
         if self._file is None:
+            # A proxy rebuilt from S3 has none of blobs/'s fan-out directories yet.
+            self._path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self._path, "wb")
-        self._file.write(piece)
+        return self._file
+
+    def _write(self, piece: bytes) -> None:
+        self._open().write(piece)
 
     def close_and_check(self, size: int, sha256: str, target: Path) -> Deferred[None]:
         """After every write: verify size and sha256, then move the file into place."""
@@ -403,8 +437,7 @@ class _FileWriter:
         return self._pending
 
     def _finish_and_check(self, size: int, sha256: str, target: Path) -> None:
-        if self._file is None:
-            self._file = open(self._path, "wb")
+        self._file = self._open()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import treq
 from twisted.internet import defer, endpoints
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from common.db import Database, parse_database_url
 from proxy.accounts import Accounts
 from proxy.app import ProxyApp
+from proxy.backup import MetadataBackup
 from proxy.config import ProxyConfig
 from proxy.downloads import DownloadLocator
 from proxy.files import FileService
 from proxy.intake import BodyIntake
+from proxy.jobs import JobScheduler
 from proxy.migrations import migrate
 from proxy.nodeclient import NodeClient, RsyncPusher
 from proxy.nodes import NodeAdmin
@@ -31,7 +31,9 @@ from proxy.progress import UploadProgress
 from proxy.remote import RemoteTier
 from proxy.replication import NodeMonitor, Replicator, Scrubber
 from proxy.request import ArchiveSite
+from proxy.s3conns import S3Connections, connection_box
 from proxy.staging import StagingArea
+from proxy.systemlog import SystemLog
 from proxy.uploads import UploadEngine
 
 log = Logger()
@@ -66,10 +68,6 @@ def _kept_secret(path: Path) -> str:
     return value
 
 
-async def _no_connection() -> None:
-    return None  # replaced by the S3 connections store once wired
-
-
 def open_database(config: ProxyConfig) -> Database:
     return Database(parse_database_url(database_url(config)), pool_size=config.db_pool_size)
 
@@ -90,42 +88,87 @@ class Proxy:
     monitor: NodeMonitor | None = None
     replicator: Replicator | None = None
     scrubber: Scrubber | None = None
-    _loops: list[LoopingCall] = field(default_factory=list)
+    scheduler: JobScheduler | None = None
+    syslog: SystemLog | None = None
+    s3_connections: S3Connections | None = None
+    remote: RemoteTier | None = None
+    backup: MetadataBackup | None = None
 
     async def start(self) -> IListeningPort:
         await self.db.run(migrate)
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(self.site)
-        assert self.monitor is not None and self.replicator is not None
-        self._loop(self._expire, EXPIRE_INTERVAL, "expiring uploads", now=False)
-        self._loop(self.monitor.run_once, self.config.node_ping_interval, "node monitor")
-        self._loop(self.replicator.run_once, self.config.replication_interval, "replication")
-        assert self.scrubber is not None
-        self._loop(self.scrubber.run_once, self.config.scrub_interval, "scrub", now=False)
+        assert self.scheduler is not None
+        await self.scheduler.start()
         return self.port
 
-    def _loop(self, work: Any, interval: float, what: str, *, now: bool = True) -> None:
-        """A LoopingCall on the proxy's clock whose failures are logged, never fatal."""
+    def add_builtin_jobs(self) -> None:
+        """The proxy's own periodic work, as jobs staff can see, re-time and run now."""
+        assert self.scheduler is not None and self.monitor is not None
+        assert self.replicator is not None and self.scrubber is not None
+        add = self.scheduler.add
+        add(
+            "node-monitor",
+            self.monitor.run_once,
+            self.config.node_ping_interval,
+            description="Ping every storage node: free space, round trip, up or down.",
+        )
+        add(
+            "replication",
+            self.replicator.run_once,
+            self.config.replication_interval,
+            description="Place, copy, confirm and repair replicas; drop surplus ones; release "
+            "the proxy's own copies; delete replicas of deleted files.",
+        )
+        add(
+            "scrub",
+            self.scrubber.run_once,
+            self.config.scrub_interval,
+            now=False,
+            description="Re-hash every confirmed replica on its node; quarantine bad ones.",
+        )
+        add(
+            "expire-uploads",
+            self._expire,
+            EXPIRE_INTERVAL,
+            now=False,
+            description="Drop unfinished uploads past their expiry; prune the system log.",
+        )
 
-        def guarded() -> Deferred[None]:
-            d = ensureDeferred(work())
-            d.addErrback(lambda failure: log.failure("{what} failed", failure, what=what))
-            return d  # type: ignore[return-value]
+        assert self.remote is not None and self.backup is not None
+        add(
+            "mirror-sync",
+            self.remote.sync_once,
+            self.config.mirror_sync_interval,
+            description="Tell every node which files to mirror to S3 (one node per file) and "
+            "which to restore from it; record the parts and mirrors they report.",
+        )
+        add(
+            "s3-cleanup",
+            self.remote.clean_once,
+            self.config.s3_cleanup_interval,
+            description="Remove the S3 objects of deleted files (retried while S3 is away).",
+        )
+        add(
+            "metadata-backup",
+            self.backup.run_once,
+            self.config.backup_interval,
+            now=False,
+            description="Write a consistent snapshot of the metadata database to the active "
+            "bucket under <prefix>/metadata/, keeping the newest backup_keep.",
+        )
 
-        loop = LoopingCall(guarded)
-        loop.clock = self.clock
-        loop.start(interval, now=now)
-        self._loops.append(loop)
-
-    async def _expire(self) -> None:
+    async def _expire(self) -> dict[str, int]:
         count = await self.uploads.expire()
         if count:
             log.info("removed {count} expired uploads", count=count)
+        assert self.syslog is not None
+        pruned = await self.syslog.prune(self.config.system_log_retention)
+        return {"expired_uploads": count, "pruned_log_entries": pruned}
 
     async def stop(self) -> None:
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.port is not None:
             await defer.maybeDeferred(self.port.stopListening)
         self.db.close()
@@ -153,7 +196,13 @@ def build_proxy(
     pool.start()
     staging = StagingArea(data_dir)
     progress = UploadProgress(reactor, pool)
-    accounts = Accounts(db=db, clock=clock, secret=secret, token_lifetime=config.token_lifetime)
+    syslog = SystemLog(db, clock)
+    accounts = Accounts(
+        db=db, clock=clock, secret=secret, token_lifetime=config.token_lifetime, syslog=syslog
+    )
+    scheduler = JobScheduler(db, clock, syslog)
+    box = connection_box(config.encryption_key or secret)
+    s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
     cluster_secret = load_cluster_secret(config)
     node_client = NodeClient(
         http=treq, clock=clock, cluster_secret=cluster_secret, timeout=config.node_ping_timeout
@@ -164,9 +213,11 @@ def build_proxy(
     )  # fmt: skip
     replicator = Replicator(
         db=db, staging=staging, client=node_client, rsync=rsync, clock=clock,
-        target=config.replicas, grace=config.replica_grace,
+        target=config.replicas, grace=config.replica_grace, syslog=syslog,
     )  # fmt: skip
-    monitor = NodeMonitor(db=db, client=node_client, clock=clock, down_after=config.node_down_after)
+    monitor = NodeMonitor(
+        db=db, client=node_client, clock=clock, down_after=config.node_down_after, syslog=syslog
+    )
     scrubber = Scrubber(db=db, client=node_client, clock=clock)
     downloads = DownloadLocator(
         db=db, staging=staging, clock=clock, cluster_secret=cluster_secret,
@@ -186,8 +237,13 @@ def build_proxy(
     )
     files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)
     remote = RemoteTier(
-        db=db, clock=clock, client=node_client, active=_no_connection,
+        db=db, clock=clock, client=node_client, active=s3_connections.active,
+        events=syslog, jobs=scheduler, restore_retry_after=config.restore_retry_after,
         cluster_secret=cluster_secret, grace=config.replica_grace, threads=reactor, pool=pool,
+    )  # fmt: skip
+    backup = MetadataBackup(
+        db=db, clock=clock, threads=reactor, pool=pool, settings=s3_connections.active,
+        keep=config.backup_keep, log=syslog,
     )  # fmt: skip
     app = ProxyApp(
         accounts=accounts,
@@ -195,7 +251,9 @@ def build_proxy(
         files=files,
         nodes=NodeAdmin(db=db, clock=clock),
         remote=remote,
-        jobs={"scrub": scrubber.run_once, "replication": replicator.run_once},
+        jobs=scheduler,
+        syslog=syslog,
+        s3_connections=s3_connections,
         downloads=downloads,
         staging=staging,
         threads=reactor,
@@ -213,7 +271,11 @@ def build_proxy(
     )
     site = ArchiveSite(app.app.resource(), intake)
     site.displayTracebacks = False
-    return Proxy(
+    proxy = Proxy(
         config, reactor, clock, db, pool, site, uploads, accounts,
         monitor=monitor, replicator=replicator, scrubber=scrubber,
+        scheduler=scheduler, syslog=syslog, s3_connections=s3_connections,
+        remote=remote, backup=backup,
     )  # fmt: skip
+    proxy.add_builtin_jobs()
+    return proxy

@@ -190,6 +190,30 @@ def ensure_blob(txn: Txn, sha256: str, md5: str, size: int, now: float) -> tuple
     return Blob(int(existing[0]), existing[1], existing[2], int(existing[3])), False
 
 
+def revive_blob(txn: Txn, blob_id: int) -> bool:
+    """Called when new content equal to an existing blob arrives. If no node holds that blob
+    (kept only in S3, being restored, or lost), the new upload becomes its local copy and
+    replication places it again; returns True when the caller must keep its data."""
+    state = txn.scalar("SELECT remote_state FROM blobs WHERE id = ?" + txn.for_update, (blob_id,))
+    if state in ("remote", "restoring"):
+        # Still verified in S3: only the local copies come back (a restore in progress is
+        # dropped from its node's want-list, which removes the partial file).
+        txn.execute(
+            "UPDATE blobs SET local = 1, remote_state = 'mirrored', restore_node = NULL,"
+            " parts_restored = 0, restore_detail = '' WHERE id = ?",
+            (blob_id,),
+        )
+        return True
+    if state == "lost":
+        txn.execute(
+            "UPDATE blobs SET local = 1, remote_state = 'local', remote_verified = 0,"
+            " mirror_node = NULL, mirror_detail = '' WHERE id = ?",
+            (blob_id,),
+        )
+        return True
+    return False
+
+
 @dataclass(frozen=True)
 class Version:
     number: int

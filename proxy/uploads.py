@@ -319,7 +319,9 @@ class UploadEngine:
         # The row first: on PostgreSQL, inserting a sha256 that a concurrent deletion is
         # removing waits for that deletion to commit, and then makes a new row (new file).
         blob, created = store.ensure_blob(txn, sha256, md5, upload.received, now)
-        if created:
+        # Content that is kept only in S3 (or was lost) is taken from this upload instead.
+        revived = not created and store.revive_blob(txn, blob.id)
+        if created or revived:
             self._staging.link_blob(upload.id, sha256, blob.id, upload.received)
         try:
             file_id, number = store.add_version(
@@ -327,7 +329,7 @@ class UploadEngine:
             )
             store.mark_complete(txn, upload.id, upload.received, file_id, number, now)
         except BaseException:
-            if created:
+            if created or revived:
                 self._staging.remove_blobs([(sha256, blob.id)])
             raise
         return replace(

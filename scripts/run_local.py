@@ -1,8 +1,9 @@
 """The supervisor behind ``scripts/run-local``: starts the local system, stops it on a signal.
 
-The system: the proxy (SQLite) and two storage nodes, ``node1`` (zone ``a``) and ``node2``
-(zone ``b``), each with its rsync daemon, on free loopback ports; a local S3 endpoint joins
-in a later issue. Every child is started with an argument list, remembered by PID, and
+The system: the proxy (SQLite), two storage nodes, ``node1`` (zone ``a``) and ``node2``
+(zone ``b``), each with its rsync daemon, and a local S3 endpoint (moto's server, data in
+memory: a stand-in for a real bucket) configured as the proxy's active S3 connection, all on
+free loopback ports. Every child is started with an argument list, remembered by PID, and
 stopped by PID.
 """
 
@@ -21,6 +22,10 @@ from pathlib import Path
 from types import FrameType
 
 BIN = Path(sys.executable).parent
+LOCAL_BUCKET = "pyarchive-local"
+# moto accepts any credentials; these only exist on this machine, for this stand-in.
+LOCAL_S3_KEY = "run-local"
+LOCAL_S3_SECRET = "run-local-secret-not-a-real-key"
 
 
 def proxy_command(data_dir: Path, *extra: str) -> list[str]:
@@ -100,6 +105,49 @@ def wait_healthy(url: str, child: subprocess.Popen[bytes], timeout: float = 30.0
     sys.exit(f"run-local: {url}health did not answer within {timeout:.0f} s")
 
 
+def start_local_s3(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server on a free loopback port with an empty bucket ``pyarchive-local``."""
+    port = free_port()
+    with open(data_dir / "s3.log", "ab") as log:
+        child = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                break
+        except OSError:
+            if child.poll() is not None or time.monotonic() > deadline:
+                stop(child)
+                sys.exit(f"run-local: the local S3 endpoint did not start (see {data_dir}/s3.log)")
+            time.sleep(0.2)
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=LOCAL_S3_KEY, aws_secret_access_key=LOCAL_S3_SECRET,
+    ).create_bucket(Bucket=LOCAL_BUCKET)  # fmt: skip
+    return child, endpoint
+
+
+def configure_local_s3(data_dir: Path, endpoint: str) -> None:
+    """Make the local endpoint the proxy's active S3 connection ``local``."""
+    env = dict(os.environ, PYARCHIVE_S3_SECRET_KEY=LOCAL_S3_SECRET)
+    for attempt in ("add", "update"):
+        done = subprocess.run(
+            proxy_command(data_dir, "s3", attempt, "local", "--endpoint-url", endpoint,
+                          "--region", "us-east-1", "--bucket", LOCAL_BUCKET,
+                          "--access-key", LOCAL_S3_KEY, "--activate"),
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        if done.returncode == 0:
+            return
+    sys.exit(f"run-local: could not configure the local S3 connection: {done.stderr.strip()}")
+
+
 def stop(child: subprocess.Popen[bytes]) -> None:
     if child.poll() is None:
         os.kill(child.pid, signal.SIGTERM)
@@ -122,6 +170,9 @@ def main() -> None:
     secret = cluster_secret(data_dir)
     env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret}
     children: list[tuple[str, subprocess.Popen[bytes], str]] = []
+    s3, endpoint = start_local_s3(data_dir)
+    children.append(("s3", s3, f"{endpoint}/moto-api/"))
+    configure_local_s3(data_dir, endpoint)
     for name, zone in (("node1", "a"), ("node2", "b")):
         port, rsync_port = free_port(), free_port()
         register_node(data_dir, name, zone, port, rsync_port)
@@ -154,6 +205,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         for name, process, address in children:
+            if name == "s3":
+                print(f"Local S3 endpoint at {endpoint}, bucket {LOCAL_BUCKET}: moto's server,"
+                      " data in memory, a STAND-IN for a real bucket (gone when this stops;"
+                      " see the README to use real S3)", flush=True)  # fmt: skip
+                continue
             wait_healthy(address, process)
             if name != "proxy":
                 print(f"Storage node {name} at {address} (log: {data_dir / (name + '.log')})",

@@ -408,6 +408,10 @@ async def test_a_restore_goes_to_one_node_with_every_part_and_ends_as_a_replica(
     view = await world.tier.view(blob)
     assert (view["remote_state"], view["restore"]["parts_restored"]) == ("restoring", 1)
     assert view["restore"]["node"] == node
+    # The uncache queued deletions on both nodes; the restoring node's is cancelled.
+    key = replica_key(blob, (await world.row(blob))["sha256"])
+    queued = await world.db.run(lambda txn: txn.all("SELECT node, replica FROM replica_deletions"))
+    assert sorted(queued) == sorted((n, key) for n in ("n1", "n2") if n != node)
     progress.update(state="restored", parts_restored=3)
     await world.tier.sync_once()
     row = await world.row(blob)
@@ -504,3 +508,26 @@ async def test_deleting_a_mirrored_file_queues_its_object_and_a_local_one_does_n
 
 def test_retry_delay_of_s3_deletions_grows_and_is_capped() -> None:
     assert [retry_delay(n) for n in (0, 1, 2, 10, 20)] == [5.0, 10.0, 20.0, 600.0, 600.0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_same_content_uploaded_again_brings_a_remote_or_lost_blob_back(
+    world: World,
+) -> None:
+    remote = await mirrored_blob(world, 1)
+    await world.tier.uncache(remote)
+    lost = await world.blob(2)
+    await world.db.run(
+        lambda txn: txn.execute("UPDATE blobs SET remote_state = 'lost' WHERE id = ?", (lost,))
+    )
+    here = await world.blob(3, on=("n1",))
+    revived = {b: await world.db.run(store.revive_blob, b) for b in (remote, lost, here)}
+    assert revived == {remote: True, lost: True, here: False}
+    row = await world.row(remote)
+    assert (row["remote_state"], row["remote_verified"]) == ("mirrored", 1)  # still in S3
+    row = await world.row(lost)
+    assert (row["remote_state"], row["remote_verified"]) == ("local", 0)  # mirrored again
+    locals_ = await world.db.run(
+        lambda txn: txn.all("SELECT id, local FROM blobs WHERE id IN (?, ?)", (remote, lost))
+    )
+    assert sorted((int(a), int(b)) for a, b in locals_) == sorted([(remote, 1), (lost, 1)])
