@@ -92,8 +92,15 @@ def test_the_file_passes_docker_compose_config_quietly() -> None:
 
 def test_the_services_are_there(tmp_path: Path) -> None:
     services = compose_config(tmp_path)["services"]
-    assert {"db", "proxy", "node1", "node2", "setup"} <= set(services)
+    assert {"db", "s3", "proxy", "node1", "node2", "setup"} <= set(services)
     assert services["db"]["image"].startswith("postgres:")
+    assert services["s3"]["image"].startswith("minio/minio")
+    # The setup job makes the MinIO bucket the proxy's S3 connection with MinIO's own keys.
+    minio, setup = services["s3"]["environment"], services["setup"]["environment"]
+    assert setup["PYARCHIVE_S3_SECRET_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    assert setup["PYARCHIVE_S3_ACCESS_KEY"] == minio["MINIO_ROOT_USER"]
+    assert services["setup"]["depends_on"]["s3"]["condition"] == "service_healthy"
+    assert "s3 add minio" in " ".join(services["setup"]["command"])
     assert services["setup"]["restart"] == "no"
     assert services["proxy"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert services["setup"]["depends_on"]["proxy"]["condition"] == "service_healthy"
