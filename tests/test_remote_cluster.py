@@ -19,7 +19,6 @@ import random
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ import pytest
 from common.s3 import S3Settings, make_client
 from tests.conftest import _database_url
 from tests.nodeproc import NodeProcess
-from tests.proc import BIN, ProxyProcess, free_port
+from tests.proc import BIN, ProxyProcess
+from tests.s3server import S3Server
 from tests.test_cluster import FAST, STAFF, Cluster, eventually
 
 pytestmark = pytest.mark.slow
@@ -42,26 +42,6 @@ MIRROR_FAST = {
     "PYARCHIVE_RESTORE_RETRY_AFTER": "1",
 }
 NODE_FAST = {"PYARCHIVE_MIRROR_INTERVAL": "0.3s", "PYARCHIVE_MIRROR_PART_SIZE": "5MiB"}
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-def settings(endpoint: str, bucket: str) -> S3Settings:
-    return S3Settings(
-        bucket=bucket, region="us-east-1", access_key="pyarchive-test", secret_key=S3_SECRET,
-        endpoint_url=endpoint, prefix="pa", name="main",
-    )  # fmt: skip
 
 
 class RemoteCluster(Cluster):
@@ -123,10 +103,13 @@ class RemoteCluster(Cluster):
 
 @pytest.fixture
 def s3() -> Iterator[S3Settings]:
-    with moto_server() as endpoint:
-        found = settings(endpoint, "pyarchive-remote")
-        make_client(found).create_bucket(Bucket=found.bucket)
-        yield found
+    server = S3Server().start()
+    try:
+        yield server.bucket(
+            access_key="pyarchive-test", secret_key=S3_SECRET, prefix="pa", name="main"
+        )
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from proxy.migrations import migrate
 from proxy.nodestore import CONFIRMED, UP
 from proxy.remote import RemoteTier
 from proxy.replication import retry_delay
+from tests.s3server import S3Server
 
 NOW = 1_800_000_000.0
 SECRET = "cluster-secret-of-the-remote-tests"
@@ -531,3 +532,55 @@ async def test_the_same_content_uploaded_again_brings_a_remote_or_lost_blob_back
         lambda txn: txn.all("SELECT id, local FROM blobs WHERE id IN (?, ?)", (remote, lost))
     )
     assert sorted((int(a), int(b)) for a, b in locals_) == sorted([(remote, 1), (lost, 1)])
+
+
+@pytest_twisted.ensureDeferred
+async def test_s3_objects_of_deleted_files_are_removed_and_retried_while_s3_is_away(
+    world: World,
+) -> None:
+    server = S3Server().start()
+    try:
+        world.settings[0] = settings = server.bucket(prefix="pa")
+        client = server.client(settings)
+        blob = await mirrored_blob(world)
+        sha = (await world.row(blob))["sha256"]
+        client.put_object(Bucket=settings.bucket, Key=f"pa/{sha}", Body=b"mirrored bytes")
+        await world.db.run(store.delete_file, await file_of(world, blob), NOW)
+
+        server.stop()  # S3 is away when the deletion is due
+        assert await world.tier.clean_once() == {"removed": 0, "failed": 1}
+        row = await world.db.run(
+            lambda txn: txn.one("SELECT attempts, next_attempt_at, detail FROM s3_deletions")
+        )
+        assert row is not None and (row[0], row[1]) == (1, NOW + retry_delay(0))
+        assert row[2]  # the error is kept for staff
+
+        server.start()
+        assert await world.tier.clean_once() == {"removed": 0, "failed": 0}  # not due yet
+        client.head_object(Bucket=settings.bucket, Key=f"pa/{sha}")  # still there
+        world.clock.advance(retry_delay(0))
+        assert await world.tier.clean_once() == {"removed": 1, "failed": 0}
+        with pytest.raises(client.exceptions.ClientError):
+            client.head_object(Bucket=settings.bucket, Key=f"pa/{sha}")
+        assert await world.db.run(lambda txn: txn.all("SELECT * FROM s3_deletions")) == []
+    finally:
+        server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_object_whose_content_was_uploaded_again_is_kept(world: World) -> None:
+    server = S3Server().start()
+    try:
+        world.settings[0] = settings = server.bucket(prefix="pa")
+        client = server.client(settings)
+        blob = await mirrored_blob(world)
+        sha = (await world.row(blob))["sha256"]
+        client.put_object(Bucket=settings.bucket, Key=f"pa/{sha}", Body=b"mirrored bytes")
+        await world.db.run(store.delete_file, await file_of(world, blob), NOW)
+        again = await world.blob(1)  # the same bytes, a new blob row
+        assert again != blob
+        assert await world.tier.clean_once() == {"removed": 0, "failed": 0}
+        client.head_object(Bucket=settings.bucket, Key=f"pa/{sha}")  # kept for the new blob
+        assert await world.db.run(lambda txn: txn.all("SELECT * FROM s3_deletions")) == []
+    finally:
+        server.close()
