@@ -44,6 +44,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from common.durable import fsync_dir
 from common.errors import ApiError
 from common.s3 import S3Settings, make_client
 from node.bandwidth import TokenBucket
@@ -919,8 +920,4 @@ def _move_into(partial: Path, target: Path) -> None:
     """Give a fully fetched restore the replica's name in incoming/ (a rename, made durable)."""
     if partial.exists():
         os.replace(partial, target)
-        fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(target.parent)

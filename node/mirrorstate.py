@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.durable import fsync_dir
 from common.s3 import MAX_PARTS
 from common.signing import valid_replica_key
 
@@ -318,11 +319,3 @@ def kind_of(record: Record) -> str:
 
 def encode(record: Record) -> bytes:
     return json.dumps(record.to_json(), separators=(",", ":")).encode()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from common.durable import fsync_dir
 from common.errors import BadRequest, Conflict, NotFound
 from common.signing import valid_replica_key
 
@@ -104,16 +105,16 @@ class ReplicaStore:
         problem = _mismatch(received, expected, info.st_size)
         if problem is not None:
             _unlink(received)
-            _fsync_dir(self.incoming)
+            fsync_dir(self.incoming)
             raise Conflict(f"Replica {key} was deleted: {problem}")
         _fsync_file(received)
         created = not target.parent.exists()
         target.parent.mkdir(mode=0o750, exist_ok=True)
         if created:
-            _fsync_dir(self.replicas)
+            fsync_dir(self.replicas)
         os.rename(received, target)
-        _fsync_dir(target.parent)
-        _fsync_dir(self.incoming)
+        fsync_dir(target.parent)
+        fsync_dir(self.incoming)
         return Replica(key, info.st_size)
 
     def verify(self, key: str, expected: Expected) -> None:
@@ -128,8 +129,8 @@ class ReplicaStore:
         if problem is None:
             return
         os.replace(path, self.quarantine / key)
-        _fsync_dir(self.quarantine)
-        _fsync_dir(path.parent)
+        fsync_dir(self.quarantine)
+        fsync_dir(path.parent)
         raise Conflict(f"Replica {key} was quarantined: {problem}", ok=False)
 
     def delete(self, key: str) -> None:
@@ -137,7 +138,7 @@ class ReplicaStore:
         path = self.path(key)
         for gone, directory in ((path, path.parent), (self.incoming / key, self.incoming)):
             if _remove_any(gone):
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
     def list(self) -> list[Replica]:
         return sorted(self._walk(), key=lambda replica: replica.key)
@@ -202,14 +203,6 @@ def _mismatch(path: Path, expected: Expected, size: int) -> str | None:
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

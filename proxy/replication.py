@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger, LogLevel
 
 from common.db import Database, Txn
+from common.durable import fsync_dir
 from common.signing import replica_key
 from proxy import nodestore
 from proxy.nodeclient import NodeClient, RsyncPusher
@@ -36,7 +37,7 @@ from proxy.nodestore import (
     Replica,
 )
 from proxy.placement import Candidate, choose_nodes
-from proxy.staging import StagingArea, fsync_dir
+from proxy.staging import StagingArea
 
 if TYPE_CHECKING:
     from proxy.systemlog import SystemLog

@@ -17,15 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from common.durable import fsync_dir
+
 _COPY_PIECE = 1 << 20
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StagingArea:

@@ -86,12 +86,17 @@ def warm(path: Path) -> None:
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True, timeout=120)
 
 
-def md5_file(path: Path) -> str:
-    h = hashlib.md5()
+def digest_file(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file, read in 8 MiB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(8 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def md5_file(path: Path) -> str:
+    return digest_file(path, "md5")
 
 
 def require_test_file(path: Path) -> int:

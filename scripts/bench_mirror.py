@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import http.client
 import json
 import os
@@ -51,7 +50,9 @@ from bench_common import (
     BenchError,
     Node,
     cpu_times,
+    digest_file,
     free_port,
+    known_md5,
     log,
     main_wrapper,
     print_result,
@@ -102,14 +103,6 @@ class Moto:
     def stop(self) -> None:
         stop_pid(self.proc)
         self.logf.close()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(1 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def signed(node: Node, method: str, path: str, payload: Any) -> tuple[int, Any]:
@@ -228,11 +221,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     log(f"== {NAME}: 1 GiB mirrored to a local S3 endpoint vs boto3 upload_file, "
         f"{args.runs} runs, prefault {PREFAULT_GIB:g} GiB")  # fmt: skip
     warm(path)
-    md5_path = Path(str(path) + ".md5")
-    md5 = md5_path.read_text().split()[0] if md5_path.exists() else None
-    sha256 = sha256_file(path)
-    if md5 is None:
-        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    md5, _ = known_md5(path)
+    sha256 = digest_file(path, "sha256")
     la0, t_start = os.getloadavg(), time.time()
     moto = Moto()
     secret = secrets.token_urlsafe(32)

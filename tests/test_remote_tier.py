@@ -534,18 +534,24 @@ async def test_the_same_content_uploaded_again_brings_a_remote_or_lost_blob_back
     assert sorted((int(a), int(b)) for a, b in locals_) == sorted([(remote, 1), (lost, 1)])
 
 
+async def deleted_after_mirroring(world: World, server: S3Server) -> tuple[Any, Any, int, str]:
+    """A mirrored blob with its object in a real bucket, whose only file is then deleted."""
+    world.settings[0] = settings = server.bucket(prefix="pa")
+    client = server.client(settings)
+    blob = await mirrored_blob(world)
+    sha = (await world.row(blob))["sha256"]
+    client.put_object(Bucket=settings.bucket, Key=f"pa/{sha}", Body=b"mirrored bytes")
+    await world.db.run(store.delete_file, await file_of(world, blob), NOW)
+    return settings, client, blob, sha
+
+
 @pytest_twisted.ensureDeferred
 async def test_s3_objects_of_deleted_files_are_removed_and_retried_while_s3_is_away(
     world: World,
 ) -> None:
     server = S3Server().start()
     try:
-        world.settings[0] = settings = server.bucket(prefix="pa")
-        client = server.client(settings)
-        blob = await mirrored_blob(world)
-        sha = (await world.row(blob))["sha256"]
-        client.put_object(Bucket=settings.bucket, Key=f"pa/{sha}", Body=b"mirrored bytes")
-        await world.db.run(store.delete_file, await file_of(world, blob), NOW)
+        settings, client, _, sha = await deleted_after_mirroring(world, server)
 
         server.stop()  # S3 is away when the deletion is due
         assert await world.tier.clean_once() == {"removed": 0, "failed": 1}
@@ -571,12 +577,7 @@ async def test_s3_objects_of_deleted_files_are_removed_and_retried_while_s3_is_a
 async def test_an_object_whose_content_was_uploaded_again_is_kept(world: World) -> None:
     server = S3Server().start()
     try:
-        world.settings[0] = settings = server.bucket(prefix="pa")
-        client = server.client(settings)
-        blob = await mirrored_blob(world)
-        sha = (await world.row(blob))["sha256"]
-        client.put_object(Bucket=settings.bucket, Key=f"pa/{sha}", Body=b"mirrored bytes")
-        await world.db.run(store.delete_file, await file_of(world, blob), NOW)
+        settings, client, blob, sha = await deleted_after_mirroring(world, server)
         again = await world.blob(1)  # the same bytes, a new blob row
         assert again != blob
         assert await world.tier.clean_once() == {"removed": 0, "failed": 0}
