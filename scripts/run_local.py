@@ -144,8 +144,14 @@ def configure_local_s3(data_dir: Path, endpoint: str) -> None:
             capture_output=True, text=True, env=env,
         )  # fmt: skip
         if done.returncode == 0:
-            return
-    sys.exit(f"run-local: could not configure the local S3 connection: {done.stderr.strip()}")
+            break
+    else:
+        sys.exit(f"run-local: could not configure the local S3 connection: {done.stderr.strip()}")
+    checked = subprocess.run(
+        proxy_command(data_dir, "s3", "validate", "local"), capture_output=True, text=True
+    )
+    if checked.returncode:
+        sys.exit(f"run-local: the local S3 endpoint does not work: {checked.stdout.strip()}")
 
 
 def stop(child: subprocess.Popen[bytes]) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,9 +136,14 @@ def test_run_local_serves_prints_the_ready_line_and_stops_cleanly_on_sigterm(
             if line.startswith("PyArchive is ready at") or not line:
                 break
         assert lines[-1].strip() == f"PyArchive is ready at http://127.0.0.1:{port}/", lines
-        assert any(line.startswith("Staff user 'admin' created with password: ") for line in lines)
+        created = [line for line in lines if line.startswith("Staff user 'admin' created")]
+        assert len(created) == 1, lines
+        assert any(line.startswith("Local S3 endpoint at http://127.0.0.1:") and "STAND-IN"
+                   in line for line in lines), lines  # fmt: skip
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as answer:
             assert json.load(answer) == {"status": "ok"}
+        the_whole_cycle_works(f"http://127.0.0.1:{port}", created[0].split(": ", 1)[1].strip(),
+                              tmp_path)  # fmt: skip
     finally:
         runner.send_signal(signal.SIGTERM)
         remaining, _ = runner.communicate(timeout=30)
@@ -145,6 +151,51 @@ def test_run_local_serves_prints_the_ready_line_and_stops_cleanly_on_sigterm(
     assert "PyArchive stopped." in remaining
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def the_whole_cycle_works(url: str, password: str, tmp_path: Path) -> None:
+    """Out of the box: upload -> two replicas -> mirrored to the local S3 endpoint ->
+    uncache -> cache -> the same bytes downloaded."""
+    from client import PyArchiveClient
+    from tests.test_cluster import eventually
+
+    port = int(url.rsplit(":", 1)[1])
+    proxy = ProxyProcess(tmp_path, "", port=port)
+    _, body = proxy.request(
+        "POST", "/api-token-auth/", json.dumps({"username": "admin", "password": password}),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    auth = {"Authorization": f"JWT {body['token']}"}
+    _, connections = proxy.request("GET", "/api/s3-connections/", headers=auth)
+    assert [(c["name"], c["active"], c["validation_ok"]) for c in connections] == [
+        ("local", True, True)
+    ]
+    data = os.urandom(3 * 2**20 + 5)
+    (tmp_path / "cycle.bin").write_bytes(data)
+    with PyArchiveClient(url, body["token"]) as client:
+        file_id = client.upload(tmp_path / "cycle.bin")["file_id"]
+
+    def detail() -> dict[str, Any]:
+        return proxy.request("GET", f"/storage/files/{file_id}/", headers=auth)[1]  # type: ignore[no-any-return]
+
+    def both_replicas() -> bool:
+        return [r["state"] for r in detail()["replicas"]] == ["confirmed", "confirmed"]
+
+    eventually(lambda: detail()["remote_state"] == "mirrored" and both_replicas(), 60, "mirrored")
+    # Refused (409) while the proxy still holds its own copy, which it lets go of once both
+    # replicas are confirmed on its next replication pass.
+    eventually(
+        lambda: proxy.request("POST", f"/storage/files/{file_id}/uncache", headers=auth)[0] == 200,
+        30,
+        "uncache accepted",
+    )
+    assert detail()["remote_state"] == "remote"
+    assert proxy.request("POST", f"/storage/files/{file_id}/cache", headers=auth)[0] == 202
+    eventually(both_replicas, 60, "cached back on two nodes")
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{url}/storage/download/{file_id}/", headers=auth)
+    ) as answer:
+        assert answer.read() == data
 
 
 def test_operators_add_list_drain_update_and_remove_nodes_from_the_command_line(

@@ -168,8 +168,15 @@ def test_a_multi_part_file_is_mirrored_uncached_cached_and_served_intact(
         sha256(data), hashlib.md5(data).hexdigest(), len(data)
     )  # fmt: skip
 
-    # Uncache: every node lets go of its copy.
-    status, body = cluster.post(f"/storage/files/{file_id}/uncache")
+    # Another user cannot see the file, so cannot uncache or cache it either.
+    other = {"Authorization": f"JWT {cluster.proxy.login('someone-else', 'Other-Pass-2024')}"}
+    for action in ("uncache", "cache"):
+        status, body = cluster.proxy.request(
+            "POST", f"/storage/files/{file_id}/{action}", headers=other
+        )
+        assert status == 404, body
+    # Uncache (here by staff, who may do it for any file): every node lets go of its copy.
+    status, body = cluster.staff("POST", f"/storage/files/{file_id}/uncache")
     assert status == 200, body
     assert cluster.detail(file_id)["remote_state"] == "remote"
     eventually(lambda: cluster.detail(file_id)["replicas"] == [], what="replicas dropped")
