@@ -765,6 +765,17 @@ def sitting_notes(ours: dict[str, Any], other: dict[str, Any]) -> str:
     return note
 
 
+def sitting(t_start: float, loadavg_before: tuple[float, float, float]) -> dict[str, Any]:
+    """The fields every result records about when and how it was taken."""
+    return {
+        "started": datetime.datetime.fromtimestamp(t_start).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.time() - t_start, 1),
+        "loadavg_before": loadavg_before,
+        "loadavg_after": os.getloadavg(),
+        "prefault_gib": PREFAULT_GIB,
+    }
+
+
 def write_result(name: str, out: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1))

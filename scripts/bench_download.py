@@ -35,7 +35,6 @@ Per-run data: $BENCH_DATA/results/pyarchive-download.json, in bench.py's format.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import subprocess
 import time
@@ -69,6 +68,7 @@ from bench_common import (
     row,
     settle,
     sigterm_exits,
+    sitting,
     sitting_notes,
     steal_pct,
     timed_command,
@@ -301,11 +301,7 @@ def download(args: argparse.Namespace) -> dict[str, Any]:
         "proxy's 307 redirect: curl -L -o file, curl -L -r 536870912- -o /dev/null, "
         "aria2c -x4 -s4",
         "runs": args.runs,
-        "started": datetime.datetime.fromtimestamp(t_start).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - t_start, 1),
-        "loadavg_before": la0,
-        "loadavg_after": os.getloadavg(),
-        "prefault_gib": PREFAULT_GIB,
+        **sitting(t_start, la0),
         "file": str(path),
         "size": size,
         "md5": md5,

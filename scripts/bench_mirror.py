@@ -30,7 +30,6 @@ Per-run data: $BENCH_DATA/results/pyarchive-mirror.json, in bench.py's format.
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import json
 import os
@@ -61,6 +60,7 @@ from bench_common import (
     require_test_file,
     row,
     settle,
+    sitting,
     steal_pct,
     stop_pid,
     tuning_env,
@@ -275,11 +275,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "description": "1 GiB test file mirrored by a node to a local S3 endpoint, beside "
         "boto3 upload_file of the same file to the same endpoint in the same run",
         "runs": args.runs,
-        "started": datetime.datetime.fromtimestamp(t_start).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - t_start, 1),
-        "loadavg_before": la0,
-        "loadavg_after": os.getloadavg(),
-        "prefault_gib": PREFAULT_GIB,
+        **sitting(t_start, la0),
         "file": str(path),
         "size": size,
         "ratio_of_medians": ratio,

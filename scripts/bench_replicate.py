@@ -33,7 +33,6 @@ Per-run data: $BENCH_DATA/results/pyarchive-replicate.json, in bench.py's format
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import tempfile
@@ -63,6 +62,7 @@ from bench_common import (
     row,
     settle,
     sigterm_exits,
+    sitting,
     steal_pct,
     timed_command,
     tool_version,
@@ -259,11 +259,7 @@ def replicate(args: argparse.Namespace) -> dict[str, Any]:
         "description": "time from upload completion to two confirmed replicas of the 1 GiB "
         "test file, beside plain rsync --partial --inplace to a local dir and to a node's daemon",
         "runs": args.runs,
-        "started": datetime.datetime.fromtimestamp(t_start).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - t_start, 1),
-        "loadavg_before": la0,
-        "loadavg_after": os.getloadavg(),
-        "prefault_gib": PREFAULT_GIB,
+        **sitting(t_start, la0),
         "file": str(path),
         "size": size,
         "md5": md5,

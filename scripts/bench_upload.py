@@ -21,7 +21,6 @@ bench.py's format (rows with values, median, min, max).
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import json
 import os
@@ -59,6 +58,7 @@ from bench_common import (
     require_test_file,
     row,
     settle,
+    sitting,
     sitting_notes,
     size_label,
     steal_pct,
@@ -234,11 +234,7 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
         "description": f"{label}, raw application/octet-stream PUTs with Content-Range + md5 "
         "completion POST",
         "runs": args.runs,
-        "started": datetime.datetime.fromtimestamp(t_start).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - t_start, 1),
-        "loadavg_before": la0,
-        "loadavg_after": os.getloadavg(),
-        "prefault_gib": PREFAULT_GIB,
+        **sitting(t_start, la0),
         "file": str(path),
         "size": size,
         "chunk": args.chunk,
