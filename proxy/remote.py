@@ -136,9 +136,12 @@ class RemoteTier:
         self._running = False
 
     async def _record(self, level: str, event: str, message: str, **data: Any) -> None:
-        getattr(log, {"error": "error", "warn": "warn"}.get(level, "info"))(message)
+        """Into the system log, which also writes the Twisted log line; without one, only
+        the Twisted log."""
         if self._events is not None:
             await self._events.record(level, event, message, **data)
+        else:
+            getattr(log, {"error": "error", "warn": "warn"}.get(level, "info"))(message)
 
     # -- the mirror-sync job
 
