@@ -475,11 +475,18 @@ class RemoteTier:
             return {"removed": 0, "failed": 0}
         due = await self._db.run(_due_deletions, self._clock.seconds())
         removed = failed = 0
+        client: Any = None  # one boto3 client per pass, made only when there is work
         for key, sha256, attempts in due:
             if not await self._db.run(_still_unused, key, sha256):
                 continue
             try:
-                await deferToThreadPool(self._threads, self._pool, _delete_object, settings, key)
+                if client is None:
+                    client = await deferToThreadPool(
+                        self._threads, self._pool, make_client, settings, max_pool_connections=1
+                    )
+                await deferToThreadPool(
+                    self._threads, self._pool, client.delete_object, Bucket=settings.bucket, Key=key
+                )
             except Exception as exc:
                 failed += 1
                 now = self._clock.seconds()
@@ -529,11 +536,6 @@ def _deletion_done(txn: Txn, key: str, sha256: str) -> None:
         " WHERE sha256 = ? AND remote_state IN (?, ?)",
         (LOCAL, sha256, MIRRORING, MIRRORED),
     )
-
-
-def _delete_object(settings: S3Settings, key: str) -> None:
-    client = make_client(settings, max_pool_connections=1)
-    client.delete_object(Bucket=settings.bucket, Key=key)
 
 
 def remote_view(txn: Txn, blob_id: int) -> dict[str, Any]:
