@@ -22,6 +22,7 @@ from common.tokens import TokenClaims
 from common.web import header, respond
 from proxy import docs_page, openapi
 from proxy.accounts import Accounts
+from proxy.bodies import SpooledChunk
 from proxy.downloads import DownloadLocator, Redirect
 from proxy.files import FileService
 from proxy.inputs import chunk_input, query, small_fields
@@ -31,7 +32,7 @@ from proxy.remote import LOST, NOT_HERE, RemoteTier
 from proxy.s3conns import CHANGEABLE, FIELDS, S3Connections
 from proxy.staging import StagingArea
 from proxy.systemlog import SystemLog, parse_log_query
-from proxy.uploads import SpooledChunk, UploadEngine
+from proxy.uploads import UploadEngine
 from proxy.views import file_json, file_page_json, upload_json
 
 log = Logger()
@@ -187,54 +188,36 @@ class ProxyApp:
     async def start_upload(self, request: IRequest) -> bytes:
         caller = self._caller(request)
         chunk = parse_content_range(header(request, "content-range"))
-        fields, body, spool = await chunk_input(
+        fields, body = await chunk_input(
             request, _CHUNK_FIELDS, self._threads, self._pool, self._spool
         )
-        try:
-            upload = await self._uploads.start(
-                caller.user_id,
-                fields.get("filename", ""),
-                fields.get("parent") or None,
-                chunk,
-                body,
-            )
-        finally:
-            if spool is not None:
-                spool.close()
+        upload = await self._uploads.start(
+            caller.user_id, fields.get("filename", ""), fields.get("parent") or None, chunk, body
+        )
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
     @app.route("/storage/tmp-upload/", methods=["POST"])
     async def whole_upload(self, request: IRequest) -> bytes:
         caller = self._caller(request)
-        fields, body, spool = await chunk_input(
+        fields, body = await chunk_input(
             request, _CHUNK_FIELDS | {"md5"}, self._threads, self._pool, self._spool
         )
-        try:
-            assert isinstance(body, SpooledChunk)  # only PUT chunks are written in place
-            upload = await self._uploads.upload_whole(
-                caller.user_id,
-                fields.get("filename", ""),
-                fields.get("parent") or None,
-                body,
-                fields.get("md5"),
-            )
-        finally:
-            if spool is not None:
-                spool.close()
+        assert isinstance(body, SpooledChunk)  # only PUT chunks are written in place
+        upload = await self._uploads.upload_whole(
+            caller.user_id,
+            fields.get("filename", ""),
+            fields.get("parent") or None,
+            body,
+            fields.get("md5"),
+        )
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
     @app.route("/storage/tmp-upload/<upload_id>/", methods=["PUT"])
     async def append_chunk(self, request: IRequest, upload_id: str) -> bytes:
         caller = self._caller(request)
         chunk = parse_content_range(header(request, "content-range"))
-        _, body, spool = await chunk_input(
-            request, _CHUNK_FIELDS, self._threads, self._pool, self._spool
-        )
-        try:
-            upload = await self._uploads.append(caller.user_id, upload_id, chunk, body)
-        finally:
-            if spool is not None:
-                spool.close()
+        _, body = await chunk_input(request, _CHUNK_FIELDS, self._threads, self._pool, self._spool)
+        upload = await self._uploads.append(caller.user_id, upload_id, chunk, body)
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
     @app.route("/storage/tmp-upload/<upload_id>/", methods=["GET"])

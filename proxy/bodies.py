@@ -21,7 +21,9 @@ import ctypes.util
 import errno
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO
 
 from twisted.internet.defer import Deferred
@@ -73,6 +75,7 @@ class SpoolBody:
         self._limit = limit
         self.size = 0
         self.too_large = False
+        self._handed_over = False
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -86,6 +89,13 @@ class SpoolBody:
             raise BodyTooLarge()
         return self._spool
 
+    def hand_over(self) -> IO[bytes]:
+        """The spool, which its new owner closes: Twisted's close of the request's body (at
+        the end of the request, or when the connection is lost) no longer closes it."""
+        spool = self.file()
+        self._handed_over = True
+        return spool
+
     def read(self, size: int = -1) -> bytes:
         return self._spool.read(size)
 
@@ -96,7 +106,8 @@ class SpoolBody:
         return self.size
 
     def close(self) -> None:
-        self._spool.close()
+        if not self._handed_over:
+            self._spool.close()
 
 
 class BufferPool:
@@ -347,3 +358,31 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         offset += written
         view = view[written:]
+
+
+@dataclass(frozen=True)
+class SpooledChunk:
+    """A chunk's bytes in a spool file, from its start.
+
+    The engine owns the spool once it is handed one, and closes it when it is done with it
+    (which may be after the request that brought it went away).
+    """
+
+    file: IO[bytes]
+    size: int
+
+    def close(self) -> None:
+        self.file.close()
+
+
+ChunkBody = PlacedChunk | SpooledChunk
+
+
+@contextmanager
+def closing_spool(body: ChunkBody) -> Iterator[None]:
+    """Close a spooled chunk's spool when the engine is done with it, however that ends."""
+    try:
+        yield
+    finally:
+        if isinstance(body, SpooledChunk):
+            body.close()

@@ -66,6 +66,13 @@ class ProxyConfig:
     max_chunk_size: int = setting(
         64 * 2**20, parse_size, "Largest chunk one PUT may carry (413 above it).", shown="64MiB"
     )
+    claim_wait: float = setting(
+        5.0,
+        parse_duration,
+        "How long a request waits for another request that is writing to the same upload; "
+        "after that it is answered 409 with the upload's current offset and Retry-After.",
+        shown="5s",
+    )
     page_size: int = setting(20, int, "Files per page in GET /storage/files/.")
     db_pool_size: int = setting(
         5, int, "PostgreSQL connections in the pool (SQLite always uses one)."

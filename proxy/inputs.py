@@ -12,9 +12,8 @@ from twisted.web.iweb import IRequest
 
 from common.errors import ApiError, BadRequest, PayloadTooLarge
 from common.web import header
-from proxy.bodies import BodyTooLarge, PlacedChunk, SpoolBody
+from proxy.bodies import BodyTooLarge, ChunkBody, PlacedChunk, SpoolBody, SpooledChunk
 from proxy.forms import Form, check_fields, content_type, parse_multipart, parse_small_body
-from proxy.uploads import ChunkBody, SpooledChunk
 
 SMALL_BODY_LIMIT = 64 * 1024
 
@@ -80,15 +79,15 @@ async def chunk_input(
     threads: IReactorThreads,
     pool: ThreadPool,
     make_spool: Callable[[], IO[bytes]],
-) -> tuple[dict[str, str], ChunkBody, IO[bytes] | None]:
+) -> tuple[dict[str, str], ChunkBody]:
     """The chunk's bytes and the fields beside them (query or multipart fields).
 
-    The third value is a spool the caller must close once the chunk is stored.
+    A spooled chunk belongs to the upload engine, which closes it when it is done.
     """
     fields = query(request, allowed)
     body = request.content
     if isinstance(body, PlacedChunk):
-        return fields, body, None
+        return fields, body
     assert isinstance(body, SpoolBody)
     ctype = header(request, "content-type")
     kind = content_type(ctype)
@@ -103,7 +102,8 @@ async def chunk_input(
                 "application/octet-stream",
                 status=415,
             )
-        return fields, SpooledChunk(spool, body.size), None
+        # From here the engine closes the spool, not the request's end (see SpooledChunk).
+        return fields, SpooledChunk(body.hand_over(), body.size)
     form: Form = await deferToThreadPool(
         threads, pool, parse_multipart, spool, ctype or "", make_spool
     )
@@ -121,4 +121,4 @@ async def chunk_input(
         if form.file is not None:
             form.file.spool.close()
         raise
-    return fields, SpooledChunk(form.file.spool, form.file.size), form.file.spool
+    return fields, SpooledChunk(form.file.spool, form.file.size)

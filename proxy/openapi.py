@@ -459,6 +459,22 @@ _UPLOAD_ERRORS: Json = {
 }
 
 
+def _busy() -> Json:
+    """409 for a request that waited ``claim_wait`` for another one writing to the upload."""
+    busy = _error(
+        "Another request was still writing to this upload (e.g. a chunk whose connection was "
+        "lost is being stored) for longer than the proxy's `claim_wait`: the answer carries "
+        "the upload's `offset`; retry after `Retry-After` seconds.",
+        busy={
+            "detail": "Another request is writing to this upload; retry shortly",
+            "offset": 1048576,
+            "retry_after": 1,
+        },
+    )
+    busy["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    return busy
+
+
 def _binary(description: str, **headers: Json) -> Json:
     response: Json = {
         "description": description,
@@ -645,6 +661,7 @@ def _upload_paths() -> Json:
                         **_UPLOAD_ERRORS,
                     ),
                     "404": not_found,
+                    "409": _busy(),
                     "410": gone,
                     "413": too_large,
                     "503": disk,
@@ -666,6 +683,7 @@ def _upload_paths() -> Json:
                         "already complete."
                     ),
                     "404": _error("No such upload or `parent` file, or it is someone else's."),
+                    "409": _busy(),
                     "410": gone,
                 },
                 description="`md5` may also be given in the query string.",
@@ -686,7 +704,7 @@ def _upload_paths() -> Json:
                 "upload_abort",
                 "uploads",
                 "Abort an upload and drop its bytes",
-                {"204": {"description": "Aborted."}, "404": not_found},
+                {"204": {"description": "Aborted."}, "404": not_found, "409": _busy()},
             ),
         },
     }

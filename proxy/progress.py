@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
 from proxy.lanes import SerialLane
+from proxy.shield import shielded
 
 
 class HashHolder:
@@ -108,7 +109,8 @@ class UploadProgress:
         if lanes is None:
             return succeed(None)
         both = gatherResults([lanes.md5.idle(self._reactor), lanes.sha256.idle(self._reactor)])
-        return both.addCallback(lambda _: None)
+        # Waiting may be cancelled (the client went away); the lanes' own work goes on.
+        return shielded(both.addCallback(lambda _: None))
 
     def acknowledged(self, upload_id: str, start: int, end: int, hashes: HashState | None) -> None:
         """Record a committed chunk [start, end); keep hashes only if they chain on."""
@@ -138,12 +140,28 @@ class UploadProgress:
         return True
 
     def claim(self, upload_id: str, owner: object) -> Deferred[None]:
-        """Fires when ``owner`` holds the claim, after the requests queued before it."""
+        """Fires when ``owner`` holds the claim, after the requests queued before it.
+
+        Cancelling the Deferred (a timeout, a client that went away) takes ``owner`` out of
+        the queue, so a claim is never handed to a waiter nobody is left to release it.
+        """
         if self.try_claim(upload_id, owner):
             return succeed(None)
-        waiter: Deferred[None] = Deferred()
+
+        def leave_queue(waiter: Deferred[None]) -> None:
+            queue = self._waiters.get(upload_id, [])
+            if (owner, waiter) in queue:
+                queue.remove((owner, waiter))
+            if not queue:
+                self._waiters.pop(upload_id, None)
+
+        waiter: Deferred[None] = Deferred(leave_queue)
         self._waiters.setdefault(upload_id, []).append((owner, waiter))
         return waiter
+
+    def holder(self, upload_id: str) -> object | None:
+        """Who holds the upload's claim now, if anyone."""
+        return self._claims.get(upload_id)
 
     def release(self, upload_id: str, owner: object) -> None:
         if self._claims.get(upload_id) is not owner:

@@ -233,6 +233,7 @@ def build_proxy(
         pool=pool,
         upload_expiry=config.upload_expiry,
         max_chunk_size=config.max_chunk_size,
+        claim_wait=config.claim_wait,
         on_completed=replicator.kick,
     )
     files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)

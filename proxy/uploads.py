@@ -3,104 +3,48 @@ with checksums. The seed's chunked-upload API (and later tus) are thin views of 
 
 Rule 1 of the design lives here: a chunk is checked and written under the upload's row lock,
 fsynced, and only then is the new offset committed. Nothing is acknowledged before that.
+
+Every way a request can end leaves the upload usable. Waiting for the upload's claim is
+bounded (``claim_wait``: then 409 with the current offset) and cancellable; once a request
+holds the claim, its critical section runs shielded (``proxy.shield``), so a client that goes
+away mid-commit neither leaves the claim held nor a transaction running unowned: the chunk is
+committed or rolled back as a whole, and the claim is released on every path.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import IO
+from dataclasses import replace
 
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from common.contentrange import ContentRange
 from common.db import Database, Txn
-from common.errors import BadRequest, Gone, NotFound, PayloadTooLarge, ServiceUnavailable
+from common.errors import BadRequest, Conflict, Gone, NotFound
 from proxy import store
-from proxy.bodies import PlacedChunk
+from proxy.bodies import ChunkBody, PlacedChunk, SpooledChunk, closing_spool
 from proxy.progress import HashHolder, HashState, UploadProgress
+from proxy.shield import shielded
 from proxy.staging import StagingArea
 from proxy.store import COMPLETE, Upload
+from proxy.upload_rules import (
+    MD5_HEX,
+    check_body,
+    check_chunk,
+    check_completable,
+    validate_filename,
+    validate_upload_id,
+)
 
-_MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
-_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
-MAX_FILENAME_BYTES = 255
 # A chunk is answered once its bytes are written and fsynced, with at most this much of its
 # hashing still queued per hash: the rest overlaps the client sending the next chunk.
 HASH_CARRY = 4 << 20
-
-
-@dataclass(frozen=True)
-class SpooledChunk:
-    """A chunk's bytes in a spool file, from its start."""
-
-    file: IO[bytes]
-    size: int
-
-
-ChunkBody = PlacedChunk | SpooledChunk
-
-
-def validate_filename(name: object) -> str:
-    """A display name, never a path: no separators, dot names or control characters.
-
-    >>> validate_filename("report 2024.pdf")
-    'report 2024.pdf'
-    >>> validate_filename("../etc/passwd")
-    Traceback (most recent call last):
-    ...
-    common.errors.BadRequest: filename may not contain '/' or '\\\\'
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise BadRequest("filename is required", field="filename")
-    if "/" in name or "\\" in name:
-        raise BadRequest("filename may not contain '/' or '\\\\'", field="filename")
-    if name in {".", ".."}:
-        raise BadRequest("filename may not be '.' or '..'", field="filename")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
-        raise BadRequest("filename may not contain control characters", field="filename")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
-        raise BadRequest(f"filename is longer than {MAX_FILENAME_BYTES} bytes", field="filename")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest("filename is not valid Unicode", field="filename") from None
-    return name
-
-
-def validate_upload_id(upload_id: str) -> str:
-    if not _UPLOAD_ID.fullmatch(upload_id):
-        raise NotFound("Upload not found")
-    return upload_id
-
-
-def check_chunk(upload: Upload, chunk: ContentRange, now: float) -> None:
-    """Raise the error a chunk deserves against the upload's state, or nothing."""
-    if upload.status == COMPLETE:
-        raise BadRequest("Upload has already been completed")
-    if upload.expires_at <= now:
-        raise Gone("Upload has expired")
-    if upload.total is not None and chunk.total is not None and chunk.total != upload.total:
-        raise BadRequest(
-            "Total size does not match earlier chunks", total=upload.total, offset=upload.received
-        )
-    if chunk.start != upload.received:
-        raise BadRequest("Offsets do not match", offset=upload.received)
-    if upload.total is not None and chunk.end >= upload.total:
-        raise BadRequest("Content-Range goes beyond the total size", total=upload.total)
-
-
-def _check_completable(upload: Upload, now: float) -> None:
-    if upload.status == COMPLETE:
-        raise BadRequest("Upload has already been completed")
-    if upload.expires_at <= now:
-        raise Gone("Upload has expired")
-    if upload.total is not None and upload.received != upload.total:
-        raise BadRequest("Upload is incomplete", offset=upload.received, total=upload.total)
+# What a request that waited ``claim_wait`` for another one is told to do.
+BUSY_RETRY_AFTER = 1
 
 
 class UploadEngine:
@@ -115,6 +59,7 @@ class UploadEngine:
         pool: ThreadPool,
         upload_expiry: float,
         max_chunk_size: int,
+        claim_wait: float = 5.0,
         on_completed: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
@@ -125,6 +70,7 @@ class UploadEngine:
         self._pool = pool
         self._expiry = upload_expiry
         self.max_chunk_size = max_chunk_size
+        self._claim_wait = claim_wait
         self._on_completed = on_completed  # e.g. start replicating at once
 
     # -- reading
@@ -144,6 +90,25 @@ class UploadEngine:
 
     # -- writing chunks
 
+    def _new_upload(
+        self, user_id: int, filename: str, parent_id: str | None, total: int | None
+    ) -> Upload:
+        now = self._clock.seconds()
+        return Upload(
+            id=uuid.uuid4().hex,
+            owner_id=user_id,
+            filename=filename,
+            parent_id=parent_id,
+            total=total,
+            received=0,
+            status=store.UPLOADING,
+            created_at=now,
+            expires_at=now + self._expiry,
+            completed_at=None,
+            file_id=None,
+            version=None,
+        )
+
     async def start(
         self,
         user_id: int,
@@ -153,35 +118,32 @@ class UploadEngine:
         body: ChunkBody,
     ) -> Upload:
         """Create an upload from its first chunk (which must start at 0)."""
-        validate_filename(filename)
-        if chunk.start != 0:
-            if not chunk.looks_one_based:
-                raise BadRequest("Offsets do not match", offset=0)
-            chunk = chunk.shifted_to_zero()  # the seed's documented ``bytes 1-N/N``
-        self._check_body(chunk, body)
-        now = self._clock.seconds()
-        upload = Upload(
-            id=uuid.uuid4().hex,
-            owner_id=user_id,
-            filename=filename,
-            parent_id=parent_id,
-            total=chunk.total,
-            received=0,
-            status=store.UPLOADING,
-            created_at=now,
-            expires_at=now + self._expiry,
-            completed_at=None,
-            file_id=None,
-            version=None,
-        )
-        hashes = HashState.empty()
-        try:
-            accepted = await self._db.run(self._create_txn, upload, chunk, body, hashes)
-        except BaseException:
-            await self._in_thread(self._staging.remove, upload.id)
-            raise
-        self._progress.acknowledged(upload.id, 0, accepted.received, hashes)
-        return accepted
+        return await shielded(self._start(user_id, filename, parent_id, chunk, body))
+
+    async def _start(
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        chunk: ContentRange,
+        body: ChunkBody,
+    ) -> Upload:
+        with closing_spool(body):
+            validate_filename(filename)
+            if chunk.start != 0:
+                if not chunk.looks_one_based:
+                    raise BadRequest("Offsets do not match", offset=0)
+                chunk = chunk.shifted_to_zero()  # the seed's documented ``bytes 1-N/N``
+            check_body(chunk, body, self.max_chunk_size)
+            upload = self._new_upload(user_id, filename, parent_id, chunk.total)
+            hashes = HashState.empty()
+            try:
+                accepted = await self._db.run(self._create_txn, upload, chunk, body, hashes)
+            except BaseException:
+                await self._in_thread(self._staging.remove, upload.id)
+                raise
+            self._progress.acknowledged(upload.id, 0, accepted.received, hashes)
+            return accepted
 
     def _create_txn(
         self, txn: Txn, upload: Upload, chunk: ContentRange, body: ChunkBody, hashes: HashState
@@ -198,24 +160,57 @@ class UploadEngine:
     ) -> Upload:
         """Add a chunk at the upload's current offset."""
         validate_upload_id(upload_id)
-        owner: object = object()
+        owner: object
         if isinstance(body, PlacedChunk):
             # The claim was taken when the body started arriving, and written in place.
             body.handed_over = True
             owner = body
-            await body.drained(hash_allowance=HASH_CARRY)
-            hashes = body.final_hashes()
         else:
-            await self._progress.claim(upload_id, owner)
-            await self._progress.hashes_settled(upload_id)
-            hashes = self._progress.hashes_at(upload_id, chunk.start)
+            owner = object()
+            try:
+                await self._claim(user_id, upload_id, owner)
+            except BaseException:
+                body.close()
+                raise
+        return await shielded(self._append_claimed(user_id, upload_id, chunk, body, owner))
+
+    async def _append_claimed(
+        self, user_id: int, upload_id: str, chunk: ContentRange, body: ChunkBody, owner: object
+    ) -> Upload:
+        """The critical section: runs to its end whether or not the client is still there."""
         try:
-            self._check_body(chunk, body)
+            if isinstance(body, PlacedChunk):
+                await body.drained(hash_allowance=HASH_CARRY)
+                hashes = body.final_hashes()
+            else:
+                await self._progress.hashes_settled(upload_id)
+                hashes = self._progress.hashes_at(upload_id, chunk.start)
+            check_body(chunk, body, self.max_chunk_size)
             accepted = await self._db.run(self._append_txn, user_id, upload_id, chunk, body, hashes)
             self._progress.acknowledged(upload_id, chunk.start, accepted.received, hashes)
+            return accepted
         finally:
             self._progress.release(upload_id, owner)
-        return accepted
+            if isinstance(body, SpooledChunk):
+                body.close()
+
+    async def _claim(self, user_id: int, upload_id: str, owner: object) -> None:
+        """Take the upload's claim, waiting at most ``claim_wait`` for the request holding it.
+
+        A request that gives up is told the offset the database holds, so a client can go on
+        from there (or retry shortly) instead of hanging behind a writer it cannot see.
+        """
+        waiting = self._progress.claim(upload_id, owner)
+        waiting.addTimeout(self._claim_wait, self._clock)
+        try:
+            await waiting
+        except DeferredTimeout:
+            upload = await self.status(user_id, upload_id)
+            raise Conflict(
+                "Another request is writing to this upload; retry shortly",
+                offset=upload.received,
+                retry_after=BUSY_RETRY_AFTER,
+            ) from None
 
     def _append_txn(
         self,
@@ -251,45 +246,36 @@ class UploadEngine:
         store.set_received(txn, upload.id, chunk.end + 1, total)
         return replace(upload, received=chunk.end + 1, total=total)
 
-    def _check_body(self, chunk: ContentRange, body: ChunkBody) -> None:
-        if body.size > self.max_chunk_size or (isinstance(body, PlacedChunk) and body.too_large):
-            raise PayloadTooLarge(
-                f"Chunk is larger than the maximum of {self.max_chunk_size} bytes",
-                max_chunk_size=self.max_chunk_size,
-            )
-        if chunk.length > self.max_chunk_size:
-            raise PayloadTooLarge(
-                f"Chunk is larger than the maximum of {self.max_chunk_size} bytes",
-                max_chunk_size=self.max_chunk_size,
-            )
-        if body.size != chunk.length:
-            raise BadRequest(
-                f"Chunk is {body.size} bytes but Content-Range says {chunk.length}",
-                offset=chunk.start,
-            )
-        if isinstance(body, PlacedChunk) and body.error is not None:
-            raise ServiceUnavailable("Could not write the chunk to disk; retry it")
-
     # -- finishing
 
     async def complete(self, user_id: int, upload_id: str, md5: object) -> Upload:
         """Check the whole file's md5 and turn the upload into a stored file version."""
-        if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
+        if not isinstance(md5, str) or not MD5_HEX.fullmatch(md5):
             raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
         upload = await self.status(user_id, upload_id)
-        _check_completable(upload, self._clock.seconds())
+        check_completable(upload, self._clock.seconds())
         await self._progress.hashes_settled(upload_id)
         hashes = self._progress.hashes_at(upload_id, upload.received)
         if hashes is None:
-            md5_state, sha_state = await self._in_thread(
-                self._staging.hash_prefix, upload_id, upload.received
-            )
+            try:
+                md5_state, sha_state = await self._in_thread(
+                    self._staging.hash_prefix, upload_id, upload.received
+                )
+            except FileNotFoundError:
+                # A retried completion, racing the first one that has just finished.
+                check_completable(await self.status(user_id, upload_id), self._clock.seconds())
+                raise
             hashes = HashState(upload.received, HashHolder(md5_state), HashHolder(sha_state))
             self._progress.remember_hashes(upload_id, hashes.copy())
         if hashes.md5.final.hexdigest() != md5.lower():
             raise BadRequest("md5 checksum does not match")
         owner = object()
-        await self._progress.claim(upload_id, owner)
+        await self._claim(user_id, upload_id, owner)
+        return await shielded(self._complete_claimed(user_id, upload, hashes, owner))
+
+    async def _complete_claimed(
+        self, user_id: int, upload: Upload, hashes: HashState, owner: object
+    ) -> Upload:
         try:
             done = await self._db.run(
                 self._complete_txn,
@@ -299,9 +285,9 @@ class UploadEngine:
                 hashes.sha256.final.hexdigest(),
             )
         finally:
-            self._progress.release(upload_id, owner)
-        self._progress.forget(upload_id)
-        await self._in_thread(self._staging.remove, upload_id)
+            self._progress.release(upload.id, owner)
+        self._progress.forget(upload.id)
+        await self._in_thread(self._staging.remove, upload.id)
         self._on_completed()
         return done
 
@@ -310,7 +296,7 @@ class UploadEngine:
         upload = store.get_upload(txn, seen.id, user_id, lock=True)
         if upload is None:
             raise NotFound("Upload not found")
-        _check_completable(upload, now)
+        check_completable(upload, now)
         if upload.received != seen.received:
             raise BadRequest("Upload changed while completing; retry", offset=upload.received)
         if upload.parent_id is not None:
@@ -344,15 +330,26 @@ class UploadEngine:
     async def upload_whole(
         self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: object
     ) -> Upload:
-        """One request with the whole file and its md5 (the seed's single-chunk POST)."""
-        if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
+        """One request with the whole file and its md5 (the seed's single-chunk POST).
+
+        Shielded as a whole: a client that goes away leaves a stored file or nothing, never
+        an unfinished upload it cannot name.
+        """
+        if not isinstance(md5, str) or not MD5_HEX.fullmatch(md5):
+            body.close()
             raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
+        return await shielded(self._upload_whole(user_id, filename, parent_id, body, md5))
+
+    async def _upload_whole(
+        self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: str
+    ) -> Upload:
         size = body.size
         chunk = ContentRange(0, size - 1, size) if size else None
         if chunk is None:
+            body.close()
             upload = await self._start_empty(user_id, filename, parent_id)
         else:
-            upload = await self.start(user_id, filename, parent_id, chunk, body)
+            upload = await self._start(user_id, filename, parent_id, chunk, body)
         try:
             return await self.complete(user_id, upload.id, md5)
         except BadRequest:
@@ -361,21 +358,7 @@ class UploadEngine:
 
     async def _start_empty(self, user_id: int, filename: str, parent_id: str | None) -> Upload:
         validate_filename(filename)
-        now = self._clock.seconds()
-        upload = Upload(
-            id=uuid.uuid4().hex,
-            owner_id=user_id,
-            filename=filename,
-            parent_id=parent_id,
-            total=0,
-            received=0,
-            status=store.UPLOADING,
-            created_at=now,
-            expires_at=now + self._expiry,
-            completed_at=None,
-            file_id=None,
-            version=None,
-        )
+        upload = self._new_upload(user_id, filename, parent_id, 0)
         await self._db.run(self._create_empty_txn, upload)
         return upload
 
@@ -391,7 +374,10 @@ class UploadEngine:
         if upload.status == COMPLETE:
             raise BadRequest("Upload has already been completed")
         owner = object()
-        await self._progress.claim(upload_id, owner)
+        await self._claim(user_id, upload_id, owner)
+        await shielded(self._abort_claimed(upload_id, owner))
+
+    async def _abort_claimed(self, upload_id: str, owner: object) -> None:
         try:
             await self._db.run(store.delete_upload, upload_id)
         finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -34,6 +35,8 @@ class ProxyProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    # What to run instead of the installed pyarchive-proxy (e.g. a test build with a hook).
+    command: list[str] | None = None
 
     @property
     def url(self) -> str:
@@ -46,12 +49,12 @@ class ProxyProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
-                str(BIN / "pyarchive-proxy"),
+                *(self.command or [str(BIN / "pyarchive-proxy")]),
                 "--data-dir", str(self.data_dir),
                 "--listen", f"tcp:{self.port}:interface=127.0.0.1",
                 "--database", self.database_url,
             ],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ from proxy.files import Page, paginate, parse_version
 from proxy.forms import check_fields, parse_small_body
 from proxy.progress import UploadProgress
 from proxy.store import COMPLETE, UPLOADING, Upload
-from proxy.uploads import MAX_FILENAME_BYTES, check_chunk, validate_filename
+from proxy.upload_rules import MAX_FILENAME_BYTES, check_chunk, validate_filename
 
 # ---------------------------------------------------------------- Content-Range
 
@@ -164,6 +164,13 @@ def test_the_token_is_taken_from_a_jwt_or_bearer_header(scheme: str) -> None:
 def test_a_missing_or_malformed_authorization_header_is_refused(value: str | None) -> None:
     with pytest.raises(Unauthorized):
         token_from_header(value)
+
+
+def test_upload_rules_examples_in_the_docstrings_hold() -> None:
+    import proxy.upload_rules
+
+    results = doctest.testmod(proxy.upload_rules)
+    assert results.attempted > 0 and results.failed == 0
 
 
 # ---------------------------------------------------------------- pagination
