@@ -24,13 +24,12 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.threadpool import ThreadPool
 
 from common.config import ConfigError
-from node.app import NodeApp
+from node.api.app import NodeApp
+from node.api.inputs import NodeSite
 from node.config import NodeConfig
-from node.inputs import NodeSite
-from node.mirror import MirrorEngine, MirrorSettings
-from node.mirrorstate import StateDir
-from node.replicas import Replicas, ReplicaStore
-from node.rsyncd import (
+from node.mirror.loop import MirrorEngine, MirrorSettings
+from node.mirror.state import StateDir
+from node.replicas.rsyncd import (
     RsyncDaemon,
     RsyncdSettings,
     daemon_argv,
@@ -40,6 +39,7 @@ from node.rsyncd import (
     rsyncd_secrets,
     write_private,
 )
+from node.replicas.store import Replicas, ReplicaStore
 
 
 @dataclass(frozen=True)

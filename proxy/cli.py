@@ -13,8 +13,8 @@ from twisted.internet.defer import ensureDeferred
 from common.config import ConfigError, load, sample_file
 from common.db import DatabaseUrlError
 from common.running import begin_logging, serve_forever
+from proxy.cluster.admin import NodeAdmin
 from proxy.config import ProxyConfig
-from proxy.nodes import NodeAdmin
 
 
 def _config(ctx: click.Context) -> ProxyConfig:
@@ -74,7 +74,7 @@ def create_admin(ctx: click.Context, username: str) -> None:
 
     from common.errors import ApiError
     from common.passwords import check_password_strength
-    from proxy.accounts import Accounts, validate_username
+    from proxy.catalog.accounts import Accounts, validate_username
     from proxy.service import load_secret
 
     config = _config(ctx)
@@ -263,8 +263,8 @@ def restore(
     the bucket become 'remote' (cache them back), nodes must be added again. The bucket's
     secret key comes from $PYARCHIVE_S3_SECRET_KEY, or is asked for.
     """
-    from proxy.restore import RestoreError, restore_from_s3
-    from proxy.s3conns import connection_box
+    from proxy.remote.connections import connection_box
+    from proxy.remote.restore import RestoreError, restore_from_s3
     from proxy.service import database_url, load_secret
 
     if not from_s3:
@@ -300,7 +300,7 @@ def snapshots_list(**s3: str) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from common.s3 import make_client
-    from proxy.backup import list_snapshots_in
+    from proxy.remote.backup import list_snapshots_in
 
     settings = _s3_settings(s3)
     try:
@@ -319,9 +319,9 @@ def s3_group() -> None:
 
 
 def _s3_connections(config: Any, db: Any, reactor: Any, pool: Any) -> Any:
-    from proxy.s3conns import S3Connections, connection_box
+    from proxy.ops.systemlog import SystemLog
+    from proxy.remote.connections import S3Connections, connection_box
     from proxy.service import load_secret
-    from proxy.systemlog import SystemLog
 
     box = connection_box(config.encryption_key or load_secret(config))
     return S3Connections(db, reactor, box, reactor, pool, SystemLog(db, reactor))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.config import parse_duration, parse_size, setting
-from proxy.placement import parse_zone_map
+from proxy.cluster.placement import parse_zone_map
 
 
 def _zone_map_text(text: str) -> str:

@@ -15,26 +15,26 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from common.db import Database, parse_database_url
-from proxy.accounts import Accounts
-from proxy.app import ProxyApp
-from proxy.backup import MetadataBackup
+from proxy.api.app import ProxyApp
+from proxy.catalog.accounts import Accounts
+from proxy.catalog.files import FileService
+from proxy.cluster.admin import NodeAdmin
+from proxy.cluster.client import NodeClient, RsyncPusher
+from proxy.cluster.downloads import DownloadLocator
+from proxy.cluster.placement import parse_zone_map
+from proxy.cluster.replication import NodeMonitor, Replicator, Scrubber
 from proxy.config import ProxyConfig
-from proxy.downloads import DownloadLocator
-from proxy.files import FileService
-from proxy.intake import BodyIntake
-from proxy.jobs import JobScheduler
 from proxy.migrations import migrate
-from proxy.nodeclient import NodeClient, RsyncPusher
-from proxy.nodes import NodeAdmin
-from proxy.placement import parse_zone_map
-from proxy.progress import UploadProgress
-from proxy.remote import RemoteTier
-from proxy.replication import NodeMonitor, Replicator, Scrubber
-from proxy.request import ArchiveSite
-from proxy.s3conns import S3Connections, connection_box
-from proxy.staging import StagingArea
-from proxy.systemlog import SystemLog
-from proxy.uploads import UploadEngine
+from proxy.ops.jobs import JobScheduler
+from proxy.ops.systemlog import SystemLog
+from proxy.remote.backup import MetadataBackup
+from proxy.remote.connections import S3Connections, connection_box
+from proxy.remote.tier import RemoteTier
+from proxy.uploads.engine import UploadEngine
+from proxy.uploads.intake import BodyIntake
+from proxy.uploads.progress import UploadProgress
+from proxy.uploads.site import ArchiveSite
+from proxy.uploads.staging import StagingArea
 
 log = Logger()
 EXPIRE_INTERVAL = 600.0

@@ -27,7 +27,7 @@ from common.signing import (
     rsync_password,
     sign_request,
 )
-from node.rsyncd import stale_daemon_pid
+from node.replicas.rsyncd import stale_daemon_pid
 from tests.proc import BIN, free_port
 
 SECRET = "node-test-cluster-secret"

@@ -16,7 +16,7 @@ from argon2 import PasswordHasher
 
 from common.db import Database, parse_database_url
 from common.tokens import TokenClaims, issue_token
-from proxy import store
+from proxy.catalog import store
 from tests.conftest import RunningProxy, auth, proxy_with
 
 PASSWORD = "s3cret-pass!"

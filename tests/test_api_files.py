@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 import pytest_twisted
 import treq
 
-from proxy.app import ProxyApp
-from proxy.docs_page import redoc_asset_path
-from proxy.openapi import ROUTES
+from proxy.api.app import ProxyApp
+from proxy.api.docs_page import redoc_asset_path
+from proxy.api.openapi import ROUTES
 from tests.conftest import RunningProxy, auth
 
 CONTENT = random.Random(11).randbytes(32_634)  # the size of the seed's documented example
@@ -593,8 +593,8 @@ async def test_content_deleted_while_the_same_content_is_uploaded_again_stays_fo
 ) -> None:
     """The deletion's file removal comes after its commit; an upload of the same bytes that
     completes in between gets a blob row, and file, of its own, which the removal leaves."""
-    from proxy import store as sql
-    from proxy.staging import StagingArea
+    from proxy.catalog import store as sql
+    from proxy.uploads.staging import StagingArea
 
     token = await running_proxy.register_and_login()
     first = await store(running_proxy, token, "a.bin", b"same bytes")

@@ -34,8 +34,9 @@ from twisted.python.threadpool import ThreadPool
 from common.db import Database, Txn, parse_database_url
 from common.passwords import hash_password
 from common.s3 import S3Settings, make_client
-from proxy import backup
-from proxy.backup import (
+from proxy.migrations import MIGRATIONS, migrate
+from proxy.remote import backup
+from proxy.remote.backup import (
     DUMPED_TABLES,
     RESTORED_TABLES,
     SKIPPED_TABLES,
@@ -43,9 +44,8 @@ from proxy.backup import (
     pg_connect_kwargs,
     write_dump,
 )
-from proxy.migrations import MIGRATIONS, migrate
-from proxy.restore import RestoreError, restore_from_s3
-from proxy.s3conns import connection_box
+from proxy.remote.connections import connection_box
+from proxy.remote.restore import RestoreError, restore_from_s3
 from tests.conftest import _database_url
 from tests.proc import BIN, ProxyProcess, free_port
 

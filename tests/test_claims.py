@@ -9,9 +9,9 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.python.threadpool import ThreadPool
 
-from proxy.bodies import SpoolBody
-from proxy.progress import UploadProgress
-from proxy.shield import shielded
+from proxy.uploads.bodies import SpoolBody
+from proxy.uploads.progress import UploadProgress
+from proxy.uploads.shield import shielded
 
 UPLOAD = "0" * 32
 

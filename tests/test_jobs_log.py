@@ -20,11 +20,12 @@ from twisted.internet.task import Clock
 
 from common.db import Database, parse_database_url
 from common.errors import BadRequest, Conflict, NotFound
-from proxy import jobs, nodestore, systemlog
-from proxy.jobs import JobScheduler, parse_interval
+from proxy.cluster import nodestore
+from proxy.cluster.replication import NodeMonitor
 from proxy.migrations import migrate
-from proxy.replication import NodeMonitor
-from proxy.systemlog import SystemLog, parse_log_query
+from proxy.ops import jobs, systemlog
+from proxy.ops.jobs import JobScheduler, parse_interval
+from proxy.ops.systemlog import SystemLog, parse_log_query
 from tests.conftest import RunningProxy, auth, proxy_with
 from tests.test_nodes_api import call, staff_token
 

@@ -28,15 +28,15 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
-import node.mirrorstate
+import node.mirror.state
 from common.config import ConfigError
 from common.errors import BadRequest
 from common.s3 import S3Settings, make_client, settings_to_wire
 from common.signing import replica_key
-from node.bandwidth import TokenBucket
 from node.config import NodeConfig
-from node.mirror import MirrorEngine, MirrorSettings
-from node.mirrorstate import (
+from node.mirror.bandwidth import TokenBucket
+from node.mirror.loop import MirrorEngine, MirrorSettings
+from node.mirror.state import (
     Blob,
     MirrorRecord,
     Part,
@@ -47,8 +47,8 @@ from node.mirrorstate import (
     multipart_etag,
     plan_parts,
 )
-from node.mirrorwire import RestoreWant, WantList, parse_sync
-from node.replicas import Replicas, ReplicaStore
+from node.mirror.wire import RestoreWant, WantList, parse_sync
+from node.replicas.store import Replicas, ReplicaStore
 from tests.nodeproc import NodeProcess
 from tests.proc import free_port
 from tests.s3server import SECRET_KEY, S3Server
@@ -206,7 +206,7 @@ async def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def test_the_examples_in_the_mirror_docstrings_hold() -> None:
-    results = doctest.testmod(node.mirrorstate)
+    results = doctest.testmod(node.mirror.state)
     assert results.attempted >= 5 and results.failed == 0
 
 

@@ -21,17 +21,16 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+import node.api.inputs
 import node.config
-import node.inputs
-import node.rsyncd
+import node.replicas.rsyncd
 from common.config import ConfigError, load
 from common.errors import BadRequest, Conflict, NotFound
 from common.signing import replica_key, rsync_password
+from node.api.inputs import CappedBody, expected_content
 from node.cli import config_sample
 from node.config import NodeConfig
-from node.inputs import CappedBody, expected_content
-from node.replicas import Expected, ReplicaStore
-from node.rsyncd import (
+from node.replicas.rsyncd import (
     RsyncDaemon,
     RsyncdSettings,
     daemon_argv,
@@ -40,6 +39,7 @@ from node.rsyncd import (
     stale_daemon_pid,
     write_private,
 )
+from node.replicas.store import Expected, ReplicaStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -323,7 +323,7 @@ def test_the_daemon_runs_in_the_foreground_with_the_generated_config() -> None:
 
 
 def test_the_examples_in_the_node_docstrings_hold() -> None:
-    for module in (node.config, node.rsyncd, node.inputs):
+    for module in (node.config, node.replicas.rsyncd, node.api.inputs):
         results = doctest.testmod(module)
         assert results.attempted >= 1 and results.failed == 0, module.__name__
 

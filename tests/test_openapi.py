@@ -12,9 +12,9 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from proxy import docs_page
-from proxy.docs_page import redoc_asset_path, redoc_html
-from proxy.openapi import ROUTES, openapi_spec
+from proxy.api import docs_page
+from proxy.api.docs_page import redoc_asset_path, redoc_html
+from proxy.api.openapi import ROUTES, openapi_spec
 
 SERVER = "http://127.0.0.1:8000"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -256,8 +256,8 @@ def test_the_page_escapes_the_urls_it_is_given() -> None:
     assert '<script src="/static/r.js"></script>' in page
 
 
-def test_the_asset_lives_in_the_vendor_directory_next_to_the_package() -> None:
-    package = Path(docs_page.__file__).resolve().parent
+def test_the_asset_lives_in_the_proxy_packages_vendor_directory() -> None:
+    package = Path(docs_page.__file__).resolve().parent.parent
     assert docs_page.REDOC_ASSET == package / "static" / "vendor" / "redoc.standalone.js"
 
 

@@ -27,11 +27,12 @@ from common.db import Database, Txn, parse_database_url
 from common.errors import Conflict
 from common.s3 import S3Settings, settings_from_wire
 from common.signing import replica_key
-from proxy import nodestore, store
+from proxy.catalog import store
+from proxy.cluster import nodestore
+from proxy.cluster.nodestore import CONFIRMED, UP
+from proxy.cluster.replication import retry_delay
 from proxy.migrations import migrate
-from proxy.nodestore import CONFIRMED, UP
-from proxy.remote import RemoteTier
-from proxy.replication import retry_delay
+from proxy.remote.tier import RemoteTier
 from tests.s3server import S3Server
 
 NOW = 1_800_000_000.0

@@ -27,16 +27,17 @@ from twisted.internet.task import Clock
 from common.db import Database, Txn, parse_database_url
 from common.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
 from common.signing import replica_key, verify_download_token
-from proxy import nodestore, placement, store
-from proxy.downloads import DownloadLocator, Redirect
+from proxy.catalog import store
+from proxy.catalog.store import Blob
+from proxy.cluster import nodestore, placement
+from proxy.cluster.admin import NodeAdmin
+from proxy.cluster.client import NodeError, RsyncError
+from proxy.cluster.downloads import DownloadLocator, Redirect
+from proxy.cluster.nodestore import CONFIRMED, COPYING, DOWN, DRAINING, FAILED, QUARANTINED, UP
+from proxy.cluster.placement import HEADROOM, parse_zone_map
+from proxy.cluster.replication import NodeMonitor, Replicator, Scrubber, retry_delay
 from proxy.migrations import migrate
-from proxy.nodeclient import NodeError, RsyncError
-from proxy.nodes import NodeAdmin
-from proxy.nodestore import CONFIRMED, COPYING, DOWN, DRAINING, FAILED, QUARANTINED, UP
-from proxy.placement import HEADROOM, parse_zone_map
-from proxy.replication import NodeMonitor, Replicator, Scrubber, retry_delay
-from proxy.staging import StagingArea
-from proxy.store import Blob
+from proxy.uploads.staging import StagingArea
 
 GiB = 2**30
 NOW = 1_800_000_000.0  # a plausible "now" for the clock to start at
@@ -702,7 +703,7 @@ async def test_when_a_lost_node_returns_the_copies_kept_are_still_in_two_zones(
     kept = await cluster.states(blob)
     assert len(kept) == REPLICAS
     assert {cluster.network.nodes[name].zone for name in kept} == {"a", "b"}, (
-        f"kept {sorted(kept)}: Replicator._release_txn (proxy/replication.py) chooses the "
+        f"kept {sorted(kept)}: Replicator._release_txn (proxy/cluster/replication.py) chooses the "
         "surplus by LOST_NOTE, then age, never by zone, so the returning node's copy in the "
         "other zone is dropped and both copies end up in one zone; it should drop a copy "
         "whose loss keeps the zones spread (here the replacement on a-2)"
@@ -747,7 +748,7 @@ async def test_a_copy_left_copying_by_a_proxy_that_stopped_mid_transfer_is_made_
     cluster.clock.advance(3600)
     await restarted.run_once()
     assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}, (
-        "Replicator._plan (proxy/replication.py) counts a replica in 'copying' as live "
+        "Replicator._plan (proxy/cluster/replication.py) counts a replica in 'copying' as live "
         "(_LIVE) however old it is, and nothing resets such rows at start-up, so a copy "
         "interrupted by a proxy restart is never tried again and the proxy never lets go "
         "of its own copy"

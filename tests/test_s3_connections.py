@@ -21,7 +21,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from common.errors import BadRequest
 from common.s3 import S3Settings, make_client
-from proxy import s3conns
+from proxy.remote import connections as s3conns
 from tests.conftest import RunningProxy, auth, proxy_with
 from tests.proc import BIN, free_port
 from tests.test_nodes_api import call, staff_token

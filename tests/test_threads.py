@@ -9,8 +9,8 @@ import pytest
 import pytest_twisted
 import treq
 
-from proxy.bodies import PlacedChunk
-from proxy.staging import StagingArea
+from proxy.uploads.bodies import PlacedChunk
+from proxy.uploads.staging import StagingArea
 from tests import conftest
 from tests.conftest import RunningProxy, auth
 

@@ -18,12 +18,12 @@ from common.contentrange import MAX_SIZE, ContentRange, parse_content_range
 from common.db import DatabaseUrlError, parse_database_url
 from common.errors import BadRequest, Gone, NotFound, Unauthorized
 from common.tokens import TokenClaims, issue_token, token_from_header, verify_token
+from proxy.api.forms import check_fields, parse_small_body
+from proxy.catalog.files import Page, paginate, parse_version
+from proxy.catalog.store import COMPLETE, UPLOADING, Upload
 from proxy.config import ProxyConfig
-from proxy.files import Page, paginate, parse_version
-from proxy.forms import check_fields, parse_small_body
-from proxy.progress import UploadProgress
-from proxy.store import COMPLETE, UPLOADING, Upload
-from proxy.upload_rules import MAX_FILENAME_BYTES, check_chunk, validate_filename
+from proxy.uploads.progress import UploadProgress
+from proxy.uploads.rules import MAX_FILENAME_BYTES, check_chunk, validate_filename
 
 # ---------------------------------------------------------------- Content-Range
 
@@ -167,9 +167,9 @@ def test_a_missing_or_malformed_authorization_header_is_refused(value: str | Non
 
 
 def test_upload_rules_examples_in_the_docstrings_hold() -> None:
-    import proxy.upload_rules
+    import proxy.uploads.rules
 
-    results = doctest.testmod(proxy.upload_rules)
+    results = doctest.testmod(proxy.uploads.rules)
     assert results.attempted > 0 and results.failed == 0
 
 
@@ -177,9 +177,9 @@ def test_upload_rules_examples_in_the_docstrings_hold() -> None:
 
 
 def test_pagination_examples_in_the_docstring_hold() -> None:
-    import proxy.files
+    import proxy.catalog.files
 
-    assert doctest.testmod(proxy.files).failed == 0
+    assert doctest.testmod(proxy.catalog.files).failed == 0
 
 
 @pytest.mark.parametrize(

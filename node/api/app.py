@@ -1,0 +1,183 @@
+"""The node's HTTP routes: health, the signed internal API, and downloads by token.
+
+Each route checks who may ask (a request signed with the cluster secret, or a download token
+the proxy issued), parses the request into values, calls ``Replicas`` and shapes the answer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from common.errors import ApiError, NotFound, PayloadTooLarge
+from common.fileserve import serve_file
+from common.signing import (
+    NONCE,
+    SIGNATURE,
+    TIMESTAMP,
+    RequestVerifier,
+    verify_download_token,
+)
+from common.web import header, respond
+from node.api.inputs import CappedBody, expected_content
+from node.mirror.loop import MirrorEngine
+from node.mirror.wire import parse_sync
+from node.replicas.store import Replicas, check_key, key_sha256
+
+log = Logger()
+
+
+class NodeApp:
+    app = Klein()
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        zone: str,
+        version: str,
+        replicas: Replicas,
+        cluster_secret: str,
+        clock: IReactorTime,
+        rsync_ready: Callable[[], bool],
+        mirror: MirrorEngine | None = None,
+    ) -> None:
+        self._name = name
+        self._zone = zone
+        self._version = version
+        self._replicas = replicas
+        self._secret = cluster_secret
+        self._verifier = RequestVerifier(cluster_secret)
+        self._clock = clock
+        self._rsync_ready = rsync_ready
+        self._mirror = mirror
+
+    def _signed_body(self, request: IRequest) -> bytes:
+        """The request's body, if the proxy signed the request; Forbidden otherwise."""
+        content = request.content
+        if isinstance(content, CappedBody) and content.overflowed:
+            raise PayloadTooLarge(f"request body is larger than {content.limit} bytes")
+        body = content.read() if content is not None else b""
+        signature = {name: header(request, name) for name in (TIMESTAMP, NONCE, SIGNATURE)}
+        self._verifier.verify(
+            request.method.decode("ascii"),
+            request.uri.decode("latin-1"),
+            body,
+            signature,
+            now=self._clock.seconds(),
+        )
+        return body
+
+    # -- errors
+
+    @app.handle_errors(ApiError)
+    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, ApiError)
+        return respond(request, error.status, error.body())
+
+    @app.handle_errors(HTTPException)
+    def _routing_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, HTTPException)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            request.setHeader("Allow", ", ".join(error.valid_methods))
+        return respond(request, error.code or 500, {"detail": error.name})
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: IRequest, failure: Failure) -> bytes:
+        log.failure(
+            "unhandled error in {method} {uri}", failure, method=request.method, uri=request.uri
+        )
+        return respond(request, 500, {"detail": "Internal server error"})
+
+    # -- health
+
+    @app.route("/health", methods=["GET"])
+    async def health(self, request: IRequest) -> bytes:
+        usage = await self._replicas.usage()
+        body = {
+            "name": self._name,
+            "zone": self._zone,
+            "status": "ok" if self._rsync_ready() else "degraded",
+            "free_bytes": usage.free_bytes,
+            "total_bytes": usage.total_bytes,
+            "files": usage.files,
+            "version": self._version,
+        }
+        return respond(request, 200, body)
+
+    # -- the internal API (signed by the proxy)
+
+    @app.route("/internal/replicas", methods=["GET"])
+    async def list_replicas(self, request: IRequest) -> bytes:
+        self._signed_body(request)
+        held = await self._replicas.list()
+        return respond(request, 200, {"replicas": [{"key": r.key, "size": r.size} for r in held]})
+
+    @app.route("/internal/replicas/<key>/confirm", methods=["POST"])
+    async def confirm(self, request: IRequest, key: str) -> bytes:
+        body = self._signed_body(request)
+        check_key(key)
+        expected = expected_content(body, with_md5=True)
+        replica = await self._replicas.confirm(key, expected)
+        return respond(request, 200, {"key": replica.key, "size": replica.size})
+
+    @app.route("/internal/replicas/<key>/verify", methods=["POST"])
+    async def verify(self, request: IRequest, key: str) -> bytes:
+        body = self._signed_body(request)
+        check_key(key)
+        expected = expected_content(body, with_md5=False)
+        await self._replicas.verify(key, expected)
+        return respond(request, 200, {"ok": True})
+
+    @app.route("/internal/replicas/<key>", methods=["DELETE"])
+    async def delete(self, request: IRequest, key: str) -> bytes:
+        self._signed_body(request)
+        await self._replicas.delete(key)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/internal/mirror/sync", methods=["POST"])
+    async def mirror_sync(self, request: IRequest) -> bytes:
+        """The proxy's want-list for the S3 mirror in, this node's progress on it out."""
+        body = self._signed_body(request)
+        if self._mirror is None:
+            raise NotFound("This node does not mirror to S3")
+        want = parse_sync(body, self._secret)
+        return respond(request, 200, await self._mirror.sync(want))
+
+    # -- downloads (by a token the proxy issued)
+
+    @app.route("/download/<token>", methods=["GET", "HEAD"])
+    async def download(self, request: IRequest, token: str) -> Any:
+        grant = verify_download_token(
+            self._secret, token, node=self._name, now=self._clock.seconds()
+        )
+        path = self._replicas.store.path(grant.replica)
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise NotFound("This node does not hold that file (any more)") from None
+        assert isinstance(request, Request)
+        try:
+            sent = serve_file(
+                request,
+                str(path),
+                size=info.st_size,
+                etag=f'"{key_sha256(grant.replica)}"',
+                last_modified=info.st_mtime,
+                filename=grant.filename,
+            )
+        except FileNotFoundError:  # deleted since the stat; nothing is written yet
+            raise NotFound("This node does not hold that file (any more)") from None
+        return await sent

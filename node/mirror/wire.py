@@ -1,0 +1,141 @@
+"""The body of ``POST /internal/mirror/sync`` parsed into values (BadRequest otherwise).
+
+The proxy sends the node's whole want-list each time::
+
+    {"connection": <common.s3.settings_to_wire(...)> | null,
+     "mirror_interval": float | null,
+     "mirror":  [{"key", "size", "md5", "sha256"}],
+     "restore": [{"key", "size", "md5", "sha256",
+                  "parts": [{"index", "offset", "size", "sha256"}]}]}
+
+Every key must be a replica key whose sha256 is the entry's; restore parts must be numbered
+from 1 and cover the file exactly, in order. The sealed secret is opened with the cluster
+secret here and kept in the returned ``S3Settings`` only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from common.errors import BadRequest
+from common.s3 import MAX_PARTS, S3Settings, SecretError, settings_from_wire
+from common.signing import valid_replica_key
+from node.api.inputs import json_object
+from node.mirror.state import Blob, RestorePart
+from node.replicas.store import key_sha256
+
+_MD5 = re.compile(r"[0-9a-f]{32}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class RestoreWant:
+    blob: Blob
+    parts: tuple[RestorePart, ...]
+
+
+@dataclass(frozen=True)
+class WantList:
+    connection: S3Settings | None
+    interval: float | None
+    mirror: tuple[Blob, ...]
+    restore: tuple[RestoreWant, ...]
+
+
+def parse_sync(body: bytes, cluster_secret: str) -> WantList:
+    """The want-list in a sync body; BadRequest naming the field that is wrong."""
+    data = json_object(body)
+    unknown = set(data) - {"connection", "mirror_interval", "mirror", "restore"}
+    if unknown:
+        raise BadRequest(f"Unknown fields: {', '.join(sorted(unknown))}")
+    connection = None
+    if data.get("connection") is not None:
+        if not isinstance(data["connection"], dict):
+            raise BadRequest("connection must be an object or null", field="connection")
+        try:
+            connection = settings_from_wire(data["connection"], cluster_secret)
+        except SecretError:
+            raise BadRequest(
+                "connection's secret cannot be opened with this node's cluster secret",
+                field="connection",
+            ) from None
+        except ValueError as exc:
+            raise BadRequest(f"connection: {exc}", field="connection") from None
+    interval = data.get("mirror_interval")
+    if interval is not None and (
+        not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval <= 0
+    ):
+        raise BadRequest(
+            "mirror_interval must be a number of seconds above 0 or null", field="mirror_interval"
+        )
+    mirror = tuple(_blob(item, "mirror") for item in _list(data, "mirror"))
+    restore = tuple(_restore(item) for item in _list(data, "restore"))
+    named = {"mirror": [b.key for b in mirror], "restore": [r.blob.key for r in restore]}
+    for name, keys in named.items():
+        if len(set(keys)) != len(keys):
+            raise BadRequest(f"{name} names a key twice", field=name)
+    return WantList(connection, None if interval is None else float(interval), mirror, restore)
+
+
+def _list(data: dict[str, Any], name: str) -> list[Any]:
+    value = data.get(name, [])
+    if not isinstance(value, list):
+        raise BadRequest(f"{name} must be a list", field=name)
+    return value
+
+
+def _blob(item: Any, where: str) -> Blob:
+    if not isinstance(item, dict):
+        raise BadRequest(f"each entry of {where} must be an object", field=where)
+    key, size, md5, sha256 = (item.get(k) for k in ("key", "size", "md5", "sha256"))
+    if not isinstance(key, str) or not valid_replica_key(key):
+        raise BadRequest(f"{where}: {key!r} is not a replica key", field=where)
+    if not _count(size):
+        raise BadRequest(f"{where}: {key}: size must be a whole number of bytes", field=where)
+    if not isinstance(md5, str) or not _MD5.fullmatch(md5):
+        raise BadRequest(f"{where}: {key}: md5 must be 32 lowercase hex digits", field=where)
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise BadRequest(f"{where}: {key}: sha256 must be 64 lowercase hex digits", field=where)
+    if key_sha256(key) != sha256:
+        raise BadRequest(f"{where}: {key}: sha256 is not the one in the key", field=where)
+    return Blob(key, size, md5, sha256)
+
+
+def _restore(item: Any) -> RestoreWant:
+    blob = _blob(item, "restore")
+    parts = item.get("parts")
+    if not isinstance(parts, list) or not 1 <= len(parts) <= MAX_PARTS:
+        raise BadRequest(
+            f"restore: {blob.key}: parts must be a list of 1 to {MAX_PARTS}", field="restore"
+        )
+    parsed: list[RestorePart] = []
+    offset = 0
+    for number, part in enumerate(parts, start=1):
+        if not isinstance(part, dict):
+            raise BadRequest(f"restore: {blob.key}: each part must be an object", field="restore")
+        index, start, size, sha256 = (part.get(k) for k in ("index", "offset", "size", "sha256"))
+        if index != number or start != offset or not _count(size):
+            raise BadRequest(
+                f"restore: {blob.key}: part {number} must have index {number}, offset {offset} "
+                "and a size, so that the parts cover the file in order",
+                field="restore",
+            )
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            raise BadRequest(
+                f"restore: {blob.key}: part {number}'s sha256 must be 64 lowercase hex digits",
+                field="restore",
+            )
+        parsed.append(RestorePart(number, offset, size, sha256))
+        offset += size
+    if offset != blob.size:
+        raise BadRequest(
+            f"restore: {blob.key}: the parts add up to {offset} bytes, not {blob.size}",
+            field="restore",
+        )
+    return RestoreWant(blob, tuple(parsed))
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -1,0 +1,1 @@
+"""The proxy's HTTP face: routes, request inputs, JSON shapes, the OpenAPI document."""

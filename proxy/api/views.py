@@ -1,0 +1,80 @@
+"""JSON shapes of uploads and files, as the seed's API showed them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from proxy.catalog.files import Page
+from proxy.catalog.store import COMPLETE, StoredFile, Upload, Version
+
+
+def isotime(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def upload_json(upload: Upload, base_url: str) -> dict[str, Any]:
+    complete = upload.status == COMPLETE
+    download = f"{base_url}/storage/download/{upload.file_id}/" if complete else None
+    return {
+        "id": upload.id,
+        "url": f"{base_url}/storage/tmp-upload/{upload.id}/",
+        "file": download,
+        "filename": upload.filename,
+        "offset": upload.received,
+        "total": upload.total,
+        "created_at": isotime(upload.created_at),
+        "status": upload.status,
+        "completed_at": isotime(upload.completed_at),
+        "user": upload.owner_id,
+        "parent": upload.parent_id,
+        "expires": isotime(upload.expires_at),
+        "file_id": upload.file_id,
+        "version": upload.version,
+    }
+
+
+def _version_json(file_id: str, version: Version, base_url: str) -> dict[str, Any]:
+    return {
+        "number": version.number,
+        "filename": version.filename,
+        "size": version.blob.size,
+        "md5": version.blob.md5,
+        "sha256": version.blob.sha256,
+        "created_at": isotime(version.created_at),
+        "download_url": f"{base_url}/storage/download/{file_id}/?version={version.number}",
+    }
+
+
+def file_json(
+    stored: StoredFile, base_url: str, replicas: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    current = stored.current
+    shown = {} if replicas is None else {"replicas": replicas}
+    return {
+        **shown,
+        "id": stored.id,
+        "filename": stored.filename,
+        "size": current.blob.size,
+        "md5": current.blob.md5,
+        "sha256": current.blob.sha256,
+        "version": current.number,
+        "created_at": isotime(stored.created_at),
+        "updated_at": isotime(stored.updated_at),
+        "download_url": f"{base_url}/storage/download/{stored.id}/",
+        "versions": [_version_json(stored.id, v, base_url) for v in stored.versions],
+    }
+
+
+def file_page_json(
+    count: int, page: Page, files: list[StoredFile], base_url: str
+) -> dict[str, Any]:
+    link = f"{base_url}/storage/files/?page="
+    return {
+        "count": count,
+        "next": f"{link}{page.number + 1}" if page.has_next else None,
+        "previous": f"{link}{page.number - 1}" if page.has_previous else None,
+        "results": [file_json(f, base_url) for f in files],
+    }

@@ -1,0 +1,1 @@
+"""Accounts, files and versions, and their SQL."""

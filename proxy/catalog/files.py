@@ -1,0 +1,145 @@
+"""Stored files: listing, versions, rollback, deletion, and what a download serves."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
+
+from common.db import Database, Txn
+from common.errors import BadRequest, NotFound
+from proxy.catalog import store
+from proxy.catalog.store import StoredFile, Version
+from proxy.cluster import nodestore
+from proxy.uploads.staging import StagingArea
+
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+# ASCII digits only: str.isdigit() also says yes to "²" (which int() refuses) and "١".
+_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    offset: int
+    has_next: bool
+    has_previous: bool
+
+
+def paginate(count: int, page: str | None, page_size: int) -> Page:
+    """Which slice a ``?page=`` asks for; the first page always exists, even when empty.
+
+    >>> paginate(45, "3", 20)
+    Page(number=3, offset=40, has_next=False, has_previous=True)
+    >>> paginate(0, None, 20)
+    Page(number=1, offset=0, has_next=False, has_previous=False)
+    """
+    if page is None or page == "":
+        number = 1
+    elif _NUMBER.fullmatch(page):
+        number = int(page)
+    else:
+        raise NotFound("Invalid page.")
+    pages = max(1, math.ceil(count / page_size))
+    if number < 1 or number > pages:
+        raise NotFound("Invalid page.")
+    return Page(number, (number - 1) * page_size, number < pages, number > 1)
+
+
+def validate_file_id(file_id: str) -> str:
+    if not _FILE_ID.fullmatch(file_id):
+        raise NotFound("File not found")
+    return file_id
+
+
+def parse_version(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _NUMBER.fullmatch(value):
+        number = int(value)
+    else:
+        raise BadRequest("version must be a positive whole number", field="version")
+    if number < 1:
+        raise BadRequest("version must be a positive whole number", field="version")
+    return number
+
+
+class FileService:
+    def __init__(
+        self, *, db: Database, staging: StagingArea, clock: IReactorTime, page_size: int
+    ) -> None:
+        self._db = db
+        self._staging = staging
+        self._clock = clock
+        self.page_size = page_size
+
+    async def page(self, user_id: int, page: str | None) -> tuple[int, Page, list[StoredFile]]:
+        count, _ = await self._db.run(store.list_files, user_id, 0, 0)
+        where = paginate(count, page, self.page_size)
+        count, files = await self._db.run(store.list_files, user_id, self.page_size, where.offset)
+        return count, where, files
+
+    async def get(self, user_id: int | None, file_id: str) -> StoredFile:
+        """The caller's file (any owner's when ``user_id`` is None: staff only)."""
+        found = await self._db.run(store.get_file, validate_file_id(file_id), user_id)
+        if found is None:
+            raise NotFound("File not found")
+        return found
+
+    async def delete(self, user_id: int, file_id: str) -> None:
+        orphans = await self._db.run(
+            self._delete_txn, user_id, validate_file_id(file_id), self._clock.seconds()
+        )
+        if orphans:
+            await deferToThread(self._staging.remove_blobs, orphans)
+
+    @staticmethod
+    def _delete_txn(txn: Txn, user_id: int, file_id: str, now: float) -> list[tuple[str, int]]:
+        if store.get_file(txn, file_id, user_id, lock=True) is None:
+            raise NotFound("File not found")
+        return store.delete_file(txn, file_id, now)
+
+    async def rollback(self, user_id: int, file_id: str, number: object) -> StoredFile:
+        wanted = parse_version(number)
+        if wanted is None:
+            raise BadRequest("version is required", field="version")
+        await self._db.run(
+            self._rollback_txn, user_id, validate_file_id(file_id), wanted, self._clock.seconds()
+        )
+        return await self.get(user_id, file_id)
+
+    @staticmethod
+    def _rollback_txn(txn: Txn, user_id: int, file_id: str, number: int, now: float) -> None:
+        found = store.get_file(txn, file_id, user_id, lock=True)
+        if found is None:
+            raise NotFound("File not found")
+        version = found.version(number)
+        if version is None:
+            raise NotFound(f"File has no version {number}", field="version")
+        store.add_version(txn, user_id, file_id, "", version.filename, version.blob, now)
+
+    async def for_download(
+        self, user_id: int, file_id: str, number: object
+    ) -> tuple[StoredFile, Version]:
+        found = await self.get(user_id, file_id)
+        version = found.version(parse_version(number))
+        if version is None:
+            raise NotFound("File has no such version", field="version")
+        return found, version
+
+    async def replicas(self, stored: StoredFile) -> list[dict[str, str]]:
+        """Where the current version's content is kept: ``[{node, zone, state}]``."""
+        return await self._db.run(self._replicas_txn, stored.current.blob.id)
+
+    @staticmethod
+    def _replicas_txn(txn: Txn, blob_id: int) -> list[dict[str, str]]:
+        zones = {n.name: n.zone for n in nodestore.list_nodes(txn)}
+        return [
+            {"node": r.node, "zone": zones.get(r.node, ""), "state": r.state}
+            for r in nodestore.replicas_of(txn, [blob_id])[blob_id]
+        ]

@@ -1,0 +1,389 @@
+"""SQL for users, uploads, files, versions and blobs: one small function per statement group.
+
+Every function takes a ``Txn`` first and runs inside ``Database.run``; none of them touches
+the disk or knows about HTTP. Rows come back as frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.db import Row, Txn
+from common.s3 import object_key
+from common.signing import replica_key
+from proxy.cluster import nodestore
+
+# ---------------------------------------------------------------- users
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    email: str
+    password_hash: str
+    is_staff: bool
+
+
+_USER_COLUMNS = "id, username, email, password_hash, is_staff"
+
+
+def _user(row: Row) -> User:
+    return User(int(row[0]), row[1], row[2], row[3], bool(row[4]))
+
+
+def create_user(
+    txn: Txn, username: str, email: str, password_hash: str, is_staff: bool, now: float
+) -> User | None:
+    """Insert a user; None if the username is taken."""
+    row = txn.one(
+        "INSERT INTO users (username, email, password_hash, is_staff, created_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING RETURNING " + _USER_COLUMNS,
+        (username, email, password_hash, int(is_staff), now),
+    )
+    return None if row is None else _user(row)
+
+
+def set_staff_user(txn: Txn, username: str, password_hash: str, now: float) -> tuple[User, bool]:
+    """Create ``username`` as staff, or make an existing user staff with this password."""
+    created = create_user(txn, username, "", password_hash, True, now)
+    if created is not None:
+        return created, True
+    txn.execute(
+        "UPDATE users SET password_hash = ?, is_staff = 1 WHERE username = ?",
+        (password_hash, username),
+    )
+    user = user_by_name(txn, username)
+    assert user is not None
+    return user, False
+
+
+def user_by_name(txn: Txn, username: str) -> User | None:
+    row = txn.one(f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,))
+    return None if row is None else _user(row)
+
+
+# ---------------------------------------------------------------- uploads
+
+UPLOADING, COMPLETE = 1, 2
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    owner_id: int
+    filename: str
+    parent_id: str | None
+    total: int | None
+    received: int
+    status: int
+    created_at: float
+    expires_at: float
+    completed_at: float | None
+    file_id: str | None
+    version: int | None
+
+
+_UPLOAD_COLUMNS = (
+    "id, owner_id, filename, parent_id, total, received, status, created_at, expires_at,"
+    " completed_at, file_id, version"
+)
+
+
+def _upload(row: Row) -> Upload:
+    return Upload(
+        row[0],
+        int(row[1]),
+        row[2],
+        row[3],
+        None if row[4] is None else int(row[4]),
+        int(row[5]),
+        int(row[6]),
+        float(row[7]),
+        float(row[8]),
+        None if row[9] is None else float(row[9]),
+        row[10],
+        None if row[11] is None else int(row[11]),
+    )
+
+
+def insert_upload(txn: Txn, upload: Upload) -> None:
+    txn.execute(
+        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            upload.id,
+            upload.owner_id,
+            upload.filename,
+            upload.parent_id,
+            upload.total,
+            upload.received,
+            upload.status,
+            upload.created_at,
+            upload.expires_at,
+            upload.completed_at,
+            upload.file_id,
+            upload.version,
+        ),
+    )
+
+
+def get_upload(txn: Txn, upload_id: str, owner_id: int, *, lock: bool = False) -> Upload | None:
+    """The caller's upload, locked for this transaction if asked; None for anyone else's."""
+    row = txn.one(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ? AND owner_id = ?"
+        + (txn.for_update if lock else ""),
+        (upload_id, owner_id),
+    )
+    return None if row is None else _upload(row)
+
+
+def set_received(txn: Txn, upload_id: str, received: int, total: int | None) -> None:
+    txn.execute(
+        "UPDATE uploads SET received = ?, total = ? WHERE id = ?", (received, total, upload_id)
+    )
+
+
+def mark_complete(
+    txn: Txn, upload_id: str, total: int, file_id: str, version: int, now: float
+) -> None:
+    txn.execute(
+        "UPDATE uploads SET status = ?, total = ?, received = ?, completed_at = ?,"
+        " file_id = ?, version = ? WHERE id = ?",
+        (COMPLETE, total, total, now, file_id, version, upload_id),
+    )
+
+
+def delete_upload(txn: Txn, upload_id: str) -> None:
+    txn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+
+def expired_uploads(txn: Txn, now: float, limit: int = 100) -> list[str]:
+    rows = txn.all(
+        "SELECT id FROM uploads WHERE status = ? AND expires_at <= ? LIMIT ?",
+        (UPLOADING, now, limit),
+    )
+    return [row[0] for row in rows]
+
+
+# ---------------------------------------------------------------- blobs, files, versions
+
+
+@dataclass(frozen=True)
+class Blob:
+    id: int
+    sha256: str
+    md5: str
+    size: int
+
+
+def ensure_blob(txn: Txn, sha256: str, md5: str, size: int, now: float) -> tuple[Blob, bool]:
+    """The blob with this content, created if new; the bool says whether it was created."""
+    row = txn.one(
+        "INSERT INTO blobs (sha256, md5, size, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (sha256) DO NOTHING RETURNING id",
+        (sha256, md5, size, now),
+    )
+    if row is not None:
+        return Blob(int(row[0]), sha256, md5, size), True
+    existing = txn.one("SELECT id, sha256, md5, size FROM blobs WHERE sha256 = ?", (sha256,))
+    assert existing is not None
+    return Blob(int(existing[0]), existing[1], existing[2], int(existing[3])), False
+
+
+def revive_blob(txn: Txn, blob_id: int) -> bool:
+    """Called when new content equal to an existing blob arrives. If no node holds that blob
+    (kept only in S3, being restored, or lost), the new upload becomes its local copy and
+    replication places it again; returns True when the caller must keep its data."""
+    state = txn.scalar("SELECT remote_state FROM blobs WHERE id = ?" + txn.for_update, (blob_id,))
+    if state in ("remote", "restoring"):
+        # Still verified in S3: only the local copies come back (a restore in progress is
+        # dropped from its node's want-list, which removes the partial file).
+        txn.execute(
+            "UPDATE blobs SET local = 1, remote_state = 'mirrored', restore_node = NULL,"
+            " parts_restored = 0, restore_detail = '' WHERE id = ?",
+            (blob_id,),
+        )
+        return True
+    if state == "lost":
+        txn.execute(
+            "UPDATE blobs SET local = 1, remote_state = 'local', remote_verified = 0,"
+            " mirror_node = NULL, mirror_detail = '' WHERE id = ?",
+            (blob_id,),
+        )
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Version:
+    number: int
+    filename: str
+    created_at: float
+    blob: Blob
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    owner_id: int
+    filename: str
+    current_version: int
+    created_at: float
+    updated_at: float
+    versions: tuple[Version, ...]  # newest first
+
+    @property
+    def current(self) -> Version:
+        return next(v for v in self.versions if v.number == self.current_version)
+
+    def version(self, number: int | None) -> Version | None:
+        if number is None:
+            return self.current
+        return next((v for v in self.versions if v.number == number), None)
+
+
+_FILE_COLUMNS = "id, owner_id, filename, current_version, created_at, updated_at"
+
+
+def _versions(txn: Txn, file_ids: list[str]) -> dict[str, list[Version]]:
+    found: dict[str, list[Version]] = {file_id: [] for file_id in file_ids}
+    if not file_ids:
+        return found
+    marks = ", ".join("?" for _ in file_ids)
+    rows = txn.all(
+        "SELECT v.file_id, v.number, v.filename, v.created_at, b.id, b.sha256, b.md5, b.size"
+        f" FROM versions v JOIN blobs b ON b.id = v.blob_id WHERE v.file_id IN ({marks})"
+        " ORDER BY v.file_id, v.number DESC",
+        file_ids,
+    )
+    for row in rows:
+        blob = Blob(int(row[4]), row[5], row[6], int(row[7]))
+        found[row[0]].append(Version(int(row[1]), row[2], float(row[3]), blob))
+    return found
+
+
+def _files(txn: Txn, rows: list[Row]) -> list[StoredFile]:
+    versions = _versions(txn, [row[0] for row in rows])
+    return [
+        StoredFile(
+            row[0],
+            int(row[1]),
+            row[2],
+            int(row[3]),
+            float(row[4]),
+            float(row[5]),
+            tuple(versions[row[0]]),
+        )
+        for row in rows
+    ]
+
+
+def get_file(
+    txn: Txn, file_id: str, owner_id: int | None, *, lock: bool = False
+) -> StoredFile | None:
+    """The file with this id owned by ``owner_id`` (any owner's when None: staff only)."""
+    mine = " AND owner_id = ?" if owner_id is not None else ""
+    rows = txn.all(
+        f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?{mine}" + (txn.for_update if lock else ""),
+        (file_id, owner_id) if owner_id is not None else (file_id,),
+    )
+    files = _files(txn, rows)
+    return files[0] if files else None
+
+
+def list_files(txn: Txn, owner_id: int, limit: int, offset: int) -> tuple[int, list[StoredFile]]:
+    count = int(txn.scalar("SELECT COUNT(*) FROM files WHERE owner_id = ?", (owner_id,)))
+    rows = txn.all(
+        f"SELECT {_FILE_COLUMNS} FROM files WHERE owner_id = ?"
+        " ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+        (owner_id, limit, offset),
+    )
+    return count, _files(txn, rows)
+
+
+def add_version(
+    txn: Txn,
+    owner_id: int,
+    file_id: str | None,
+    new_file_id: str,
+    filename: str,
+    blob: Blob,
+    now: float,
+) -> tuple[str, int]:
+    """Add ``blob`` as the newest version of a file; returns (file id, version number).
+
+    ``file_id`` names an existing file of the owner (the upload's ``parent``). Without it, a
+    file of the owner with the same name gets the new version, or ``new_file_id`` is created.
+    The caller has checked that a given ``file_id`` belongs to the owner.
+    """
+    if file_id is None:
+        row = txn.one(
+            "SELECT id FROM files WHERE owner_id = ? AND filename = ?" + txn.for_update,
+            (owner_id, filename),
+        )
+        file_id = None if row is None else row[0]
+    if file_id is None:
+        txn.execute(
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, 1, ?, ?)",
+            (new_file_id, owner_id, filename, now, now),
+        )
+        file_id, number = new_file_id, 1
+    else:
+        number = 1 + int(
+            txn.scalar("SELECT MAX(number) FROM versions WHERE file_id = ?", (file_id,)) or 0
+        )
+        txn.execute(
+            "UPDATE files SET current_version = ?, updated_at = ? WHERE id = ?",
+            (number, now, file_id),
+        )
+    txn.execute(
+        "INSERT INTO versions (file_id, number, blob_id, filename, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (file_id, number, blob.id, filename, now),
+    )
+    return file_id, number
+
+
+def delete_file(txn: Txn, file_id: str, now: float) -> list[tuple[str, int]]:
+    """Delete a file and its versions; returns (sha256, id) of blobs no version uses now."""
+    blob_ids = [
+        int(row[0])
+        for row in txn.all("SELECT DISTINCT blob_id FROM versions WHERE file_id = ?", (file_id,))
+    ]
+    txn.execute("DELETE FROM versions WHERE file_id = ?", (file_id,))
+    txn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+    return _drop_unused_blobs(txn, blob_ids, now)
+
+
+def _drop_unused_blobs(txn: Txn, blob_ids: list[int], now: float) -> list[tuple[str, int]]:
+    orphans = []
+    for blob_id in blob_ids:
+        if txn.scalar("SELECT 1 FROM versions WHERE blob_id = ? LIMIT 1", (blob_id,)) is None:
+            sha256, remote_state = txn.one(
+                "SELECT sha256, remote_state FROM blobs WHERE id = ?", (blob_id,)
+            ) or ("", "local")
+            # Its replicas go too: queued, so nodes that are down now are cleaned later.
+            for (node,) in txn.all("SELECT node FROM replicas WHERE blob_id = ?", (blob_id,)):
+                nodestore.queue_deletion(txn, node, replica_key(blob_id, sha256))
+            txn.execute("DELETE FROM replicas WHERE blob_id = ?", (blob_id,))
+            queue_object_deletion(txn, sha256, remote_state, now)
+            txn.execute("DELETE FROM blob_parts WHERE blob_id = ?", (blob_id,))
+            txn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+            orphans.append((sha256, blob_id))
+    return orphans
+
+
+def queue_object_deletion(txn: Txn, sha256: str, remote_state: str, now: float) -> None:
+    """A deleted blob's S3 object goes too, once no blob uses that content (``proxy.remote.tier``
+    removes it, and retries while S3 is away). A blob never mirrored has no object (an open
+    multipart upload for it is aborted by its node once the blob leaves its want-list)."""
+    if remote_state == "local":
+        return
+    prefix = txn.scalar("SELECT prefix FROM s3_connections WHERE active = 1")
+    if prefix is None:
+        return
+    txn.execute(
+        "INSERT INTO s3_deletions (object_key, sha256, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (object_key) DO NOTHING",
+        (object_key(prefix, sha256), sha256, now),
+    )

@@ -1,0 +1,1 @@
+"""Storage nodes: administration, the signed client, placement, replication, downloads."""

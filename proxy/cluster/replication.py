@@ -1,0 +1,500 @@
+"""Keeping every blob on ``replicas`` nodes: the node monitor, placement, rsync copies,
+repair of replicas lost with a node, release of the proxy's own copy, and cleanup.
+
+Each piece is one pass (``run_once``) driven by a ``LoopingCall`` on an injected clock; a pass
+catches and logs its own failures so the loop never stops. Timing rules (backoff, grace
+periods) compare against ``clock.seconds()``, so tests move time with ``task.Clock``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger, LogLevel
+
+from common.db import Database, Txn
+from common.durable import fsync_dir
+from common.signing import replica_key
+from proxy.cluster import nodestore
+from proxy.cluster.client import NodeClient, RsyncPusher
+from proxy.cluster.nodestore import (
+    ACTIVE,
+    CONFIRMED,
+    COPYING,
+    FAILED,
+    PENDING,
+    QUARANTINED,
+    UP,
+    Node,
+    Replica,
+)
+from proxy.cluster.placement import Candidate, choose_nodes
+from proxy.uploads.staging import StagingArea
+
+if TYPE_CHECKING:
+    from proxy.ops.systemlog import SystemLog
+
+log = Logger()
+_LIVE = (CONFIRMED, COPYING, PENDING)
+LOST_NOTE = "written off: its node was down past the grace period"
+
+
+async def note(syslog: SystemLog | None, level: str, event: str, message: str, **data: Any) -> None:
+    """Into the system log (which also logs it) when there is one, else Twisted's log only."""
+    if syslog is not None:
+        await syslog.record(level, event, message, **data)
+    else:
+        log.emit(LogLevel.lookupByName(level), "{message}", message=message)
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` failures (5 s doubling, at most 10 min)."""
+    return float(min(5 * 2 ** max(attempts, 0), 600))
+
+
+def candidates(nodes: list[Node]) -> list[Candidate]:
+    return [
+        Candidate(n.name, n.zone, n.free_bytes or 0, n.rtt_ms or 0.0)
+        for n in nodes
+        if n.status == UP and n.state == ACTIVE
+    ]
+
+
+def lost_nodes(nodes: list[Node], now: float, grace: float) -> set[str]:
+    """Nodes down for longer than the grace period: their replicas no longer count."""
+    return {
+        n.name
+        for n in nodes
+        if n.status != UP and n.down_since is not None and now - n.down_since > grace
+    }
+
+
+def leaving_nodes(nodes: list[Node], now: float, grace: float) -> set[str]:
+    """Nodes whose copies no longer count: lost ones, and those staff are draining (their
+    copies are made again elsewhere, then dropped as surplus)."""
+    return lost_nodes(nodes, now, grace) | {n.name for n in nodes if n.state != ACTIVE}
+
+
+def keepers_first(
+    replicas: list[Replica],
+    zones: dict[str, str],
+    target: int,
+    leaving: set[str] = frozenset(),  # type: ignore[assignment]
+) -> list[Replica]:
+    """Confirmed copies ordered so that the first ``target`` are the ones to keep: spread over
+    as many zones as possible, then copies on nodes that stay and that were not written off
+    while their node was lost, then the newest. What comes after them is surplus (a node
+    back from a long absence, or one being drained)."""
+    rest = sorted(
+        replicas, key=lambda r: (r.node in leaving or r.detail == LOST_NOTE, -r.updated_at)
+    )
+    kept: list[Replica] = []
+    while rest and len(kept) < target:
+        seen = {zones.get(r.node) for r in kept}
+        pick = next((r for r in rest if zones.get(r.node) not in seen), rest[0])
+        rest.remove(pick)
+        kept.append(pick)
+    return kept + rest
+
+
+@dataclass(frozen=True)
+class Copy:
+    blob_id: int
+    sha256: str
+    md5: str
+    size: int
+    node: str
+    url: str
+    rsync_url: str
+    attempts: int
+
+    @property
+    def key(self) -> str:
+        return replica_key(self.blob_id, self.sha256)
+
+
+class NodeMonitor:
+    """Pings every node's /health; records free space, round trip and up/down."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        client: NodeClient,
+        clock: IReactorTime,
+        down_after: int,
+        syslog: SystemLog | None = None,
+    ) -> None:
+        self._db = db
+        self._client = client
+        self._clock = clock
+        self._down_after = down_after
+        self._syslog = syslog
+
+    async def run_once(self) -> None:
+        nodes = await self._db.run(nodestore.list_nodes)
+        pings = [ensureDeferred(self._ping(node)) for node in nodes]
+        await DeferredList(pings, consumeErrors=True)
+
+    async def _ping(self, node: Node) -> None:
+        started = time.monotonic()
+        try:
+            health = await self._client.health(node.url)
+            rtt = (time.monotonic() - started) * 1000
+            free, total = int(health["free_bytes"]), int(health["total_bytes"])
+            ok = health.get("status") == "ok"
+        except Exception as exc:
+            log.debug("ping of {node} failed: {exc}", node=node.name, exc=exc)
+            ok, rtt, free, total = False, 0.0, 0, 0
+        old, new = await self._db.run(
+            nodestore.record_ping, node.name, now=self._clock.seconds(),
+            free_bytes=free if ok else None, total_bytes=total if ok else None,
+            rtt_ms=rtt if ok else None, down_after=self._down_after,
+        )  # fmt: skip
+        if old != new:
+            await note(
+                self._syslog, "info" if new == UP else "warn", f"node.{new}",
+                f"node {node.name} is {new}", node=node.name, was=old,
+            )  # fmt: skip
+
+
+class Replicator:
+    """One pass: plan copies, run them, drop surplus, release local copies, clean up."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        staging: StagingArea,
+        client: NodeClient,
+        rsync: RsyncPusher,
+        clock: IReactorTime,
+        target: int,
+        grace: float,
+        batch: int = 8,
+        stale_after: float = 600.0,
+        syslog: SystemLog | None = None,
+    ) -> None:
+        self._syslog = syslog
+        self._db = db
+        self._staging = staging
+        self._client = client
+        self._rsync = rsync
+        self._clock = clock
+        self.target = target
+        self._grace = grace
+        self._batch = batch
+        # A row left ``copying`` by a proxy that stopped mid-transfer (or by another proxy
+        # that went quiet) counts as live only this long; our own copies always do.
+        self._stale_after = stale_after
+        self._in_flight: set[tuple[int, str]] = set()
+        self._running = False
+        self._again = False
+
+    def kick(self) -> None:
+        """Start a pass now (or right after the current one): a file was just completed."""
+        if self._running:
+            self._again = True
+            return
+        ensureDeferred(self.run_once()).addErrback(
+            lambda failure: log.failure("replication pass failed", failure)
+        )
+
+    async def run_once(self) -> None:
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        try:
+            while True:
+                self._again = False
+                await self._restore_missing()
+                copies = await self._db.run(self._plan, self._clock.seconds())
+                await DeferredList(
+                    [ensureDeferred(self._copy(c)) for c in copies], consumeErrors=True
+                )
+                await self._release_local_copies()
+                await self._clean_deletions()
+                if not (self._again or copies):
+                    break
+        finally:
+            self._running = False
+
+    # -- planning
+
+    def _counts(self, replica: Replica, now: float, leaving: set[str]) -> bool:
+        """Whether a replica counts towards the target: confirmed or being made, on a node
+        that is neither lost nor being drained."""
+        if replica.node in leaving or replica.state not in _LIVE:
+            return False
+        if replica.state == COPYING and (replica.blob_id, replica.node) not in self._in_flight:
+            return replica.updated_at > now - self._stale_after
+        return True
+
+    def _plan(self, txn: Txn, now: float) -> list[Copy]:
+        nodes = nodestore.list_nodes(txn)
+        by_name = {n.name: n for n in nodes}
+        leaving = leaving_nodes(nodes, now, self._grace)
+        up = candidates(nodes)
+        rows = txn.all("SELECT id, sha256, md5, size FROM blobs WHERE local = 1 ORDER BY id")
+        replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
+        planned: list[Copy] = []
+        for blob_id, sha256, md5, size in rows:
+            blob_id, size = int(blob_id), int(size)
+            mine = replicas[blob_id]
+            live = [r for r in mine if self._counts(r, now, leaving)]
+            need = self.target - len(live)
+            if need <= 0 or len(planned) >= self._batch:
+                continue
+            waiting = {r.node for r in mine if r.state == FAILED and r.next_attempt_at > now}
+            exclude = {r.node for r in live} | waiting | leaving
+            zones = {by_name[r.node].zone for r in live if r.node in by_name}
+            attempts = {r.node: r.attempts for r in mine}
+            for name in choose_nodes(up, size=size, count=need, used_zones=zones, exclude=exclude):
+                node = by_name[name]
+                nodestore.set_replica(txn, blob_id, name, COPYING, now)
+                planned.append(
+                    Copy(
+                        blob_id,
+                        sha256,
+                        md5,
+                        size,
+                        name,
+                        node.url,
+                        node.rsync_url,
+                        attempts.get(name, 0),
+                    )
+                )
+        return planned
+
+    async def _copy(self, copy: Copy) -> None:
+        source = str(self._staging.blob_path(copy.sha256, copy.blob_id))
+        self._in_flight.add((copy.blob_id, copy.node))
+        try:
+            await self._rsync.push(source, copy.rsync_url, copy.key, copy.size)
+            await self._client.confirm(copy.url, copy.key, copy.size, copy.md5, copy.sha256)
+        except Exception as exc:
+            self._in_flight.discard((copy.blob_id, copy.node))
+            now = self._clock.seconds()
+            await note(
+                self._syslog, "warn", "replication.copy_failed",
+                f"copy of blob {copy.blob_id} to {copy.node} failed: {exc}",
+                blob=copy.blob_id, node=copy.node, attempts=copy.attempts + 1,
+            )  # fmt: skip
+            await self._db.run(
+                nodestore.set_replica, copy.blob_id, copy.node, FAILED, now,
+                detail=str(exc)[:500], next_attempt_at=now + retry_delay(copy.attempts),
+                failed=True,
+            )  # fmt: skip
+            return
+        await self._db.run(
+            nodestore.set_replica, copy.blob_id, copy.node, CONFIRMED, self._clock.seconds()
+        )
+        self._in_flight.discard((copy.blob_id, copy.node))
+        await note(
+            self._syslog, "info", "replication.confirmed",
+            f"blob {copy.blob_id} confirmed on {copy.node}", blob=copy.blob_id, node=copy.node,
+        )  # fmt: skip
+
+    # -- repair of blobs that live only on nodes
+
+    async def _restore_missing(self) -> None:
+        """Bring back to the proxy the content of blobs that have too few good replicas and no
+        local copy (a node was lost, or scrub quarantined a copy), from a good replica; the
+        plan then copies it to new nodes and the release step lets it go again."""
+        wanted = await self._db.run(self._restore_plan, self._clock.seconds())
+        for blob_id, sha256, size, node, url in wanted:
+            key = replica_key(blob_id, sha256)
+            target = self._staging.blob_path(sha256, blob_id)
+            partial = target.with_name(target.name + ".restoring")
+            writer = _FileWriter(partial)
+            try:
+                await self._client.fetch(url, node, key, writer.write)
+                await writer.close_and_check(size, sha256, target)
+            except Exception as exc:
+                log.warn("restoring blob {blob} from {node} failed: {exc}", blob=blob_id,
+                         node=node, exc=exc)  # fmt: skip
+                await deferToThread(writer.discard)
+                continue
+            await self._db.run(self._mark_local, blob_id)
+            log.info("blob {blob} restored from {node} for repair", blob=blob_id, node=node)
+
+    def _restore_plan(self, txn: Txn, now: float) -> list[tuple[int, str, int, str, str]]:
+        nodes = nodestore.list_nodes(txn)
+        leaving = leaving_nodes(nodes, now, self._grace)
+        up = {n.name: n for n in nodes if n.status == UP}
+        rows = txn.all("SELECT id, sha256, size FROM blobs WHERE local = 0 ORDER BY id")
+        replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
+        wanted: list[tuple[int, str, int, str, str]] = []
+        for blob_id, sha256, size in rows:
+            mine = replicas[int(blob_id)]
+            live = [r for r in mine if self._counts(r, now, leaving)]
+            sources = [r.node for r in mine if r.state == CONFIRMED and r.node in up]
+            if len(live) < self.target and sources and len(wanted) < self._batch:
+                node = up[sources[0]]
+                wanted.append((int(blob_id), sha256, int(size), node.name, node.url))
+        return wanted
+
+    @staticmethod
+    def _mark_local(txn: Txn, blob_id: int) -> None:
+        txn.execute("UPDATE blobs SET local = 1 WHERE id = ?", (blob_id,))
+
+    # -- the proxy's own copy, surplus replicas, deletions
+
+    async def _release_local_copies(self) -> None:
+        released = await self._db.run(self._release_txn, self._clock.seconds())
+        if released:
+            await deferToThread(self._staging.remove_blobs, released)
+
+    def _release_txn(self, txn: Txn, now: float) -> list[tuple[str, int]]:
+        """Blobs with enough confirmed replicas stop being kept locally; surplus replicas on
+        nodes that came back after a repair are dropped."""
+        nodes = nodestore.list_nodes(txn)
+        lost = lost_nodes(nodes, now, self._grace)
+        up = {n.name for n in nodes if n.status == UP}
+        zone_of_node = {n.name: n.zone for n in nodes}
+        leaving = leaving_nodes(nodes, now, self._grace)
+        rows = txn.all("SELECT id, sha256, local FROM blobs")
+        replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
+        if lost:
+            # Remember which copies were written off, so that if their node comes back it is
+            # their copies, not the replacements, that count as the surplus.
+            marks = ", ".join("?" for _ in lost)
+            txn.execute(
+                f"UPDATE replicas SET detail = ? WHERE state = ? AND node IN ({marks})",
+                (LOST_NOTE, CONFIRMED, *sorted(lost)),
+            )
+        released = []
+        for blob_id, sha256, local in rows:
+            confirmed = [r for r in replicas[int(blob_id)] if r.state == CONFIRMED]
+            # The proxy lets go of its copy only when enough are on nodes that answer now.
+            counted = [r for r in confirmed if r.node in up and r.node not in leaving]
+            if int(local) and len(counted) >= self.target:
+                txn.execute("UPDATE blobs SET local = 0 WHERE id = ?", (blob_id,))
+                released.append((sha256, int(blob_id)))
+            on_up = keepers_first(
+                [r for r in confirmed if r.node in up], zone_of_node, self.target, leaving
+            )
+            for extra in on_up[self.target :]:
+                nodestore.drop_replica(
+                    txn, int(blob_id), extra.node, replica_key(int(blob_id), sha256)
+                )
+            for kept in on_up[: self.target]:
+                if kept.detail == LOST_NOTE:
+                    nodestore.set_replica(txn, int(blob_id), kept.node, CONFIRMED, now)
+        return released
+
+    async def _clean_deletions(self) -> None:
+        due = await self._db.run(nodestore.due_deletions, self._clock.seconds())
+        if not due:
+            return
+        nodes = {n.name: n for n in await self._db.run(nodestore.list_nodes)}
+        for node_name, key in due:
+            try:
+                await self._client.delete(nodes[node_name].url, key)
+            except Exception as exc:
+                log.warn("deleting {key} on {node} failed: {exc}", key=key, node=node_name, exc=exc)
+                retry = self._clock.seconds() + retry_delay(1)
+                await self._db.run(nodestore.deletion_failed, node_name, key, retry)
+            else:
+                await self._db.run(nodestore.deletion_done, node_name, key)
+
+
+class _FileWriter:
+    """Writes downloaded pieces in order on one thread-pool lane, then checks the result."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[bytes] | None = None
+        self._failed: BaseException | None = None
+        self._pending: Deferred[None] = succeed(None)
+
+    def write(self, piece: bytes) -> None:
+        self._pending.addCallback(lambda _: deferToThread(self._write, piece))
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            # A proxy rebuilt from S3 has none of blobs/'s fan-out directories yet.
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._path, "wb")
+        return self._file
+
+    def _write(self, piece: bytes) -> None:
+        self._open().write(piece)
+
+    def close_and_check(self, size: int, sha256: str, target: Path) -> Deferred[None]:
+        """After every write: verify size and sha256, then move the file into place."""
+        self._pending.addCallback(
+            lambda _: deferToThread(self._finish_and_check, size, sha256, target)
+        )
+        return self._pending
+
+    def _finish_and_check(self, size: int, sha256: str, target: Path) -> None:
+        self._file = self._open()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = hashlib.sha256()
+        with open(self._path, "rb") as source:
+            while piece := source.read(1 << 20):
+                digest.update(piece)
+        if self._path.stat().st_size != size or digest.hexdigest() != sha256:
+            raise ValueError("restored copy does not match its size and sha256")
+        os.replace(self._path, target)
+        fsync_dir(target.parent)
+
+    def discard(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+
+class Scrubber:
+    """Asks nodes to re-hash every confirmed replica; a bad one is quarantined, which makes
+    the replicator re-create it from a good copy."""
+
+    def __init__(self, *, db: Database, client: NodeClient, clock: IReactorTime) -> None:
+        self._db = db
+        self._client = client
+        self._clock = clock
+
+    async def run_once(self) -> dict[str, int]:
+        checked = corrupt = unreachable = 0
+        for blob_id, sha256, size, node, url in await self._db.run(self._confirmed):
+            try:
+                good = await self._client.verify(url, replica_key(blob_id, sha256), size, sha256)
+            except Exception as exc:
+                log.warn("scrub of blob {blob} on {node}: {exc}", blob=blob_id, node=node, exc=exc)
+                unreachable += 1
+                continue
+            checked += 1
+            if not good:
+                corrupt += 1
+                log.warn("blob {blob} on {node} failed its checksum: quarantined",
+                         blob=blob_id, node=node)  # fmt: skip
+                await self._db.run(
+                    nodestore.set_replica, blob_id, node, QUARANTINED, self._clock.seconds(),
+                    detail="checksum mismatch found by scrub",
+                )  # fmt: skip
+        return {"checked": checked, "corrupt": corrupt, "unreachable": unreachable}
+
+    @staticmethod
+    def _confirmed(txn: Txn) -> list[tuple[int, str, int, str, str]]:
+        rows = txn.all(
+            "SELECT b.id, b.sha256, b.size, n.name, n.url FROM replicas r"
+            " JOIN blobs b ON b.id = r.blob_id JOIN nodes n ON n.name = r.node"
+            " WHERE r.state = ? AND n.status = ? ORDER BY b.id, n.name",
+            (CONFIRMED, UP),
+        )
+        return [(int(r[0]), r[1], int(r[2]), r[3], r[4]) for r in rows]

@@ -1,0 +1,1 @@
+"""Running the service: the job scheduler and the system log."""

@@ -1,0 +1,1 @@
+"""The S3 tier: connections, mirror assignment, restores, metadata backup and recovery."""

@@ -1,0 +1,1 @@
+"""The upload engine: where bodies go, staging on disk, running hashes, claims."""

@@ -1,0 +1,398 @@
+"""The upload engine: write these bytes at this offset, durably; report the offset; finish
+with checksums. The seed's chunked-upload API (and later tus) are thin views of it.
+
+Rule 1 of the design lives here: a chunk is checked and written under the upload's row lock,
+fsynced, and only then is the new offset committed. Nothing is acknowledged before that.
+
+Every way a request can end leaves the upload usable. Waiting for the upload's claim is
+bounded (``claim_wait``: then 409 with the current offset) and cancellable; once a request
+holds the claim, its critical section runs shielded (``proxy.uploads.shield``), so a client
+that goes away mid-commit neither leaves the claim held nor a transaction running unowned: the
+chunk is committed or rolled back as a whole, and the claim is released on every path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from common.contentrange import ContentRange
+from common.db import Database, Txn
+from common.errors import BadRequest, Conflict, Gone, NotFound
+from proxy.catalog import store
+from proxy.catalog.store import COMPLETE, Upload
+from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpooledChunk, closing_spool
+from proxy.uploads.progress import HashHolder, HashState, UploadProgress
+from proxy.uploads.rules import (
+    MD5_HEX,
+    check_body,
+    check_chunk,
+    check_completable,
+    validate_filename,
+    validate_upload_id,
+)
+from proxy.uploads.shield import shielded
+from proxy.uploads.staging import StagingArea
+
+# A chunk is answered once its bytes are written and fsynced, with at most this much of its
+# hashing still queued per hash: the rest overlaps the client sending the next chunk.
+HASH_CARRY = 4 << 20
+# What a request that waited ``claim_wait`` for another one is told to do.
+BUSY_RETRY_AFTER = 1
+
+
+class UploadEngine:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        staging: StagingArea,
+        progress: UploadProgress,
+        reactor: IReactorTime,
+        threads: IReactorThreads,
+        pool: ThreadPool,
+        upload_expiry: float,
+        max_chunk_size: int,
+        claim_wait: float = 5.0,
+        on_completed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._db = db
+        self._staging = staging
+        self._progress = progress
+        self._clock = reactor
+        self._threads = threads
+        self._pool = pool
+        self._expiry = upload_expiry
+        self.max_chunk_size = max_chunk_size
+        self._claim_wait = claim_wait
+        self._on_completed = on_completed  # e.g. start replicating at once
+
+    # -- reading
+
+    async def status(self, user_id: int, upload_id: str) -> Upload:
+        upload = await self._db.run(store.get_upload, validate_upload_id(upload_id), user_id)
+        if upload is None:
+            raise NotFound("Upload not found")
+        return upload
+
+    async def resumable(self, user_id: int, upload_id: str) -> Upload:
+        """The upload a client asks about to resume it: 410 once it has expired unfinished."""
+        upload = await self.status(user_id, upload_id)
+        if upload.status != COMPLETE and upload.expires_at <= self._clock.seconds():
+            raise Gone("Upload has expired")
+        return upload
+
+    # -- writing chunks
+
+    def _new_upload(
+        self, user_id: int, filename: str, parent_id: str | None, total: int | None
+    ) -> Upload:
+        now = self._clock.seconds()
+        return Upload(
+            id=uuid.uuid4().hex,
+            owner_id=user_id,
+            filename=filename,
+            parent_id=parent_id,
+            total=total,
+            received=0,
+            status=store.UPLOADING,
+            created_at=now,
+            expires_at=now + self._expiry,
+            completed_at=None,
+            file_id=None,
+            version=None,
+        )
+
+    async def start(
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        chunk: ContentRange,
+        body: ChunkBody,
+    ) -> Upload:
+        """Create an upload from its first chunk (which must start at 0)."""
+        return await shielded(self._start(user_id, filename, parent_id, chunk, body))
+
+    async def _start(
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        chunk: ContentRange,
+        body: ChunkBody,
+    ) -> Upload:
+        with closing_spool(body):
+            validate_filename(filename)
+            if chunk.start != 0:
+                if not chunk.looks_one_based:
+                    raise BadRequest("Offsets do not match", offset=0)
+                chunk = chunk.shifted_to_zero()  # the seed's documented ``bytes 1-N/N``
+            check_body(chunk, body, self.max_chunk_size)
+            upload = self._new_upload(user_id, filename, parent_id, chunk.total)
+            hashes = HashState.empty()
+            try:
+                accepted = await self._db.run(self._create_txn, upload, chunk, body, hashes)
+            except BaseException:
+                await self._in_thread(self._staging.remove, upload.id)
+                raise
+            self._progress.acknowledged(upload.id, 0, accepted.received, hashes)
+            return accepted
+
+    def _create_txn(
+        self, txn: Txn, upload: Upload, chunk: ContentRange, body: ChunkBody, hashes: HashState
+    ) -> Upload:
+        if upload.parent_id is not None:
+            if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
+                raise NotFound("Parent file not found", field="parent")
+        store.insert_upload(txn, upload)
+        self._staging.create(upload.id)
+        return self._write_txn(txn, upload, chunk, body, hashes)
+
+    async def append(
+        self, user_id: int, upload_id: str, chunk: ContentRange, body: ChunkBody
+    ) -> Upload:
+        """Add a chunk at the upload's current offset."""
+        validate_upload_id(upload_id)
+        owner: object
+        if isinstance(body, PlacedChunk):
+            # The claim was taken when the body started arriving, and written in place.
+            body.handed_over = True
+            owner = body
+        else:
+            owner = object()
+            try:
+                await self._claim(user_id, upload_id, owner)
+            except BaseException:
+                body.close()
+                raise
+        return await shielded(self._append_claimed(user_id, upload_id, chunk, body, owner))
+
+    async def _append_claimed(
+        self, user_id: int, upload_id: str, chunk: ContentRange, body: ChunkBody, owner: object
+    ) -> Upload:
+        """The critical section: runs to its end whether or not the client is still there."""
+        try:
+            if isinstance(body, PlacedChunk):
+                await body.drained(hash_allowance=HASH_CARRY)
+                hashes = body.final_hashes()
+            else:
+                await self._progress.hashes_settled(upload_id)
+                hashes = self._progress.hashes_at(upload_id, chunk.start)
+            check_body(chunk, body, self.max_chunk_size)
+            accepted = await self._db.run(self._append_txn, user_id, upload_id, chunk, body, hashes)
+            self._progress.acknowledged(upload_id, chunk.start, accepted.received, hashes)
+            return accepted
+        finally:
+            self._progress.release(upload_id, owner)
+            if isinstance(body, SpooledChunk):
+                body.close()
+
+    async def _claim(self, user_id: int, upload_id: str, owner: object) -> None:
+        """Take the upload's claim, waiting at most ``claim_wait`` for the request holding it.
+
+        A request that gives up is told the offset the database holds, so a client can go on
+        from there (or retry shortly) instead of hanging behind a writer it cannot see.
+        """
+        waiting = self._progress.claim(upload_id, owner)
+        waiting.addTimeout(self._claim_wait, self._clock)
+        try:
+            await waiting
+        except DeferredTimeout:
+            upload = await self.status(user_id, upload_id)
+            raise Conflict(
+                "Another request is writing to this upload; retry shortly",
+                offset=upload.received,
+                retry_after=BUSY_RETRY_AFTER,
+            ) from None
+
+    def _append_txn(
+        self,
+        txn: Txn,
+        user_id: int,
+        upload_id: str,
+        chunk: ContentRange,
+        body: ChunkBody,
+        hashes: HashState | None,
+    ) -> Upload:
+        upload = store.get_upload(txn, upload_id, user_id, lock=True)
+        if upload is None:
+            raise NotFound("Upload not found")
+        check_chunk(upload, chunk, self._clock.seconds())
+        return self._write_txn(txn, upload, chunk, body, hashes)
+
+    def _write_txn(
+        self,
+        txn: Txn,
+        upload: Upload,
+        chunk: ContentRange,
+        body: ChunkBody,
+        hashes: HashState | None,
+    ) -> Upload:
+        if isinstance(body, PlacedChunk):
+            self._staging.sync(upload.id)  # bytes are in place; make them durable
+        else:
+            hashers = (hashes.md5.final, hashes.sha256.final) if hashes is not None else ()
+            self._staging.copy_in(upload.id, body.file, 0, chunk.length, chunk.start, hashers)
+            if hashes is not None:
+                hashes.offset = chunk.end + 1
+        total = upload.total if upload.total is not None else chunk.total
+        store.set_received(txn, upload.id, chunk.end + 1, total)
+        return replace(upload, received=chunk.end + 1, total=total)
+
+    # -- finishing
+
+    async def complete(self, user_id: int, upload_id: str, md5: object) -> Upload:
+        """Check the whole file's md5 and turn the upload into a stored file version."""
+        if not isinstance(md5, str) or not MD5_HEX.fullmatch(md5):
+            raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
+        upload = await self.status(user_id, upload_id)
+        check_completable(upload, self._clock.seconds())
+        await self._progress.hashes_settled(upload_id)
+        hashes = self._progress.hashes_at(upload_id, upload.received)
+        if hashes is None:
+            try:
+                md5_state, sha_state = await self._in_thread(
+                    self._staging.hash_prefix, upload_id, upload.received
+                )
+            except FileNotFoundError:
+                # A retried completion, racing the first one that has just finished.
+                check_completable(await self.status(user_id, upload_id), self._clock.seconds())
+                raise
+            hashes = HashState(upload.received, HashHolder(md5_state), HashHolder(sha_state))
+            self._progress.remember_hashes(upload_id, hashes.copy())
+        if hashes.md5.final.hexdigest() != md5.lower():
+            raise BadRequest("md5 checksum does not match")
+        owner = object()
+        await self._claim(user_id, upload_id, owner)
+        return await shielded(self._complete_claimed(user_id, upload, hashes, owner))
+
+    async def _complete_claimed(
+        self, user_id: int, upload: Upload, hashes: HashState, owner: object
+    ) -> Upload:
+        try:
+            done = await self._db.run(
+                self._complete_txn,
+                user_id,
+                upload,
+                hashes.md5.final.hexdigest(),
+                hashes.sha256.final.hexdigest(),
+            )
+        finally:
+            self._progress.release(upload.id, owner)
+        self._progress.forget(upload.id)
+        await self._in_thread(self._staging.remove, upload.id)
+        self._on_completed()
+        return done
+
+    def _complete_txn(self, txn: Txn, user_id: int, seen: Upload, md5: str, sha256: str) -> Upload:
+        now = self._clock.seconds()
+        upload = store.get_upload(txn, seen.id, user_id, lock=True)
+        if upload is None:
+            raise NotFound("Upload not found")
+        check_completable(upload, now)
+        if upload.received != seen.received:
+            raise BadRequest("Upload changed while completing; retry", offset=upload.received)
+        if upload.parent_id is not None:
+            if store.get_file(txn, upload.parent_id, user_id, lock=True) is None:
+                raise NotFound("Parent file not found", field="parent")
+        # The row first: on PostgreSQL, inserting a sha256 that a concurrent deletion is
+        # removing waits for that deletion to commit, and then makes a new row (new file).
+        blob, created = store.ensure_blob(txn, sha256, md5, upload.received, now)
+        # Content that is kept only in S3 (or was lost) is taken from this upload instead.
+        revived = not created and store.revive_blob(txn, blob.id)
+        if created or revived:
+            self._staging.link_blob(upload.id, sha256, blob.id, upload.received)
+        try:
+            file_id, number = store.add_version(
+                txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now
+            )
+            store.mark_complete(txn, upload.id, upload.received, file_id, number, now)
+        except BaseException:
+            if created or revived:
+                self._staging.remove_blobs([(sha256, blob.id)])
+            raise
+        return replace(
+            upload,
+            status=COMPLETE,
+            total=upload.received,
+            completed_at=now,
+            file_id=file_id,
+            version=number,
+        )
+
+    async def upload_whole(
+        self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: object
+    ) -> Upload:
+        """One request with the whole file and its md5 (the seed's single-chunk POST).
+
+        Shielded as a whole: a client that goes away leaves a stored file or nothing, never
+        an unfinished upload it cannot name.
+        """
+        if not isinstance(md5, str) or not MD5_HEX.fullmatch(md5):
+            body.close()
+            raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
+        return await shielded(self._upload_whole(user_id, filename, parent_id, body, md5))
+
+    async def _upload_whole(
+        self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: str
+    ) -> Upload:
+        size = body.size
+        chunk = ContentRange(0, size - 1, size) if size else None
+        if chunk is None:
+            body.close()
+            upload = await self._start_empty(user_id, filename, parent_id)
+        else:
+            upload = await self._start(user_id, filename, parent_id, chunk, body)
+        try:
+            return await self.complete(user_id, upload.id, md5)
+        except BadRequest:
+            await self.abort(user_id, upload.id)
+            raise
+
+    async def _start_empty(self, user_id: int, filename: str, parent_id: str | None) -> Upload:
+        validate_filename(filename)
+        upload = self._new_upload(user_id, filename, parent_id, 0)
+        await self._db.run(self._create_empty_txn, upload)
+        return upload
+
+    def _create_empty_txn(self, txn: Txn, upload: Upload) -> None:
+        if upload.parent_id is not None:
+            if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
+                raise NotFound("Parent file not found", field="parent")
+        store.insert_upload(txn, upload)
+        self._staging.create(upload.id)
+
+    async def abort(self, user_id: int, upload_id: str) -> None:
+        upload = await self.status(user_id, upload_id)
+        if upload.status == COMPLETE:
+            raise BadRequest("Upload has already been completed")
+        owner = object()
+        await self._claim(user_id, upload_id, owner)
+        await shielded(self._abort_claimed(upload_id, owner))
+
+    async def _abort_claimed(self, upload_id: str, owner: object) -> None:
+        try:
+            await self._db.run(store.delete_upload, upload_id)
+        finally:
+            self._progress.release(upload_id, owner)
+        self._progress.forget(upload_id)
+        await self._in_thread(self._staging.remove, upload_id)
+
+    async def expire(self) -> int:
+        """Delete uploads past their expiry and free their staging space; returns how many."""
+        ids = await self._db.run(store.expired_uploads, self._clock.seconds())
+        for upload_id in ids:
+            await self._db.run(store.delete_upload, upload_id)
+            self._progress.forget(upload_id)
+            await self._in_thread(self._staging.remove, upload_id)
+        return len(ids)
+
+    def _in_thread(self, fn, *args):  # type: ignore[no-untyped-def]
+        return deferToThreadPool(self._threads, self._pool, fn, *args)

@@ -1,0 +1,54 @@
+"""The proxy's ``Request`` and ``Site``: request bodies go where ``BodyIntake`` says."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.web import server
+from twisted.web.resource import IResource
+
+from proxy.uploads.bodies import PlacedChunk
+
+
+class BodyFactory(Protocol):
+    def __call__(self, request: ArchiveRequest, length: int | None) -> Any: ...
+
+
+class ArchiveRequest(server.Request):
+    """A Request whose body is routed by the site and never parsed eagerly by Twisted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Twisted would read a whole multipart POST into memory; the routes parse it instead.
+        self._parsePOSTFormSubmission = False
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = self.channel.site.body_factory(self, length)  # type: ignore[attr-defined]
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if isinstance(self.content, PlacedChunk):
+            self.content.body_finished()
+        super().requestReceived(command, path, version)
+
+
+class ArchiveSite(server.Site):
+    requestFactory = ArchiveRequest
+
+    def __init__(self, resource: IResource, body_factory: BodyFactory, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.body_factory = body_factory
+
+
+def pending_request_line(request: server.Request) -> tuple[bytes, bytes] | None:
+    """Method and URI of a request whose body is still arriving.
+
+    Twisted learns them from the request line but only sets ``request.method``/``uri`` once
+    the body is complete; until then they live on the channel. Reading the channel's private
+    attributes is the price of writing a body in place while it arrives; if a Twisted release
+    renames them, this returns None and every body is simply spooled.
+    """
+    channel = request.channel
+    command, path = getattr(channel, "_command", None), getattr(channel, "_path", None)
+    if isinstance(command, bytes) and isinstance(path, bytes):
+        return command, path
+    return None
