@@ -1,6 +1,7 @@
-"""Making a rename or a new file's name durable: fsync the directory that holds it.
+"""Writing to disk so that it sticks: every byte of a positioned write, and a rename or a new
+file's name made durable by fsyncing the directory that holds it.
 
-Blocking; call it on a thread-pool thread, as the proxy's staging and the nodes' stores do.
+Blocking; call these on a thread-pool thread, as the proxy's staging and the nodes' stores do.
 """
 
 from __future__ import annotations
@@ -16,3 +17,11 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """Write all of ``data`` to ``fd`` at ``offset``: ``os.pwrite`` may write less than asked."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -21,8 +21,9 @@ from proxy.catalog.files import FileService
 from proxy.cluster.admin import NodeAdmin
 from proxy.cluster.client import NodeClient, RsyncPusher
 from proxy.cluster.downloads import DownloadLocator
+from proxy.cluster.monitor import NodeMonitor, Scrubber
 from proxy.cluster.placement import parse_zone_map
-from proxy.cluster.replication import NodeMonitor, Replicator, Scrubber
+from proxy.cluster.replication import Replicator
 from proxy.config import ProxyConfig
 from proxy.migrations import migrate
 from proxy.ops.jobs import JobScheduler

@@ -7,6 +7,7 @@ variants are skipped with the reason, except when ``CI`` is set: then they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+
+from tests.contract_check import check_answer
 
 PG_HOST = os.environ.get("PYARCHIVE_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PYARCHIVE_TEST_PG_PORT", "5432"))
@@ -154,3 +157,17 @@ async def running_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[Runn
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"JWT {token}"}
+
+
+async def answer(response: Any) -> tuple[int, Any]:
+    """Status and JSON body of a treq response: every answer of the API but a 204 is JSON."""
+    raw = await response.content()
+    if response.code == 204:
+        assert raw == b"", (response.code, raw[:200])
+        return response.code, None
+    content_type = response.headers.getRawHeaders("content-type", [""])[0]
+    assert content_type == "application/json", (response.code, content_type, raw[:200])
+    body = json.loads(raw)
+    request = response.request
+    check_answer(request.method.decode(), request.absoluteURI.decode(), response.code, body)
+    return response.code, body

@@ -25,7 +25,7 @@ import pytest_twisted
 import treq
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.conftest import RunningProxy, auth, proxy_with
+from tests.conftest import RunningProxy, answer, auth, proxy_with
 
 CURL = shutil.which("curl")
 SOURCE = random.Random(2).randbytes(300)  # the upload most tests resume: 100 bytes are in
@@ -51,16 +51,6 @@ def upload_url(proxy: RunningProxy, upload_id: str | None = None, **query: str) 
     if upload_id is not None:
         url += f"{upload_id}/"
     return url + ("?" + urlencode(query) if query else "")
-
-
-async def answer(response: Any) -> tuple[int, Any]:
-    """Status and JSON body; every answer of this API, error or not, is JSON."""
-    content_type = response.headers.getRawHeaders("content-type", [""])[0]
-    raw = await response.content()
-    if response.code == 204:
-        return response.code, None
-    assert content_type == "application/json", (response.code, content_type, raw[:200])
-    return response.code, json.loads(raw)
 
 
 async def put_raw(

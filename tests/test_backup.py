@@ -35,17 +35,12 @@ from common.db import Database, Txn, parse_database_url
 from common.passwords import hash_password
 from common.s3 import S3Settings, make_client
 from proxy.migrations import MIGRATIONS, migrate
-from proxy.remote import backup
-from proxy.remote.backup import (
-    DUMPED_TABLES,
-    RESTORED_TABLES,
-    SKIPPED_TABLES,
-    MetadataBackup,
-    pg_connect_kwargs,
-    write_dump,
-)
+from proxy.remote import snapshots
+from proxy.remote.backup import MetadataBackup
 from proxy.remote.connections import connection_box
+from proxy.remote.dump import pg_connect_kwargs, write_dump
 from proxy.remote.restore import RestoreError, restore_from_s3
+from proxy.remote.snapshots import DUMPED_TABLES, RESTORED_TABLES, SKIPPED_TABLES
 from tests.conftest import _database_url
 from tests.proc import BIN, ProxyProcess, free_port
 
@@ -241,7 +236,7 @@ def test_every_table_of_the_schema_is_dumped_or_skipped_on_purpose() -> None:
 
 
 def test_the_snapshot_names_sort_by_time() -> None:
-    assert doctest.testmod(backup).failed == 0
+    assert doctest.testmod(snapshots).failed == 0
 
 
 @pytest_twisted.ensureDeferred

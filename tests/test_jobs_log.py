@@ -21,12 +21,13 @@ from twisted.internet.task import Clock
 from common.db import Database, parse_database_url
 from common.errors import BadRequest, Conflict, NotFound
 from proxy.cluster import nodestore
-from proxy.cluster.replication import NodeMonitor
+from proxy.cluster.monitor import NodeMonitor
 from proxy.migrations import migrate
-from proxy.ops import jobs, systemlog
+from proxy.ops import jobrules, systemlog
 from proxy.ops.jobs import JobScheduler, parse_interval
 from proxy.ops.systemlog import SystemLog, parse_log_query
 from tests.conftest import RunningProxy, auth, proxy_with
+from tests.nodefakes import UnplayedNodeApi
 from tests.test_nodes_api import call, staff_token
 
 NOW = 1_800_000_000.0
@@ -84,7 +85,7 @@ async def entries(syslog: SystemLog, **asked: Any) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- pure parts
 
 
-@pytest.mark.parametrize("module", [jobs, systemlog], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [jobrules, systemlog], ids=lambda m: m.__name__)
 def test_the_examples_in_the_docstrings_hold(module: Any) -> None:
     results = doctest.testmod(module)
     assert results.attempted > 0 and results.failed == 0
@@ -454,7 +455,7 @@ async def test_pruning_drops_entries_older_than_the_retention(db: Database) -> N
     assert [e["event"] for e in await syslog.query()] == ["new"]
 
 
-class StubHealth:
+class StubHealth(UnplayedNodeApi):
     """The node client's /health, answered or refused as the test says."""
 
     def __init__(self) -> None:

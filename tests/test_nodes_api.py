@@ -4,14 +4,13 @@ look like on a proxy that has no nodes yet (no replicas; downloads served by the
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest_twisted
 import treq
 
-from tests.conftest import RunningProxy, auth
+from tests.conftest import RunningProxy, answer, auth
 
 NODE = {
     "name": "n1",
@@ -19,11 +18,6 @@ NODE = {
     "rsync_url": "rsync://127.0.0.1:9/replicas",
     "zone": "a",
 }
-
-
-async def answer(response: Any) -> tuple[int, Any]:
-    raw = await response.content()
-    return response.code, (json.loads(raw) if raw else None)
 
 
 async def call(

@@ -14,7 +14,11 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from proxy.api import docs_page
 from proxy.api.docs_page import redoc_asset_path, redoc_html
-from proxy.api.openapi import ROUTES, openapi_spec
+from proxy.api.openapi import openapi_spec
+from proxy.api.openapi import operations as declared_operations
+
+# Read off the route declarations, not kept by hand.
+ROUTES = [(op.method, op.path) for op in declared_operations()]
 
 SERVER = "http://127.0.0.1:8000"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 
+from common.backoff import retry_delay
 from common.db import Database, Txn, parse_database_url
 from common.errors import Conflict
 from common.s3 import S3Settings, settings_from_wire
@@ -30,9 +31,9 @@ from common.signing import replica_key
 from proxy.catalog import store
 from proxy.cluster import nodestore
 from proxy.cluster.nodestore import CONFIRMED, UP
-from proxy.cluster.replication import retry_delay
 from proxy.migrations import migrate
 from proxy.remote.tier import RemoteTier
+from tests.nodefakes import UnplayedNodeApi
 from tests.s3server import S3Server
 
 NOW = 1_800_000_000.0
@@ -46,23 +47,23 @@ SETTINGS = S3Settings(
 
 
 @dataclass
-class FakeMirrorNodes:
-    """Plays ``NodeClient.call`` for ``/internal/mirror/sync``: records each payload and
-    answers with what ``answer(node, payload)`` returns."""
+class FakeMirrorNodes(UnplayedNodeApi):
+    """Plays ``NodeApi.mirror_sync``: records each payload and answers with what
+    ``answer(node, payload)`` returns."""
 
     answer: Callable[[str, dict[str, Any]], dict[str, Any]] = lambda node, payload: {}
     down: set[str] = field(default_factory=set)
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    async def call(
-        self, method: str, base_url: str, path: str, payload: Any = None, **_: Any
-    ) -> tuple[int, Any]:
+    async def mirror_sync(
+        self, base_url: str, want: Mapping[str, Any], *, timeout: float
+    ) -> dict[str, Any]:
         node = base_url.split("//")[1].split(".")[0]
-        assert (method, path) == ("POST", "/internal/mirror/sync")
         if node in self.down:
             raise ConnectionRefusedError(node)
+        payload = dict(want)
         self.sent.append((node, payload))
-        return 200, self.answer(node, payload)
+        return self.answer(node, payload)
 
     def last(self, node: str) -> dict[str, Any]:
         return [p for n, p in self.sent if n == node][-1]
@@ -158,7 +159,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     pool = ThreadPool(minthreads=0, maxthreads=2, name="remote-tests")
     pool.start()
     tier = RemoteTier(
-        db=db, clock=clock, client=nodes, active=active,  # type: ignore[arg-type]
+        db=db, clock=clock, client=nodes, active=active,
         cluster_secret=SECRET, grace=GRACE, threads=reactor, pool=pool,
         events=recorder, jobs=recorder,
     )  # fmt: skip
@@ -509,7 +510,7 @@ async def test_deleting_a_mirrored_file_queues_its_object_and_a_local_one_does_n
 
 
 def test_retry_delay_of_s3_deletions_grows_and_is_capped() -> None:
-    assert [retry_delay(n) for n in (0, 1, 2, 10, 20)] == [5.0, 10.0, 20.0, 600.0, 600.0]
+    assert [retry_delay(n) for n in (1, 2, 3, 11, 21)] == [5.0, 10.0, 20.0, 600.0, 600.0]
 
 
 @pytest_twisted.ensureDeferred
@@ -559,13 +560,13 @@ async def test_s3_objects_of_deleted_files_are_removed_and_retried_while_s3_is_a
         row = await world.db.run(
             lambda txn: txn.one("SELECT attempts, next_attempt_at, detail FROM s3_deletions")
         )
-        assert row is not None and (row[0], row[1]) == (1, NOW + retry_delay(0))
+        assert row is not None and (row[0], row[1]) == (1, NOW + retry_delay(1))
         assert row[2]  # the error is kept for staff
 
         server.start()
         assert await world.tier.clean_once() == {"removed": 0, "failed": 0}  # not due yet
         client.head_object(Bucket=settings.bucket, Key=f"pa/{sha}")  # still there
-        world.clock.advance(retry_delay(0))
+        world.clock.advance(retry_delay(1))
         assert await world.tier.clean_once() == {"removed": 1, "failed": 0}
         with pytest.raises(client.exceptions.ClientError):
             client.head_object(Bucket=settings.bucket, Key=f"pa/{sha}")

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 
+from common.backoff import retry_delay
 from common.db import Database, Txn, parse_database_url
 from common.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
 from common.signing import replica_key, verify_download_token
@@ -33,11 +34,13 @@ from proxy.cluster import nodestore, placement
 from proxy.cluster.admin import NodeAdmin
 from proxy.cluster.client import NodeError, RsyncError
 from proxy.cluster.downloads import DownloadLocator, Redirect
+from proxy.cluster.monitor import NodeMonitor, Scrubber
 from proxy.cluster.nodestore import CONFIRMED, COPYING, DOWN, DRAINING, FAILED, QUARANTINED, UP
 from proxy.cluster.placement import HEADROOM, parse_zone_map
-from proxy.cluster.replication import NodeMonitor, Replicator, Scrubber, retry_delay
+from proxy.cluster.replication import Replicator
 from proxy.migrations import migrate
 from proxy.uploads.staging import StagingArea
+from tests.nodefakes import UnplayedNodeApi
 
 GiB = 2**30
 NOW = 1_800_000_000.0  # a plausible "now" for the clock to start at
@@ -104,9 +107,9 @@ class FakeNode:
         return f"rsync://{self.name}.nodes.test:8873/replicas"
 
 
-class FakeNodes:
-    """Every node in memory, playing both ``NodeClient`` (health, confirm, delete, verify,
-    fetch) and ``RsyncPusher`` (push), with switches on each ``FakeNode``."""
+class FakeNodes(UnplayedNodeApi):
+    """Every node in memory, playing both ``NodeApi`` (health, confirm, delete, verify, fetch;
+    not the mirror) and ``ReplicaPusher`` (push), with switches on each ``FakeNode``."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, FakeNode] = {}
@@ -124,7 +127,7 @@ class FakeNodes:
     def holders(self, key: str) -> set[str]:
         return {name for name, node in self.nodes.items() if key in node.held}
 
-    # RsyncPusher
+    # ReplicaPusher
 
     def push(self, source: str, rsync_url: str, key: str, size: int = 0) -> Deferred[None]:
         try:
@@ -151,7 +154,7 @@ class FakeNodes:
         node.in_flight.append(done)
         return done.addCallback(land)
 
-    # NodeClient
+    # NodeApi
 
     async def health(self, url: str) -> dict[str, Any]:
         node = self._reach(url)
@@ -265,9 +268,10 @@ class Cluster:
 
         def add(txn: Txn) -> str:
             user = store.create_user(txn, "alice", "", "not-a-hash", False, self.clock.seconds())
-            owner = user.id if user is not None else store.user_by_name(txn, "alice").id
+            user = user or store.user_by_name(txn, "alice")
+            assert user is not None
             file_id, _ = store.add_version(
-                txn, owner, None, "f" + blob.sha256[:15], filename, blob, self.clock.seconds()
+                txn, user.id, None, "f" + blob.sha256[:15], filename, blob, self.clock.seconds()
             )
             return file_id
 
@@ -326,7 +330,7 @@ def test_the_worked_examples_in_placements_docstrings_hold() -> None:
 
 
 def test_the_wait_before_a_retry_doubles_from_five_seconds_up_to_ten_minutes() -> None:
-    assert [retry_delay(n) for n in range(9)] == [5, 10, 20, 40, 80, 160, 320, 600, 600]
+    assert [retry_delay(n) for n in range(1, 10)] == [5, 10, 20, 40, 80, 160, 320, 600, 600]
 
 
 # ---------------------------------------------------------------- the node monitor
@@ -506,7 +510,7 @@ async def test_the_proxy_keeps_its_copy_until_the_second_copy_is_confirmed(
     assert cluster.local_file(blob).exists()
 
     n2.pushes_fail = False
-    cluster.clock.advance(retry_delay(0))
+    cluster.clock.advance(retry_delay(1))
     await cluster.replicate()
     assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
     assert not await cluster.is_local(blob)
@@ -527,7 +531,7 @@ async def test_a_failed_push_marks_the_replica_failed_with_a_time_to_retry(
     replica = await cluster.replica(blob, "n2")
     assert replica.state == FAILED
     assert replica.attempts == 1
-    assert replica.next_attempt_at == NOW + retry_delay(0)
+    assert replica.next_attempt_at == NOW + retry_delay(1)
     assert "connection reset" in replica.detail
 
 
@@ -542,7 +546,7 @@ async def test_a_failed_copy_is_not_retried_before_its_delay_and_is_retried_afte
     await cluster.replicate()
     assert len(n2.pushes) == 1
 
-    cluster.clock.advance(retry_delay(0) - 1)
+    cluster.clock.advance(retry_delay(1) - 1)
     await cluster.replicate()
     assert len(n2.pushes) == 1
     cluster.clock.advance(1)
@@ -550,10 +554,10 @@ async def test_a_failed_copy_is_not_retried_before_its_delay_and_is_retried_afte
     assert len(n2.pushes) == 2  # retried, and failed again: the wait doubles
     replica = await cluster.replica(blob, "n2")
     assert (replica.state, replica.attempts) == (FAILED, 2)
-    assert replica.next_attempt_at == cluster.clock.seconds() + retry_delay(1)
+    assert replica.next_attempt_at == cluster.clock.seconds() + retry_delay(2)
 
     n2.pushes_fail = False
-    cluster.clock.advance(retry_delay(1) - 1)
+    cluster.clock.advance(retry_delay(2) - 1)
     await cluster.replicate()
     assert len(n2.pushes) == 2
     cluster.clock.advance(1)
@@ -574,7 +578,7 @@ async def test_a_copy_the_node_refuses_to_confirm_is_never_marked_confirmed(
         replica = await cluster.replica(blob, "n2")
         assert replica.state == FAILED
         assert "409" in replica.detail
-        cluster.clock.advance(retry_delay(replica.attempts))
+        cluster.clock.advance(retry_delay(replica.attempts + 1))
     assert len(n2.pushes) == 3
     assert n2.held == {} and n2.incoming == {}  # the node discarded every bad copy
     assert await cluster.is_local(blob)

@@ -21,7 +21,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from common.errors import BadRequest
 from common.s3 import S3Settings, make_client
-from proxy.remote import connections as s3conns
+from proxy.remote import connection_fields
 from tests.conftest import RunningProxy, auth, proxy_with
 from tests.proc import BIN, free_port
 from tests.test_nodes_api import call, staff_token
@@ -113,7 +113,7 @@ async def stored_rows(proxy: RunningProxy, table: str) -> Any:
 
 
 def test_the_examples_in_the_docstrings_hold() -> None:
-    results = doctest.testmod(s3conns)
+    results = doctest.testmod(connection_fields)
     assert results.attempted > 0 and results.failed == 0
 
 
@@ -124,7 +124,7 @@ def test_the_examples_in_the_docstrings_hold() -> None:
 )  # fmt: skip
 def test_an_endpoint_must_be_a_bare_http_url(url: Any) -> None:
     with pytest.raises(BadRequest) as caught:
-        s3conns.check_endpoint(url)
+        connection_fields.check_endpoint(url)
     assert caught.value.extra == {"field": "endpoint_url"}
 
 

@@ -4,6 +4,7 @@ chunk rules, configuration, database URLs, small bodies, and upload claims."""
 from __future__ import annotations
 
 import doctest
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,10 @@ import jwt
 import pytest
 from twisted.python.threadpool import ThreadPool
 
+import common.backoff
 import common.contentrange
+import common.durable
+import common.hex32
 from common.config import ConfigError, load, parse_duration, parse_size
 from common.contentrange import MAX_SIZE, ContentRange, parse_content_range
 from common.db import DatabaseUrlError, parse_database_url
@@ -576,3 +580,28 @@ def test_the_offset_is_what_was_last_acknowledged_until_forgotten(
     assert progress.offset("u") == 250
     progress.forget("u")
     assert progress.offset("u") is None
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def test_the_examples_of_the_hex_id_check_and_the_retry_waits_hold() -> None:
+    for module in (common.hex32, common.backoff):
+        results = doctest.testmod(module)
+        assert results.attempted >= 2 and results.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview], ids=lambda w: w.__name__)
+def test_a_positioned_write_writes_every_byte_even_when_the_system_writes_less(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrap: Any
+) -> None:
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: real_pwrite(fd, data[:3], at))
+    path = tmp_path / "blob"
+    path.write_bytes(b"-" * 12)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        common.durable.pwrite_all(fd, wrap(b"0123456789"), 1)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"-0123456789-"

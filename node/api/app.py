@@ -13,12 +13,10 @@ from typing import Any
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from common.errors import ApiError, NotFound, PayloadTooLarge
+from common.errors import NotFound, PayloadTooLarge
 from common.fileserve import serve_file
 from common.signing import (
     NONCE,
@@ -28,6 +26,7 @@ from common.signing import (
     verify_download_token,
 )
 from common.web import header, respond
+from common.weberrors import answer_errors_as_json
 from node.api.inputs import CappedBody, expected_content
 from node.mirror.loop import MirrorEngine
 from node.mirror.wire import parse_sync
@@ -78,27 +77,6 @@ class NodeApp:
         return body
 
     # -- errors
-
-    @app.handle_errors(ApiError)
-    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, ApiError)
-        return respond(request, error.status, error.body())
-
-    @app.handle_errors(HTTPException)
-    def _routing_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, HTTPException)
-        if isinstance(error, MethodNotAllowed) and error.valid_methods:
-            request.setHeader("Allow", ", ".join(error.valid_methods))
-        return respond(request, error.code or 500, {"detail": error.name})
-
-    @app.handle_errors(Exception)
-    def _unexpected(self, request: IRequest, failure: Failure) -> bytes:
-        log.failure(
-            "unhandled error in {method} {uri}", failure, method=request.method, uri=request.uri
-        )
-        return respond(request, 500, {"detail": "Internal server error"})
 
     # -- health
 
@@ -181,3 +159,6 @@ class NodeApp:
         except FileNotFoundError:  # deleted since the stat; nothing is written yet
             raise NotFound("This node does not hold that file (any more)") from None
         return await sent
+
+
+answer_errors_as_json(NodeApp.app, log)

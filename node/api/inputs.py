@@ -10,13 +10,13 @@ from typing import Any
 from twisted.web import server
 
 from common.errors import BadRequest
+from common.hex32 import is_hex32
 from node.replicas.store import Expected
 
 SMALL_BODY_LIMIT = 64 * 1024
 # The mirror's want-list lists every blob a node mirrors or restores, with restore parts.
 MIRROR_SYNC_PATH = b"/internal/mirror/sync"
 MIRROR_SYNC_LIMIT = 32 * 1024 * 1024
-_MD5 = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -38,7 +38,7 @@ def expected_content(body: bytes, *, with_md5: bool) -> Expected:
     sha256, md5 = data["sha256"], data.get("md5")
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise BadRequest("sha256 must be 64 lowercase hex digits", field="sha256")
-    if with_md5 and (not isinstance(md5, str) or not _MD5.fullmatch(md5)):
+    if with_md5 and not is_hex32(md5):
         raise BadRequest("md5 must be 32 lowercase hex digits", field="md5")
     return Expected(size=size, sha256=sha256, md5=md5)
 

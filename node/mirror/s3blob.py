@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from common.durable import pwrite_all
 from common.s3 import S3Settings
 from node.mirror.bandwidth import Closed, TokenBucket
 from node.mirror.state import Blob, Part, RestorePart, Target, b64, composite_sha256, multipart_etag
@@ -235,7 +236,7 @@ class RemoteBlobs:
                     break
                 self.throttle.take(len(chunk))
                 sha256.update(chunk)
-                _pwrite_all(fd, chunk, part.offset + written)
+                pwrite_all(fd, chunk, part.offset + written)
                 written += len(chunk)
             if written != part.size or body.read(1):
                 raise Mismatch(
@@ -359,10 +360,3 @@ def describe(exc: BaseException) -> str:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written

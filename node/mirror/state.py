@@ -229,15 +229,6 @@ def b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
 
 
-def retry_delay(attempts: int, base: float, cap: float) -> float:
-    """The wait after the ``attempts``-th failure in a row: ``base`` doubling, at most ``cap``.
-
-    >>> [retry_delay(n, 5.0, 600.0) for n in (1, 2, 3, 8, 9, 50)]
-    [5.0, 10.0, 20.0, 600.0, 600.0, 600.0]
-    """
-    return float(min(base * 2.0 ** min(max(attempts - 1, 0), 60), cap))
-
-
 # ---------------------------------------------------------------- on disk
 
 

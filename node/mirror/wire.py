@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from common.errors import BadRequest
+from common.hex32 import is_hex32
 from common.s3 import MAX_PARTS, S3Settings, SecretError, settings_from_wire
 from common.signing import valid_replica_key
 from node.api.inputs import json_object
 from node.mirror.state import Blob, RestorePart
 from node.replicas.store import key_sha256
 
-_MD5 = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -94,7 +94,7 @@ def _blob(item: Any, where: str) -> Blob:
         raise BadRequest(f"{where}: {key!r} is not a replica key", field=where)
     if not _count(size):
         raise BadRequest(f"{where}: {key}: size must be a whole number of bytes", field=where)
-    if not isinstance(md5, str) or not _MD5.fullmatch(md5):
+    if not is_hex32(md5):
         raise BadRequest(f"{where}: {key}: md5 must be 32 lowercase hex digits", field=where)
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise BadRequest(f"{where}: {key}: sha256 must be 64 lowercase hex digits", field=where)

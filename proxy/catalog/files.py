@@ -11,12 +11,12 @@ from twisted.internet.threads import deferToThread
 
 from common.db import Database, Txn
 from common.errors import BadRequest, NotFound
+from common.hex32 import is_hex32
 from proxy.catalog import store
 from proxy.catalog.store import StoredFile, Version
 from proxy.cluster import nodestore
 from proxy.uploads.staging import StagingArea
 
-_FILE_ID = re.compile(r"[0-9a-f]{32}")
 # ASCII digits only: str.isdigit() also says yes to "²" (which int() refuses) and "١".
 _NUMBER = re.compile(r"[0-9]{1,9}")
 
@@ -50,7 +50,7 @@ def paginate(count: int, page: str | None, page_size: int) -> Page:
 
 
 def validate_file_id(file_id: str) -> str:
-    if not _FILE_ID.fullmatch(file_id):
+    if not is_hex32(file_id):
         raise NotFound("File not found")
     return file_id
 

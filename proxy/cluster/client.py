@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +30,8 @@ class NodeError(Exception):
 
 
 class NodeClient:
-    """HTTP calls to nodes; the internal ones are signed with the cluster secret."""
+    """HTTP calls to nodes (``proxy.cluster.nodeapi.NodeApi`` over the network); the internal
+    ones are signed with the cluster secret."""
 
     def __init__(self, *, http: Any, clock: IReactorTime, cluster_secret: str, timeout: float):
         self._http = http  # a treq HTTPClient (or the treq module)
@@ -88,7 +89,9 @@ class NodeClient:
         if status not in (200, 204, 404):
             raise NodeError(f"delete answered {status}", status)
 
-    async def fetch(self, base_url: str, node: str, key: str, write: Any) -> None:
+    async def fetch(
+        self, base_url: str, node: str, key: str, write: Callable[[bytes], None]
+    ) -> None:
         """Download a replica through the node's signed download URL, calling ``write`` with
         each piece in order (the caller checks size and checksum)."""
         grant = DownloadGrant(key, node, key, int(self._clock.seconds() + 300))
@@ -110,6 +113,18 @@ class NodeClient:
         if status in (404, 409):
             return False
         raise NodeError(f"verify answered {status}", status)
+
+    async def mirror_sync(
+        self, base_url: str, want: Mapping[str, Any], *, timeout: float
+    ) -> dict[str, Any]:
+        """Send the node its S3 mirror want-list; returns the node's report (a JSON object)."""
+        status, body = await self.call(
+            "POST", base_url, "/internal/mirror/sync", want, timeout=timeout
+        )
+        if status != 200 or not isinstance(body, dict):
+            detail = body.get("detail") if isinstance(body, dict) else None
+            raise NodeError(f"mirror sync answered {status}: {detail}", status)
+        return body
 
 
 class RsyncError(Exception):
@@ -136,7 +151,8 @@ class _RsyncProtocol(protocol.ProcessProtocol):
 
 
 class RsyncPusher:
-    """Copies a file to a node's rsync daemon: an argument list, a timeout, ``--partial``."""
+    """Copies a file to a node's rsync daemon (``proxy.cluster.nodeapi.ReplicaPusher``): an
+    argument list, a timeout, ``--partial``."""
 
     def __init__(
         self,

@@ -1,42 +1,33 @@
-"""Keeping every blob on ``replicas`` nodes: the node monitor, placement, rsync copies,
-repair of replicas lost with a node, release of the proxy's own copy, and cleanup.
+"""Keeping every blob on ``replicas`` nodes: placement, rsync copies, repair of replicas lost
+with a node, release of the proxy's own copy, surplus copies and pending deletions.
 
-Each piece is one pass (``run_once``) driven by a ``LoopingCall`` on an injected clock; a pass
-catches and logs its own failures so the loop never stops. Timing rules (backoff, grace
-periods) compare against ``clock.seconds()``, so tests move time with ``task.Clock``.
+The ``Replicator``'s pass (``run_once``) is driven by a ``LoopingCall`` on an injected clock,
+and kicked when a file is completed; its failures are caught and logged so the loop never
+stops. Timing rules (backoff, grace periods) compare against ``clock.seconds()``, so tests
+move time with ``task.Clock``. The rules themselves are in ``proxy.cluster.rules``; watching
+the nodes (health, scrub) is ``proxy.cluster.monitor``'s job.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 
+from common.backoff import retry_delay
 from common.db import Database, Txn
-from common.durable import fsync_dir
 from common.signing import replica_key
 from proxy.cluster import nodestore
-from proxy.cluster.client import NodeClient, RsyncPusher
-from proxy.cluster.nodestore import (
-    ACTIVE,
-    CONFIRMED,
-    COPYING,
-    FAILED,
-    PENDING,
-    QUARANTINED,
-    UP,
-    Node,
-    Replica,
-)
-from proxy.cluster.placement import Candidate, choose_nodes
+from proxy.cluster.fetched import FetchedFile
+from proxy.cluster.monitor import note
+from proxy.cluster.nodeapi import NodeApi, ReplicaPusher
+from proxy.cluster.nodestore import CONFIRMED, COPYING, FAILED, PENDING, UP, Replica
+from proxy.cluster.placement import choose_nodes
+from proxy.cluster.rules import LOST_NOTE, candidates, keepers_first, leaving_nodes, lost_nodes
 from proxy.uploads.staging import StagingArea
 
 if TYPE_CHECKING:
@@ -44,65 +35,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 _LIVE = (CONFIRMED, COPYING, PENDING)
-LOST_NOTE = "written off: its node was down past the grace period"
-
-
-async def note(syslog: SystemLog | None, level: str, event: str, message: str, **data: Any) -> None:
-    """Into the system log (which also logs it) when there is one, else Twisted's log only."""
-    if syslog is not None:
-        await syslog.record(level, event, message, **data)
-    else:
-        log.emit(LogLevel.lookupByName(level), "{message}", message=message)
-
-
-def retry_delay(attempts: int) -> float:
-    """Seconds before the next try after ``attempts`` failures (5 s doubling, at most 10 min)."""
-    return float(min(5 * 2 ** max(attempts, 0), 600))
-
-
-def candidates(nodes: list[Node]) -> list[Candidate]:
-    return [
-        Candidate(n.name, n.zone, n.free_bytes or 0, n.rtt_ms or 0.0)
-        for n in nodes
-        if n.status == UP and n.state == ACTIVE
-    ]
-
-
-def lost_nodes(nodes: list[Node], now: float, grace: float) -> set[str]:
-    """Nodes down for longer than the grace period: their replicas no longer count."""
-    return {
-        n.name
-        for n in nodes
-        if n.status != UP and n.down_since is not None and now - n.down_since > grace
-    }
-
-
-def leaving_nodes(nodes: list[Node], now: float, grace: float) -> set[str]:
-    """Nodes whose copies no longer count: lost ones, and those staff are draining (their
-    copies are made again elsewhere, then dropped as surplus)."""
-    return lost_nodes(nodes, now, grace) | {n.name for n in nodes if n.state != ACTIVE}
-
-
-def keepers_first(
-    replicas: list[Replica],
-    zones: dict[str, str],
-    target: int,
-    leaving: set[str] = frozenset(),  # type: ignore[assignment]
-) -> list[Replica]:
-    """Confirmed copies ordered so that the first ``target`` are the ones to keep: spread over
-    as many zones as possible, then copies on nodes that stay and that were not written off
-    while their node was lost, then the newest. What comes after them is surplus (a node
-    back from a long absence, or one being drained)."""
-    rest = sorted(
-        replicas, key=lambda r: (r.node in leaving or r.detail == LOST_NOTE, -r.updated_at)
-    )
-    kept: list[Replica] = []
-    while rest and len(kept) < target:
-        seen = {zones.get(r.node) for r in kept}
-        pick = next((r for r in rest if zones.get(r.node) not in seen), rest[0])
-        rest.remove(pick)
-        kept.append(pick)
-    return kept + rest
 
 
 @dataclass(frozen=True)
@@ -121,51 +53,6 @@ class Copy:
         return replica_key(self.blob_id, self.sha256)
 
 
-class NodeMonitor:
-    """Pings every node's /health; records free space, round trip and up/down."""
-
-    def __init__(
-        self,
-        *,
-        db: Database,
-        client: NodeClient,
-        clock: IReactorTime,
-        down_after: int,
-        syslog: SystemLog | None = None,
-    ) -> None:
-        self._db = db
-        self._client = client
-        self._clock = clock
-        self._down_after = down_after
-        self._syslog = syslog
-
-    async def run_once(self) -> None:
-        nodes = await self._db.run(nodestore.list_nodes)
-        pings = [ensureDeferred(self._ping(node)) for node in nodes]
-        await DeferredList(pings, consumeErrors=True)
-
-    async def _ping(self, node: Node) -> None:
-        started = time.monotonic()
-        try:
-            health = await self._client.health(node.url)
-            rtt = (time.monotonic() - started) * 1000
-            free, total = int(health["free_bytes"]), int(health["total_bytes"])
-            ok = health.get("status") == "ok"
-        except Exception as exc:
-            log.debug("ping of {node} failed: {exc}", node=node.name, exc=exc)
-            ok, rtt, free, total = False, 0.0, 0, 0
-        old, new = await self._db.run(
-            nodestore.record_ping, node.name, now=self._clock.seconds(),
-            free_bytes=free if ok else None, total_bytes=total if ok else None,
-            rtt_ms=rtt if ok else None, down_after=self._down_after,
-        )  # fmt: skip
-        if old != new:
-            await note(
-                self._syslog, "info" if new == UP else "warn", f"node.{new}",
-                f"node {node.name} is {new}", node=node.name, was=old,
-            )  # fmt: skip
-
-
 class Replicator:
     """One pass: plan copies, run them, drop surplus, release local copies, clean up."""
 
@@ -174,8 +61,8 @@ class Replicator:
         *,
         db: Database,
         staging: StagingArea,
-        client: NodeClient,
-        rsync: RsyncPusher,
+        client: NodeApi,
+        rsync: ReplicaPusher,
         clock: IReactorTime,
         target: int,
         grace: float,
@@ -291,7 +178,7 @@ class Replicator:
             )  # fmt: skip
             await self._db.run(
                 nodestore.set_replica, copy.blob_id, copy.node, FAILED, now,
-                detail=str(exc)[:500], next_attempt_at=now + retry_delay(copy.attempts),
+                detail=str(exc)[:500], next_attempt_at=now + retry_delay(copy.attempts + 1),
                 failed=True,
             )  # fmt: skip
             return
@@ -315,7 +202,7 @@ class Replicator:
             key = replica_key(blob_id, sha256)
             target = self._staging.blob_path(sha256, blob_id)
             partial = target.with_name(target.name + ".restoring")
-            writer = _FileWriter(partial)
+            writer = FetchedFile(partial)
             try:
                 await self._client.fetch(url, node, key, writer.write)
                 await writer.close_and_check(size, sha256, target)
@@ -402,99 +289,7 @@ class Replicator:
                 await self._client.delete(nodes[node_name].url, key)
             except Exception as exc:
                 log.warn("deleting {key} on {node} failed: {exc}", key=key, node=node_name, exc=exc)
-                retry = self._clock.seconds() + retry_delay(1)
+                retry = self._clock.seconds() + retry_delay(2)  # a fixed 10 s
                 await self._db.run(nodestore.deletion_failed, node_name, key, retry)
             else:
                 await self._db.run(nodestore.deletion_done, node_name, key)
-
-
-class _FileWriter:
-    """Writes downloaded pieces in order on one thread-pool lane, then checks the result."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._file: IO[bytes] | None = None
-        self._failed: BaseException | None = None
-        self._pending: Deferred[None] = succeed(None)
-
-    def write(self, piece: bytes) -> None:
-        self._pending.addCallback(lambda _: deferToThread(self._write, piece))
-
-    def _open(self) -> IO[bytes]:
-        if self._file is None:
-            # A proxy rebuilt from S3 has none of blobs/'s fan-out directories yet.
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._path, "wb")
-        return self._file
-
-    def _write(self, piece: bytes) -> None:
-        self._open().write(piece)
-
-    def close_and_check(self, size: int, sha256: str, target: Path) -> Deferred[None]:
-        """After every write: verify size and sha256, then move the file into place."""
-        self._pending.addCallback(
-            lambda _: deferToThread(self._finish_and_check, size, sha256, target)
-        )
-        return self._pending
-
-    def _finish_and_check(self, size: int, sha256: str, target: Path) -> None:
-        self._file = self._open()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        digest = hashlib.sha256()
-        with open(self._path, "rb") as source:
-            while piece := source.read(1 << 20):
-                digest.update(piece)
-        if self._path.stat().st_size != size or digest.hexdigest() != sha256:
-            raise ValueError("restored copy does not match its size and sha256")
-        os.replace(self._path, target)
-        fsync_dir(target.parent)
-
-    def discard(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
-        try:
-            os.unlink(self._path)
-        except FileNotFoundError:
-            pass
-
-
-class Scrubber:
-    """Asks nodes to re-hash every confirmed replica; a bad one is quarantined, which makes
-    the replicator re-create it from a good copy."""
-
-    def __init__(self, *, db: Database, client: NodeClient, clock: IReactorTime) -> None:
-        self._db = db
-        self._client = client
-        self._clock = clock
-
-    async def run_once(self) -> dict[str, int]:
-        checked = corrupt = unreachable = 0
-        for blob_id, sha256, size, node, url in await self._db.run(self._confirmed):
-            try:
-                good = await self._client.verify(url, replica_key(blob_id, sha256), size, sha256)
-            except Exception as exc:
-                log.warn("scrub of blob {blob} on {node}: {exc}", blob=blob_id, node=node, exc=exc)
-                unreachable += 1
-                continue
-            checked += 1
-            if not good:
-                corrupt += 1
-                log.warn("blob {blob} on {node} failed its checksum: quarantined",
-                         blob=blob_id, node=node)  # fmt: skip
-                await self._db.run(
-                    nodestore.set_replica, blob_id, node, QUARANTINED, self._clock.seconds(),
-                    detail="checksum mismatch found by scrub",
-                )  # fmt: skip
-        return {"checked": checked, "corrupt": corrupt, "unreachable": unreachable}
-
-    @staticmethod
-    def _confirmed(txn: Txn) -> list[tuple[int, str, int, str, str]]:
-        rows = txn.all(
-            "SELECT b.id, b.sha256, b.size, n.name, n.url FROM replicas r"
-            " JOIN blobs b ON b.id = r.blob_id JOIN nodes n ON n.name = r.node"
-            " WHERE r.state = ? AND n.status = ? ORDER BY b.id, n.name",
-            (CONFIRMED, UP),
-        )
-        return [(int(r[0]), r[1], int(r[2]), r[3], r[4]) for r in rows]

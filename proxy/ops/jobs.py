@@ -22,9 +22,6 @@ node), but cannot run them from the proxy: that answers 409 with when the node r
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,77 +30,24 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from common.config import parse_duration
-from common.db import Database, Txn
+from common.db import Database
 from common.errors import BadRequest, Conflict, NotFound
 from proxy.api.views import isotime
+from proxy.ops import jobstore
+from proxy.ops.jobrules import (
+    MAX_INTERVAL,
+    QUIET_BELOW,
+    Work,
+    error_text,
+    next_tick,
+    parse_interval,
+    summary,
+)
 from proxy.ops.systemlog import SystemLog
 
+__all__ = ["JobScheduler", "Outcome", "parse_interval"]
+
 log = Logger()
-MAX_INTERVAL = 30 * 86400.0
-QUIET_BELOW = 60.0  # successful runs of jobs more frequent than this stay out of the system log
-_MAX_RESULT = 1000
-Work = Callable[[], Awaitable[Any]]
-
-
-def parse_interval(value: object) -> float | None:
-    """An interval in seconds from a JSON number or a duration text (``90``, ``10m``, ``1h``);
-    None (null) means "back to the configured default".
-
-    >>> parse_interval(90), parse_interval("10m"), parse_interval(None)
-    (90.0, 600.0, None)
-    """
-    if value is None:
-        return None
-    seconds: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            seconds = None
-    if seconds is None or not math.isfinite(seconds) or not 0 < seconds <= MAX_INTERVAL:
-        raise BadRequest(
-            "interval must be a number of seconds (or a duration like 10m) above 0 and at "
-            "most 30 days, or null for the default",
-            field="interval",
-        )
-    return seconds
-
-
-def summary(result: Any) -> str:
-    """What a run's result looks like in ``last_result``: short JSON, or nothing for None.
-
-    >>> summary({"checked": 3}), summary(None)
-    ('{"checked": 3}', '')
-    """
-    if result is None:
-        return ""
-    try:
-        text = json.dumps(result, default=str, sort_keys=True)
-    except ValueError:
-        text = repr(result)
-    return text[:_MAX_RESULT]
-
-
-def next_tick(start: float, interval: float, now: float) -> float:
-    """When a ``LoopingCall`` started at ``start`` runs next, seen at ``now`` (it keeps to
-    multiples of ``interval`` from its start, skipping the ones a long run overran).
-
-    >>> next_tick(100.0, 10.0, 100.0), next_tick(100.0, 10.0, 123.5)
-    (110.0, 130.0)
-    """
-    return now + (interval - (now - start) % interval)
-
-
-def error_text(exc: BaseException) -> str:
-    """A failed run's ``last_result``: the error's class and message.
-
-    >>> error_text(ValueError("no bucket"))
-    'ValueError: no bucket'
-    """
-    return f"{type(exc).__name__}: {exc}"[:_MAX_RESULT]
 
 
 @dataclass
@@ -187,7 +131,7 @@ class JobScheduler:
     async def start(self) -> None:
         """Load stored intervals and last runs, then start every job's loop."""
         self._started = True
-        rows = await self._db.run(_load_all)
+        rows = await self._db.run(jobstore.load_all)
         for name, row in rows.items():
             if "@" in name and row[0] > 0:
                 self._remote_entry(name).override = row[0]
@@ -196,7 +140,7 @@ class JobScheduler:
             self._start_loop(job, now=job.now)
 
     async def _activate(self, job: _Job) -> None:
-        rows = await self._db.run(_load_all)
+        rows = await self._db.run(jobstore.load_all)
         self._apply_row(job, rows.get(job.name))
         if self._started and job.loop is None:
             self._start_loop(job, now=job.now)
@@ -262,7 +206,7 @@ class JobScheduler:
             job.last_ok, job.last_result = outcome.ok, outcome.text
             try:
                 await self._db.run(
-                    _record_run, job.name, started, duration, outcome.ok, outcome.text,
+                    jobstore.record_run, job.name, started, duration, outcome.ok, outcome.text,
                     self._next_run(job, now),
                 )  # fmt: skip
             except Exception:
@@ -331,7 +275,7 @@ class JobScheduler:
         remote = self._remote.get(name)
         if job is None and remote is None:
             raise NotFound(f"No job named {name!r}; jobs: {', '.join(self.names())}")
-        await self._db.run(_store_interval, name, seconds or 0.0)
+        await self._db.run(jobstore.store_interval, name, seconds or 0.0)
         if job is not None:
             job.override = seconds
             if self._started:
@@ -418,40 +362,3 @@ class JobScheduler:
             "running": bool(report.get("running")),
             "where": remote.node,
         }
-
-
-# ---------------------------------------------------------------- SQL
-
-
-def _load_all(txn: Txn) -> dict[str, tuple[Any, ...]]:
-    rows = txn.all(
-        "SELECT name, interval_seconds, last_run, last_duration, last_ok, last_result FROM jobs"
-    )
-    return {row[0]: (float(row[1]), *row[2:]) for row in rows}
-
-
-def _record_run(
-    txn: Txn,
-    name: str,
-    started: float,
-    duration: float,
-    ok: bool,
-    result: str,
-    next_run: float | None,
-) -> None:
-    txn.execute(
-        "INSERT INTO jobs (name, interval_seconds, last_run, last_duration, last_ok,"
-        " last_result, next_run) VALUES (?, 0, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE"
-        " SET last_run = excluded.last_run, last_duration = excluded.last_duration,"
-        " last_ok = excluded.last_ok, last_result = excluded.last_result,"
-        " next_run = excluded.next_run",
-        (name, started, duration, int(ok), result, next_run),
-    )
-
-
-def _store_interval(txn: Txn, name: str, seconds: float) -> None:
-    txn.execute(
-        "INSERT INTO jobs (name, interval_seconds) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET interval_seconds = excluded.interval_seconds",
-        (name, seconds),
-    )

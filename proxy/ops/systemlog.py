@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
@@ -130,6 +130,14 @@ def _entry_json(row: tuple[Any, ...]) -> dict[str, Any]:
         "message": message,
         "data": parsed if isinstance(parsed, dict) else {},
     }
+
+
+class EventLog(Protocol):
+    """What recording into the system log needs: ``SystemLog`` below, or a test's stand-in."""
+
+    async def record(
+        self, level: str, event: str, message: str, *, job: str = "", **data: Any
+    ) -> None: ...
 
 
 class SystemLog:

@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
+from common.durable import pwrite_all
 from proxy.uploads.lanes import SerialLane
 from proxy.uploads.progress import HashHolder, HashLanes, HashState
 
@@ -327,7 +328,7 @@ class PlacedChunk:
     def _write(self, buffer: mmap.mmap, view: memoryview, offset: int) -> None:
         try:
             if self.error is None and not self._write_direct(view, offset):
-                _pwrite_all(self._fd, view, offset)
+                pwrite_all(self._fd, view, offset)
                 if _start_writeback is not None:
                     _start_writeback(self._fd, offset, len(view))
         except OSError as exc:
@@ -339,7 +340,7 @@ class PlacedChunk:
         if self._direct_fd is None or len(view) % DIRECT_ALIGN or offset % DIRECT_ALIGN:
             return False
         try:
-            _pwrite_all(self._direct_fd, view, offset)
+            pwrite_all(self._direct_fd, view, offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
@@ -351,13 +352,6 @@ class PlacedChunk:
             holder.final.update(view)
         finally:
             self._reactor.callFromThread(self._hashed, index, buffer, len(view))
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        written = os.pwrite(fd, view, offset)
-        offset += written
-        view = view[written:]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from twisted.python.threadpool import ThreadPool
 
 from common.contentrange import parse_content_range
 from common.errors import ApiError
+from common.hex32 import HEX32
 from common.tokens import token_from_header, verify_token
 from proxy.api.forms import content_type
 from proxy.uploads.bodies import DIRECT_ALIGN, BufferPool, PlacedChunk, SpoolBody
@@ -18,7 +19,7 @@ from proxy.uploads.progress import UploadProgress
 from proxy.uploads.site import ArchiveRequest, pending_request_line
 from proxy.uploads.staging import StagingArea
 
-_CHUNK_PATH = re.compile(rb"/storage/tmp-upload/([0-9a-f]{32})/")
+_CHUNK_PATH = re.compile(rb"/storage/tmp-upload/(%s)/" % HEX32.encode("ascii"))
 _IN_MEMORY = 256 * 1024  # bodies up to this size stay in memory
 _MULTIPART_SLACK = 1 << 20  # room for multipart headers and fields around a full chunk
 

@@ -7,11 +7,11 @@ import re
 
 from common.contentrange import ContentRange
 from common.errors import BadRequest, Gone, NotFound, PayloadTooLarge, ServiceUnavailable
+from common.hex32 import is_hex32
 from proxy.catalog.store import COMPLETE, Upload
 from proxy.uploads.bodies import ChunkBody, PlacedChunk
 
 MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
-_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 MAX_FILENAME_BYTES = 255
 
 
@@ -43,7 +43,7 @@ def validate_filename(name: object) -> str:
 
 
 def validate_upload_id(upload_id: str) -> str:
-    if not _UPLOAD_ID.fullmatch(upload_id):
+    if not is_hex32(upload_id):
         raise NotFound("Upload not found")
     return upload_id
 

@@ -1,0 +1,171 @@
+"""The mirror's books: kept by the engine (``node.mirror.loop``), shared with both sides.
+
+A ``Ledger`` holds every wanted blob's record (mirrors and restores, by blob key), the blobs
+being worked on right now, and whether the node is stopping; it keeps each record's durable
+copy under ``mirror/`` (``node.mirror.state``), collects the events the proxy's next sync
+reports, and puts off a failed blob's next attempt. The upload side (``node.mirror.upload``)
+and the restore side (``node.mirror.restore``) work through it. ``Threads`` runs the blocking
+steps (boto3, file I/O, hashing) on the mirror's own bounded pool; the reactor thread decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from common.backoff import retry_delay
+from node.mirror.settings import MirrorSettings
+from node.mirror.state import (
+    MIRROR,
+    MirrorRecord,
+    Record,
+    RestoreRecord,
+    StateDir,
+    encode,
+    kind_of,
+)
+
+log = Logger()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+MAX_EVENTS = 1000
+
+
+class Interrupted(Exception):
+    """The blob was dropped from the want-list, or the node is stopping, mid-way."""
+
+
+def interrupted(stopping: bool) -> Interrupted:
+    """Why a transfer ended early when none of its steps failed."""
+    return Interrupted(
+        "interrupted: " + ("the node is stopping" if stopping else "no longer wanted")
+    )
+
+
+@dataclass(frozen=True)
+class Threads:
+    """Runs a blocking function on the mirror's thread pool; a Deferred for its result."""
+
+    reactor: IReactorThreads
+    pool: ThreadPool
+
+    def __call__(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Deferred[R]:
+        return deferToThreadPool(self.reactor, self.pool, function, *args, **kwargs)
+
+
+class Ledger:
+    """The records of one node's mirror work, in memory and on disk, and what happened to them."""
+
+    def __init__(
+        self, clock: IReactorTime, io: Threads, state: StateDir, settings: MirrorSettings
+    ) -> None:
+        self._clock = clock
+        self._io = io
+        self._state = state
+        self._settings = settings
+        self.mirrors: dict[str, MirrorRecord] = {}
+        self.restores: dict[str, RestoreRecord] = {}
+        self.active: set[str] = set()  # keys of the blobs being uploaded or restored now
+        self.stopping = False
+        self._events: list[dict[str, Any]] = []
+        self._persisting: set[tuple[str, str]] = set()
+        self._persist_waiters: dict[tuple[str, str], list[Deferred[None]]] = {}
+
+    async def load(self) -> None:
+        """Read the records kept on disk (creating the state directory if need be)."""
+        await self._io(self._state.create)
+        mirrors, restores = await self._io(self._state.load)
+        self.mirrors = {r.blob.key: r for r in mirrors}
+        self.restores = {r.blob.key: r for r in restores}
+
+    # -- retries
+
+    def back_off(self, record: Record) -> float:
+        """Count a failed attempt and put off the next one; the wait in seconds."""
+        record.attempts += 1
+        wait = retry_delay(record.attempts, self._settings.retry_base, self._settings.retry_max)
+        record.next_attempt_at = self._clock.seconds() + wait
+        return wait
+
+    # -- events
+
+    def event(self, level: str, event: str, message: str, key: str) -> None:
+        """Log ``message`` and keep it (the newest ``MAX_EVENTS``) for the next sync."""
+        self._events.append(
+            {
+                "at": self._clock.seconds(),
+                "level": level,
+                "event": event,
+                "message": message,
+                "key": key,
+            }
+        )
+        del self._events[:-MAX_EVENTS]
+        emit = {"info": log.info, "warn": log.warn, "error": log.error}[level]
+        emit("{event}: {message}", event=event, message=message)
+
+    def events(self, *, drain: bool = False) -> list[dict[str, Any]]:
+        """The events kept so far; with ``drain``, they are no longer kept."""
+        events = self._events
+        if drain:
+            self._events = []
+        return list(events)
+
+    # -- keeping records
+
+    async def forget(self, record: Record) -> None:
+        """Take the record off its table (if it is still the one there) and off the disk."""
+        table: dict[str, Any] = self.mirrors if isinstance(record, MirrorRecord) else self.restores
+        if table.get(record.blob.key) is record:
+            del table[record.blob.key]
+        await self.persist_quietly(record)
+
+    async def persist(self, record: Record) -> None:
+        """Write the record's current state (or remove its file once it is forgotten).
+
+        Writes of one record are serialised and coalesced: a caller waits for a write that
+        began after its call, and many part completions during one write make one more."""
+        slot = (kind_of(record), record.blob.key)
+        waiter: Deferred[None] = Deferred()
+        self._persist_waiters.setdefault(slot, []).append(waiter)
+        if slot not in self._persisting:
+            self._persisting.add(slot)
+            ensureDeferred(self._persist_loop(slot))
+        await waiter
+
+    async def _persist_loop(self, slot: tuple[str, str]) -> None:
+        kind, key = slot
+        try:
+            while waiters := self._persist_waiters.pop(slot, None):
+                table: dict[str, Any] = self.mirrors if kind == MIRROR else self.restores
+                current: Record | None = table.get(key)
+                error: Exception | None = None
+                try:
+                    if current is None:
+                        await self._io(self._state.remove, kind, key)
+                    else:
+                        await self._io(self._state.write, kind, key, encode(current))
+                except Exception as exc:
+                    error = exc
+                for waiter in waiters:
+                    if error is None:
+                        waiter.callback(None)
+                    else:
+                        waiter.errback(error)
+        finally:
+            self._persisting.discard(slot)
+
+    async def persist_quietly(self, record: Record) -> None:
+        """``persist``, with a failure logged rather than raised."""
+        try:
+            await self.persist(record)
+        except Exception:
+            log.failure("cannot save the mirror state of {key}", key=record.blob.key)

@@ -1,0 +1,129 @@
+"""Small OpenAPI fragments the route declarations use where a type cannot say it all:
+error answers with their examples, references to shared parameters, chunk bodies, binary
+downloads. Plain JSON values; ``proxy.api.openapi`` assembles them into the document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Json = dict[str, Any]
+
+BINARY: Json = {
+    "type": "string",
+    "format": "binary",
+    "contentMediaType": "application/octet-stream",
+}
+RETRY_AFTER: Json = {"Retry-After": {"schema": {"type": "integer"}}}
+
+
+def ref(name: str, kind: str = "schemas") -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def param(name: str) -> Json:
+    """A parameter shared through ``components/parameters``."""
+    return ref(name, "parameters")
+
+
+def error(description: str, **examples: Json) -> Json:
+    """An error answer: the ``Error`` schema, with named examples of its body."""
+    content: Json = {"schema": ref("Error")}
+    if examples:
+        content["examples"] = {name: {"value": value} for name, value in examples.items()}
+    return {"description": description, "content": {"application/json": content}}
+
+
+def json_answer(description: str, schema: Json, headers: Json | None = None) -> Json:
+    response: Json = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def binary(description: str, **headers: Json) -> Json:
+    response: Json = {
+        "description": description,
+        "content": {"application/octet-stream": {"schema": BINARY}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def text(media: str, description: str) -> Json:
+    return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
+
+
+def chunk_body(form: str) -> Json:
+    """A chunk: a multipart form (schema ``form``) or the raw bytes."""
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": ref(form)},
+            "application/octet-stream": {"schema": BINARY},
+        },
+    }
+
+
+UPLOAD_ERRORS: Json = {
+    "bad_range": {"detail": "Malformed Content-Range header; expected 'bytes START-END/TOTAL'"},
+    "offsets": {"detail": "Offsets do not match", "offset": 1048576},
+}
+
+
+def busy() -> Json:
+    """409 for a request that waited ``claim_wait`` for another one writing to the upload."""
+    answer = error(
+        "Another request was still writing to this upload (e.g. a chunk whose connection was "
+        "lost is being stored) for longer than the proxy's `claim_wait`: the answer carries "
+        "the upload's `offset`; retry after `Retry-After` seconds.",
+        busy={
+            "detail": "Another request is writing to this upload; retry shortly",
+            "offset": 1048576,
+            "retry_after": 1,
+        },
+    )
+    answer["headers"] = dict(RETRY_AFTER)
+    return answer
+
+
+def download_headers() -> Json:
+    return {
+        name: ref(name, "headers")
+        for name in ("ETag", "Last-Modified", "Content-Disposition", "Accept-Ranges")
+    }
+
+
+def download_responses() -> dict[int, Json]:
+    """Every answer of a download but the JSON ones, which the declaration names."""
+    headers = download_headers()
+    partial = binary(
+        "The requested range.", **headers, **{"Content-Range": ref("Content-Range", "headers")}
+    )
+    partial["content"]["multipart/byteranges"] = {"schema": {"type": "string"}}
+    return {
+        200: binary("The whole version.", **headers),
+        206: partial,
+        304: {"description": "The client's copy is current.", "headers": headers},
+        416: {
+            "description": "No requested range is within the file.",
+            "headers": {"Content-Range": ref("Content-Range", "headers")},
+            "content": {"application/json": {"schema": ref("Error")}},
+        },
+    }
+
+
+def download_parameters() -> tuple[Json, ...]:
+    conditional = ("VersionQuery", "Range", "IfRange", "IfNoneMatch", "IfModifiedSince")
+    return (
+        *(param(name) for name in conditional),
+        {
+            "in": "query",
+            "name": "restore",
+            "schema": {"type": "string", "enum": ["1"]},
+            "description": "For a file kept only in S3: queue its restore (answers 202).",
+        },
+    )

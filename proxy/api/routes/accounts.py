@@ -1,0 +1,61 @@
+"""Accounts and login tokens."""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+from common.web import respond
+from proxy.api import types as t
+from proxy.api.contract import accepted, operation
+from proxy.api.docs_parts import error
+from proxy.api.routes.base import RouteBase
+
+
+class AccountRoutes(RouteBase):
+    @operation(
+        method="POST",
+        path="/api/auth/register",
+        operation_id="register",
+        tag="auth",
+        summary="Create an account",
+        access="public",
+        status=201,
+        answer=t.User,
+        answer_description="Created.",
+        body=t.Registration,
+        body_media=("application/json",),
+        responses={
+            400: error(
+                "Missing or weak password, or a bad username.",
+                weak={"detail": "password cannot be entirely numeric", "field": "password"},
+            ),
+            409: error("The username is taken."),
+        },
+    )
+    async def register(self, request: IRequest) -> bytes:
+        user = await self._accounts.register(await self._fields(request, accepted(t.Registration)))
+        body = {
+            "id": user.id,
+            "username": user.username,
+            "email": user.email,
+            "is_staff": user.is_staff,
+        }
+        return respond(request, 201, body)
+
+    @operation(
+        method="POST",
+        path="/api-token-auth/",
+        operation_id="token",
+        tag="auth",
+        summary="Log in: trade a username and password for a token",
+        access="public",
+        answer=t.Token,
+        answer_description="A token.",
+        body=t.Credentials,
+        body_media=("application/x-www-form-urlencoded", "application/json"),
+        responses={400: error("Wrong or missing credentials.")},
+    )
+    async def token(self, request: IRequest) -> bytes:
+        fields = await self._fields(request, accepted(t.Credentials))
+        token = await self._accounts.login(fields)
+        return respond(request, 200, {"token": token})

@@ -1,0 +1,82 @@
+"""What every route module stands on: the domain services and a few request helpers."""
+
+from __future__ import annotations
+
+import re
+from typing import IO, Any
+
+from twisted.internet.interfaces import IReactorThreads
+from twisted.python.threadpool import ThreadPool
+from twisted.web.iweb import IRequest
+
+from common.tokens import TokenClaims
+from common.web import header
+from proxy.api.inputs import small_fields
+from proxy.catalog.accounts import Accounts
+from proxy.catalog.files import FileService
+from proxy.cluster.admin import NodeAdmin
+from proxy.cluster.downloads import DownloadLocator
+from proxy.ops.jobs import JobScheduler
+from proxy.ops.systemlog import SystemLog
+from proxy.remote.connections import S3Connections
+from proxy.remote.tier import RemoteTier
+from proxy.uploads.engine import UploadEngine
+from proxy.uploads.staging import StagingArea
+
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+
+
+class RouteBase:
+    def __init__(
+        self,
+        *,
+        accounts: Accounts,
+        uploads: UploadEngine,
+        files: FileService,
+        nodes: NodeAdmin,
+        remote: RemoteTier,
+        downloads: DownloadLocator,
+        jobs: JobScheduler,
+        syslog: SystemLog,
+        s3_connections: S3Connections,
+        staging: StagingArea,
+        threads: IReactorThreads,
+        pool: ThreadPool,
+        public_url: str = "",
+    ) -> None:
+        self._accounts = accounts
+        self._uploads = uploads
+        self._files = files
+        self._nodes = nodes
+        self._remote = remote
+        self._jobs = jobs
+        self._syslog = syslog
+        self._s3 = s3_connections
+        self._downloads = downloads
+        self._staging = staging
+        self._threads = threads
+        self._pool = pool
+        self._public_url = public_url.rstrip("/")
+
+    def _base_url(self, request: IRequest) -> str:
+        if self._public_url:
+            return self._public_url
+        scheme = "https" if request.isSecure() else "http"
+        host = header(request, "host") or ""
+        if not _HOST.fullmatch(host):
+            address = request.getHost()
+            host = f"{address.host}:{address.port}"
+        return f"{scheme}://{host}"
+
+    def _caller(self, request: IRequest) -> TokenClaims:
+        """The caller's claims (401 without a valid token); the contract calls it."""
+        return self._accounts.authenticate(header(request, "authorization"))
+
+    def _spool(self) -> IO[bytes]:
+        return self._staging.spool_file(256 * 1024)
+
+    async def _fields(self, request: IRequest, allowed: set[str]) -> dict[str, Any]:
+        return await small_fields(request, allowed, self._threads, self._pool, self._spool)
+
+    def _file_url(self, request: IRequest, file_id: str, action: str) -> str:
+        return f"{self._base_url(request)}/storage/files/{file_id}/{action}"

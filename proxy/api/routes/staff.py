@@ -1,0 +1,211 @@
+"""Staff only: storage nodes, jobs, the system log and S3 connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from common.errors import BadRequest
+from common.tokens import TokenClaims
+from common.web import respond
+from proxy.api import types as t
+from proxy.api.contract import accepted, operation
+from proxy.api.docs_parts import error
+from proxy.api.inputs import query
+from proxy.api.routes.base import RouteBase
+from proxy.ops.jobs import parse_interval
+from proxy.ops.systemlog import parse_log_query
+
+_STAFF = {403: error("The caller is not staff.")}
+_NO_NODE = error("No such node.")
+_NO_JOB = error("No such job.")
+_LOG_PARAMETERS = (
+    {
+        "description": "This level and above; empty: every level.",
+        "in": "query",
+        "name": "level",
+        "schema": {"enum": ["", "debug", "info", "warn", "error"], "type": "string"},
+    },
+    {
+        "description": "ISO 8601 time or unix seconds.",
+        "in": "query",
+        "name": "since",
+        "schema": {"type": "string"},
+    },
+    {
+        "description": "Only entries about this job.",
+        "in": "query",
+        "name": "job",
+        "schema": {"type": "string"},
+    },
+    {
+        "description": "At most this many entries.",
+        "in": "query",
+        "name": "limit",
+        "schema": {"default": 200, "maximum": 1000, "minimum": 1, "type": "integer"},
+    },
+)
+
+
+class StaffRoutes(RouteBase):
+    # -- storage nodes
+
+    @operation(
+        method="GET",
+        path="/api/nodes/",
+        operation_id="nodes_list",
+        tag="nodes",
+        summary="Storage nodes and what the monitor last saw of them",
+        access="staff",
+        answer=list[t.Node],
+        answer_description="The nodes.",
+        responses=_STAFF,
+    )
+    async def list_nodes(self, request: IRequest, caller: TokenClaims) -> bytes:
+        return respond(request, 200, await self._nodes.list_nodes())
+
+    @operation(
+        method="POST",
+        path="/api/nodes/",
+        operation_id="nodes_add",
+        tag="nodes",
+        summary="Register a storage node (used once its first ping succeeds)",
+        access="staff",
+        status=201,
+        answer=t.Node,
+        answer_description="Registered.",
+        body=t.NewNode,
+        body_media=("application/json",),
+        responses={
+            400: error("A field is missing or malformed."),
+            **_STAFF,
+            409: error("A node with that name exists."),
+        },
+    )
+    async def add_node(self, request: IRequest, caller: TokenClaims) -> bytes:
+        fields = await self._fields(request, accepted(t.NewNode))
+        return respond(request, 201, await self._nodes.add(fields))
+
+    @operation(
+        method="PATCH",
+        path="/api/nodes/{name}/",
+        operation_id="nodes_update",
+        tag="nodes",
+        summary="Drain, reactivate or move a node",
+        access="staff",
+        answer=t.Node,
+        answer_description="Changed.",
+        body=t.NodeChange,
+        body_media=("application/json",),
+        responses={400: error("A field is malformed."), **_STAFF, 404: _NO_NODE},
+        path_types={"name": t.Name},
+    )
+    async def update_node(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
+        fields = await self._fields(request, accepted(t.NodeChange))
+        return respond(request, 200, await self._nodes.update(name, fields))
+
+    @operation(
+        method="DELETE",
+        path="/api/nodes/{name}/",
+        operation_id="nodes_remove",
+        tag="nodes",
+        summary="Forget a node",
+        access="staff",
+        status=204,
+        answer_description="Forgotten.",
+        responses={
+            400: error("The name is not a node's name (see `name`)."),
+            **_STAFF,
+            404: _NO_NODE,
+            409: error("It holds the only copy of some files; drain it first."),
+        },
+        path_types={"name": t.Name},
+    )
+    async def remove_node(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
+        await self._nodes.remove(name)
+        request.setResponseCode(204)
+        return b""
+
+    # -- jobs and the system log
+
+    @operation(
+        method="GET",
+        path="/api/jobs/",
+        operation_id="jobs_list",
+        tag="jobs",
+        summary="Periodic jobs: the proxy's own and the storage nodes' mirror loops",
+        access="staff",
+        answer=list[t.Job],
+        answer_description="The jobs.",
+        responses=_STAFF,
+    )
+    async def list_jobs(self, request: IRequest, caller: TokenClaims) -> bytes:
+        return respond(request, 200, await self._jobs.list())
+
+    @operation(
+        method="PATCH",
+        path="/api/jobs/{name}/",
+        operation_id="jobs_update",
+        tag="jobs",
+        summary="Change how often a job runs (kept across restarts)",
+        access="staff",
+        description="A proxy job's loop restarts at once with the new interval; a node's job "
+        "gets it with the next sync.",
+        answer=t.Job,
+        answer_description="The job as it now stands.",
+        body=t.JobInterval,
+        responses={
+            400: error("`interval` is missing or out of range."),
+            **_STAFF,
+            404: _NO_JOB,
+        },
+    )
+    async def update_job(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
+        fields = await self._fields(request, accepted(t.JobInterval))
+        if "interval" not in fields:
+            raise BadRequest("interval is required", field="interval")
+        interval = parse_interval(fields["interval"])
+        return respond(request, 200, await self._jobs.set_interval(name, interval))
+
+    @operation(
+        method="POST",
+        path="/api/jobs/{name}/run",
+        operation_id="jobs_run",
+        tag="jobs",
+        summary="Run a built-in job now (or wait for its run in progress)",
+        access="staff",
+        answer=t.JobRun,
+        answer_description="How the run went: `ok`, its `result`, and `error` if it failed.",
+        responses={
+            **_STAFF,
+            404: _NO_JOB,
+            409: error("The job runs on a storage node, on its own schedule."),
+        },
+    )
+    async def run_job(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
+        """Run a built-in job now, or join its run in progress. Never arbitrary code."""
+        outcome = await self._jobs.run_now(name)
+        body: dict[str, Any] = {"job": name, "ok": outcome.ok, "result": outcome.result}
+        if not outcome.ok:
+            body["error"] = outcome.text
+        return respond(request, 200, body)
+
+    @operation(
+        method="GET",
+        path="/api/system-log/",
+        operation_id="system_log",
+        tag="jobs",
+        summary="What the proxy did and saw, newest first",
+        access="staff",
+        description="Job runs, node up/down transitions, replication, mirror and restore "
+        "events, S3 connection changes and failed logins.",
+        answer=list[t.LogEntry],
+        answer_description="The entries.",
+        responses={400: error("A malformed `level`, `since` or `limit`."), **_STAFF},
+        parameters=_LOG_PARAMETERS,
+    )
+    async def system_log(self, request: IRequest, caller: TokenClaims) -> bytes:
+        asked = parse_log_query(query(request, {"level", "since", "job", "limit"}))
+        entries = await self._syslog.query(asked.level, asked.since, asked.job, asked.limit)
+        return respond(request, 200, entries)

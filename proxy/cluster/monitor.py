@@ -1,0 +1,116 @@
+"""Watching the storage nodes: ``NodeMonitor`` pings each node's health and records up/down,
+``Scrubber`` asks nodes to re-hash their confirmed replicas; ``note`` is how the cluster's
+loops tell staff (the system log when there is one, else Twisted's log)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger, LogLevel
+
+from common.db import Database, Txn
+from common.signing import replica_key
+from proxy.cluster import nodestore
+from proxy.cluster.nodeapi import NodeApi
+from proxy.cluster.nodestore import CONFIRMED, QUARANTINED, UP, Node
+
+if TYPE_CHECKING:
+    from proxy.ops.systemlog import SystemLog
+
+log = Logger()
+
+
+async def note(syslog: SystemLog | None, level: str, event: str, message: str, **data: Any) -> None:
+    """Into the system log (which also logs it) when there is one, else Twisted's log only."""
+    if syslog is not None:
+        await syslog.record(level, event, message, **data)
+    else:
+        log.emit(LogLevel.lookupByName(level), "{message}", message=message)
+
+
+class NodeMonitor:
+    """Pings every node's /health; records free space, round trip and up/down."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        client: NodeApi,
+        clock: IReactorTime,
+        down_after: int,
+        syslog: SystemLog | None = None,
+    ) -> None:
+        self._db = db
+        self._client = client
+        self._clock = clock
+        self._down_after = down_after
+        self._syslog = syslog
+
+    async def run_once(self) -> None:
+        nodes = await self._db.run(nodestore.list_nodes)
+        pings = [ensureDeferred(self._ping(node)) for node in nodes]
+        await DeferredList(pings, consumeErrors=True)
+
+    async def _ping(self, node: Node) -> None:
+        started = time.monotonic()
+        try:
+            health = await self._client.health(node.url)
+            rtt = (time.monotonic() - started) * 1000
+            free, total = int(health["free_bytes"]), int(health["total_bytes"])
+            ok = health.get("status") == "ok"
+        except Exception as exc:
+            log.debug("ping of {node} failed: {exc}", node=node.name, exc=exc)
+            ok, rtt, free, total = False, 0.0, 0, 0
+        old, new = await self._db.run(
+            nodestore.record_ping, node.name, now=self._clock.seconds(),
+            free_bytes=free if ok else None, total_bytes=total if ok else None,
+            rtt_ms=rtt if ok else None, down_after=self._down_after,
+        )  # fmt: skip
+        if old != new:
+            await note(
+                self._syslog, "info" if new == UP else "warn", f"node.{new}",
+                f"node {node.name} is {new}", node=node.name, was=old,
+            )  # fmt: skip
+
+
+class Scrubber:
+    """Asks nodes to re-hash every confirmed replica; a bad one is quarantined, which makes
+    the replicator re-create it from a good copy."""
+
+    def __init__(self, *, db: Database, client: NodeApi, clock: IReactorTime) -> None:
+        self._db = db
+        self._client = client
+        self._clock = clock
+
+    async def run_once(self) -> dict[str, int]:
+        checked = corrupt = unreachable = 0
+        for blob_id, sha256, size, node, url in await self._db.run(self._confirmed):
+            try:
+                good = await self._client.verify(url, replica_key(blob_id, sha256), size, sha256)
+            except Exception as exc:
+                log.warn("scrub of blob {blob} on {node}: {exc}", blob=blob_id, node=node, exc=exc)
+                unreachable += 1
+                continue
+            checked += 1
+            if not good:
+                corrupt += 1
+                log.warn("blob {blob} on {node} failed its checksum: quarantined",
+                         blob=blob_id, node=node)  # fmt: skip
+                await self._db.run(
+                    nodestore.set_replica, blob_id, node, QUARANTINED, self._clock.seconds(),
+                    detail="checksum mismatch found by scrub",
+                )  # fmt: skip
+        return {"checked": checked, "corrupt": corrupt, "unreachable": unreachable}
+
+    @staticmethod
+    def _confirmed(txn: Txn) -> list[tuple[int, str, int, str, str]]:
+        rows = txn.all(
+            "SELECT b.id, b.sha256, b.size, n.name, n.url FROM replicas r"
+            " JOIN blobs b ON b.id = r.blob_id JOIN nodes n ON n.name = r.node"
+            " WHERE r.state = ? AND n.status = ? ORDER BY b.id, n.name",
+            (CONFIRMED, UP),
+        )
+        return [(int(r[0]), r[1], int(r[2]), r[3], r[4]) for r in rows]

@@ -1,0 +1,109 @@
+"""``pyarchive-proxy restore --from-s3`` and ``snapshots list``: disaster recovery from the
+metadata snapshots in a bucket, named on the command line (no database connection needed to
+find them)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from proxy.commands.shared import config_of, secret_key
+
+
+def _s3_options(command: Any) -> Any:
+    """The bucket options of ``restore`` and ``snapshots``; the secret key is never a flag
+    (flags show in ``ps``): it comes from $PYARCHIVE_S3_SECRET_KEY or a hidden prompt."""
+    options = [
+        click.option("--bucket", required=True, help="The bucket the snapshots are in."),
+        click.option("--region", required=True, help="The bucket's region (e.g. eu-west-1)."),
+        click.option("--endpoint-url", default="", help="S3-compatible endpoint; empty: AWS."),
+        click.option("--prefix", default="pyarchive", show_default=True, help="Key prefix."),
+        click.option("--access-key", required=True, help="Access key id."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _s3_settings(s3: dict[str, str], name: str = "") -> Any:
+    from common.s3 import S3Settings, valid_bucket, valid_prefix
+
+    if not valid_bucket(s3["bucket"]):
+        raise click.BadParameter("not a valid bucket name", param_hint="--bucket")
+    if not valid_prefix(s3["prefix"]):
+        raise click.BadParameter("not a valid key prefix", param_hint="--prefix")
+    secret = secret_key(ask=True)
+    if not secret:
+        raise click.ClickException("no S3 secret key: set PYARCHIVE_S3_SECRET_KEY or type it")
+    return S3Settings(secret_key=secret, name=name, **s3)
+
+
+@click.command()
+@click.option("--from-s3", "from_s3", is_flag=True, help="Restore from the bucket (required).")
+@click.option("--snapshot", help="Snapshot name (default: the newest).")
+@click.option(
+    "--connection-name",
+    default="restored",
+    show_default=True,
+    help="Name of the S3 connection, unless the snapshot has one for this bucket.",
+)
+@_s3_options
+@click.pass_context
+def restore(
+    ctx: click.Context, /, from_s3: bool, snapshot: str | None, connection_name: str, **s3: str
+) -> None:
+    """Rebuild an empty database from a metadata snapshot in an S3 bucket.
+
+    For disaster recovery: users, files and versions come back, files whose content is in
+    the bucket become 'remote' (cache them back), nodes must be added again. The bucket's
+    secret key comes from $PYARCHIVE_S3_SECRET_KEY, or is asked for.
+    """
+    from proxy.remote.connections import connection_box
+    from proxy.remote.restore import RestoreError, restore_from_s3
+    from proxy.service import database_url, load_secret
+
+    if not from_s3:
+        raise click.UsageError("say where to restore from: --from-s3 (the only source so far)")
+    config = config_of(ctx)
+    settings = _s3_settings(s3, connection_name)
+    os.makedirs(config.data_dir, exist_ok=True)
+    try:
+        done = restore_from_s3(
+            database_url(config), settings, snapshot,
+            box=connection_box(config.encryption_key or load_secret(config)),
+            say=click.echo, workdir=config.data_dir,
+        )  # fmt: skip
+    except RestoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"restored {done['snapshot']}: {done['users']} users, {done['files']} files, "
+        f"{done['blobs_remote']} blobs remote, {done['blobs_lost']} blobs lost"
+        + (f" ({done['files_lost']} files have lost content)" if done["files_lost"] else "")
+    )
+    click.echo("next: start the proxy, add storage nodes, then cache files back as needed")
+
+
+@click.group()
+def snapshots() -> None:
+    """Metadata snapshots in an S3 bucket (written by the metadata-backup job)."""
+
+
+@snapshots.command("list")
+@_s3_options
+def snapshots_list(**s3: str) -> None:
+    """List the snapshots in a bucket, newest first."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from common.s3 import make_client
+    from proxy.remote.snapshots import list_snapshots_in
+
+    settings = _s3_settings(s3)
+    try:
+        found = list_snapshots_in(make_client(settings, max_pool_connections=1), settings)
+    except (BotoCoreError, ClientError) as exc:
+        raise click.ClickException(f"S3 error: {exc}") from None
+    for snapshot in found:
+        shown = snapshot.public()
+        click.echo(f"{shown['name']}\t{shown['size']}\t{shown['taken_at']}")

@@ -1,0 +1,126 @@
+"""Metadata snapshots in the bucket: their format, their names, listing and keep-last-N.
+
+Snapshots live under ``<prefix>/metadata/<UTC yyyymmddThhmmssZ>-<random>.jsonl.gz``, beside the
+blobs the nodes mirror to ``<prefix>/<sha256>``.
+
+**A portable logical dump, not a database file.** A snapshot is gzip'd JSON lines: a header
+(``format``, ``format_version``, ``schema_version`` = the newest applied migration,
+``created_at``, the source ``dialect``, and every dumped table with its columns), then one
+``{"table": name, "row": {column: value}}`` line per row, table by table in foreign-key order,
+then a trailer ``{"end": {"rows": {table: count}}}`` that tells a complete snapshot from a
+truncated one. The schema holds only integers, floats, text and NULL, which JSON carries
+exactly, so a snapshot taken from SQLite restores into PostgreSQL and the other way round, and
+no ``pg_dump`` whose version must match the server's is needed on the proxy's host.
+
+**What is in a snapshot** (``DUMPED_TABLES``): users (with their argon2 hashes, so staff can log
+in after a restore), blobs, files, versions, blob parts (the part checksums a restore from S3
+verifies against), nodes, replicas and pending replica deletions (a faithful record of the old
+cluster, though a restore does not bring them back), S3 connections (secrets stay sealed),
+pending S3 object deletions (else objects of deleted files would stay in the bucket for good)
+and the staff's job intervals. **Left out** (``SKIPPED_TABLES``): uploads (an unfinished
+upload's bytes are in one proxy's staging area, which the disaster took; a finished one is only
+a receipt), the system log (an operational diary that grows without bound; the restore writes
+one entry saying where the new history starts) and ``schema_migrations`` (implied by
+``schema_version``). A table that a later migration adds and nobody classified is still dumped,
+after the known ones; a test fails until it is classified.
+
+Writing one is ``proxy.remote.dump``'s job, the job that does it every so often is
+``proxy.remote.backup``'s, and restoring one is ``proxy.remote.restore``'s.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from common.s3 import S3Settings
+from proxy.api.views import isotime
+
+FORMAT = "pyarchive-metadata"
+FORMAT_VERSION = 1
+
+# Dumped, in this order: every foreign key points to a table earlier in the list.
+DUMPED_TABLES = (
+    "users", "blobs", "files", "versions", "blob_parts", "nodes", "replicas",
+    "replica_deletions", "s3_connections", "s3_deletions", "jobs",
+)  # fmt: skip
+# Brought back into a new cluster (the rest of a snapshot describes the cluster that is gone).
+RESTORED_TABLES = (
+    "users", "blobs", "files", "versions", "blob_parts", "s3_connections", "s3_deletions", "jobs",
+)  # fmt: skip
+SKIPPED_TABLES = {
+    "uploads": "an unfinished upload's bytes were in the lost staging area",
+    "system_log": "an operational diary; the restore starts a new one",
+    "schema_migrations": "implied by the header's schema_version",
+}
+
+_SNAPSHOT_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}\.jsonl\.gz")
+
+
+class BackupError(RuntimeError):
+    """A snapshot could not be written; the message says why (never with a secret)."""
+
+
+def snapshot_name(seconds: float, token: str) -> str:
+    """The object name of a snapshot taken at ``seconds``: sorts by time, unique by ``token``.
+
+    >>> snapshot_name(1800000000.7, "0a1b2c3d")
+    '20270115T080000Z-0a1b2c3d.jsonl.gz'
+    """
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(seconds))}-{token}.jsonl.gz"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str
+    key: str
+    size: int
+    last_modified: float
+
+    @property
+    def taken_at(self) -> float:
+        match = _SNAPSHOT_NAME.fullmatch(self.name)
+        assert match is not None
+        return float(calendar.timegm(time.strptime(match[1], "%Y%m%dT%H%M%SZ")))
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "key": self.key,
+            "size": self.size,
+            "taken_at": isotime(self.taken_at),
+        }
+
+
+def list_snapshots_in(client: Any, settings: S3Settings) -> list[Snapshot]:
+    """Every snapshot under the connection's metadata prefix, newest first. Blocking."""
+    found = []
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.bucket, Prefix=settings.metadata_prefix
+    )
+    for page in pages:
+        for item in page.get("Contents", []):
+            name = item["Key"][len(settings.metadata_prefix) :]
+            if _SNAPSHOT_NAME.fullmatch(name):
+                modified = item["LastModified"].timestamp()
+                found.append(Snapshot(name, item["Key"], int(item["Size"]), modified))
+    return sorted(found, key=lambda s: (s.name, s.last_modified), reverse=True)
+
+
+def prune_snapshots(client: Any, settings: S3Settings, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` (at least one) snapshots; their names. Blocking."""
+    doomed = list_snapshots_in(client, settings)[max(1, keep) :]
+    for start in range(0, len(doomed), 1000):
+        batch = doomed[start : start + 1000]
+        answer = client.delete_objects(
+            Bucket=settings.bucket,
+            Delete={"Objects": [{"Key": s.key} for s in batch], "Quiet": True},
+        )
+        if answer.get("Errors"):
+            first = answer["Errors"][0]
+            raise BackupError(f"could not delete old snapshot {first.get('Key')}: "
+                              f"{first.get('Code')} {first.get('Message')}")  # fmt: skip
+    return [s.name for s in doomed]

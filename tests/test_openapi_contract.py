@@ -1,0 +1,112 @@
+"""The document generated from the route declarations against the hand-written one it
+replaced (frozen in tests/data/openapi-before-contract.json): nothing documented is lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.api.openapi import openapi_spec, operations
+
+BEFORE = json.loads((Path(__file__).parent / "data" / "openapi-before-contract.json").read_text())
+NOW = openapi_spec("http://127.0.0.1:8000")
+METHODS = {"get", "put", "post", "patch", "delete"}
+
+
+def _operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): {**op, "path_parameters": item.get("parameters", [])}
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    }
+
+
+def _resolve(doc: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        kind, name = node["$ref"].split("/")[-2:]
+        node = doc["components"][kind][name]
+    return node
+
+
+def _shape(doc: dict[str, Any], schema: Any, depth: int = 0) -> Any:
+    """What a schema promises about a JSON value's structure: object keys, array items."""
+    schema = _resolve(doc, schema)
+    if not isinstance(schema, dict) or depth > 4:
+        return None
+    for variant in schema.get("anyOf", []):  # msgspec writes nullable values as anyOf
+        if _resolve(doc, variant).get("type") != "null":
+            return _shape(doc, variant, depth)
+    if "properties" in schema:
+        props = schema["properties"]
+        return {name: _shape(doc, value, depth + 1) for name, value in props.items()}
+    if schema.get("type") == "array":
+        return [_shape(doc, schema.get("items"), depth + 1)]
+    return None
+
+
+def _covers(now: Any, before: Any) -> bool:
+    """``now`` promises at least what ``before`` did (it may document more)."""
+    if isinstance(before, dict):
+        return isinstance(now, dict) and all(
+            key in now and _covers(now[key], value) for key, value in before.items()
+        )
+    if isinstance(before, list):
+        return isinstance(now, list) and _covers(now[0], before[0])
+    return True
+
+
+def _parameters(doc: dict[str, Any], op: dict[str, Any]) -> set[tuple[str, str]]:
+    found = [_resolve(doc, p) for p in [*op["path_parameters"], *op.get("parameters", [])]]
+    return {(p["in"], p["name"]) for p in found}
+
+
+BEFORE_OPS, NOW_OPS = _operations(BEFORE), _operations(NOW)
+
+
+def test_the_comparison_can_fail() -> None:
+    before = {"a": None, "b": [{"c": None}]}
+    assert _covers({"a": None, "b": [{"c": None, "d": None}], "e": None}, before)
+    assert not _covers({"a": None, "b": [{"d": None}]}, before)
+    assert not _covers({"b": [{"c": None}]}, before)
+
+
+def test_every_operation_documented_before_is_documented_now_and_no_more() -> None:
+    assert set(NOW_OPS) == set(BEFORE_OPS)
+    assert len(operations()) == len(NOW_OPS)
+
+
+@pytest.mark.parametrize("key", sorted(BEFORE_OPS), ids=" ".join)
+def test_each_operation_keeps_what_it_documented(key: tuple[str, str]) -> None:
+    before, now = BEFORE_OPS[key], NOW_OPS[key]
+    for field in ("operationId", "tags", "summary", "description", "security"):
+        assert now.get(field) == before.get(field), field
+    assert _parameters(NOW, now) == _parameters(BEFORE, before)
+    assert set(before["responses"]) <= set(now["responses"])
+    for status, answer in before["responses"].items():
+        was, is_ = _resolve(BEFORE, answer), _resolve(NOW, now["responses"][status])
+        assert is_["description"] == was["description"], status
+        assert sorted(is_.get("content", {})) == sorted(was.get("content", {})), status
+        assert sorted(is_.get("headers", {})) == sorted(was.get("headers", {})), status
+        for media, content in was.get("content", {}).items():
+            shape = _shape(NOW, is_["content"][media].get("schema"))
+            assert _covers(shape, _shape(BEFORE, content.get("schema"))), (status, media)
+    if "requestBody" in before:
+        was_body, now_body = before["requestBody"], now["requestBody"]
+        assert sorted(now_body["content"]) == sorted(was_body["content"])
+        assert now_body.get("required", False) == was_body.get("required", False)
+        for media, content in was_body["content"].items():
+            shape = _shape(NOW, now_body["content"][media]["schema"])
+            assert _covers(shape, _shape(BEFORE, content["schema"])), media
+    else:
+        assert "requestBody" not in now
+
+
+def test_answers_allow_no_undeclared_property_and_errors_allow_more() -> None:
+    schemas = NOW["components"]["schemas"]
+    assert schemas["Error"]["additionalProperties"] is True
+    for name in ("Upload", "File", "FileList", "Node", "Job", "S3Connection", "User"):
+        assert schemas[name]["additionalProperties"] is False, name
