@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from twisted.internet.address import IPv4Address
 
 from tests.contract_check import check_answer
 
@@ -142,8 +143,10 @@ async def proxy_with(
     )
     proxy = build_proxy(config, reactor, clock=clock)
     port = await proxy.start()
+    address = port.getHost()
+    assert isinstance(address, IPv4Address), address
     try:
-        yield RunningProxy(f"http://127.0.0.1:{port.getHost().port}", proxy, data_dir)
+        yield RunningProxy(f"http://127.0.0.1:{address.port}", proxy, data_dir)
     finally:
         await proxy.stop()
 
@@ -155,8 +158,18 @@ async def running_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[Runn
         yield running
 
 
-def auth(token: str) -> dict[str, str]:
+# What treq's ``headers=`` takes: its dict type is invariant, so a ``dict[str, str]`` is not
+# one; helpers that build request headers return this.
+RequestHeaders = dict[str | bytes, str | bytes]
+
+
+def auth(token: str) -> RequestHeaders:
     return {"Authorization": f"JWT {token}"}
+
+
+def request_headers(headers: Mapping[str, str]) -> RequestHeaders:
+    """The same headers, typed as treq's ``headers=`` takes them."""
+    return {name: value for name, value in headers.items()}
 
 
 async def answer(response: Any) -> tuple[int, Any]:

@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from common.db import Database, parse_database_url
 from common.tokens import TokenClaims, issue_token
 from proxy.catalog import store
-from tests.conftest import RunningProxy, auth, proxy_with
+from tests.conftest import RequestHeaders, RunningProxy, auth, proxy_with
 
 PASSWORD = "s3cret-pass!"
 PROTECTED = "/storage/files/"
@@ -35,7 +35,7 @@ async def login_json(proxy: RunningProxy, username: str, password: str) -> tuple
     return response.code, await response.content()
 
 
-async def get_protected(proxy: RunningProxy, headers: dict[str, str]) -> tuple[int, Any, Any]:
+async def get_protected(proxy: RunningProxy, headers: RequestHeaders) -> tuple[int, Any, Any]:
     response = await treq.get(f"{proxy.url}{PROTECTED}", headers=headers)
     content_type = response.headers.getRawHeaders("content-type", [""])[0]
     assert content_type == "application/json", content_type
@@ -114,6 +114,18 @@ async def test_a_bad_username_is_refused(running_proxy: RunningProxy) -> None:
         code, answer = await register(running_proxy, body)
         assert code == 400, (case, answer)
         assert "username" in answer["detail"], (case, answer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_email_is_an_address_or_empty_or_null(running_proxy: RunningProxy) -> None:
+    for case, email in {"no @": "alice", "object": {}, "number": 0, "false": False}.items():
+        body = {"username": "alice", "password": PASSWORD, "email": email}
+        code, answer = await register(running_proxy, body)
+        assert (code, answer.get("field")) == (400, "email"), (case, answer)
+    for number, email in enumerate(["", None]):
+        body = {"username": f"alice{number}", "password": PASSWORD, "email": email}
+        code, answer = await register(running_proxy, body)
+        assert (code, answer["email"]) == (201, ""), answer
 
 
 @pytest_twisted.ensureDeferred

@@ -58,7 +58,7 @@ async def fetch(
     """Status, headers and body of a download (Content-Length, which Twisted's client keeps
     apart from the other headers, is put back among them)."""
     response = await treq.get(
-        f"{proxy.url}/storage/download/{file_id}/{query}", headers={**auth(token), **more}
+        f"{proxy.url}/storage/download/{file_id}/{query}", headers=dict(auth(token), **more)
     )
     headers = response.headers.copy()
     if isinstance(response.length, int):

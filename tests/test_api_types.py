@@ -102,6 +102,41 @@ EXCEPTIONS: dict[tuple[type, str, str], Any] = {
     (types.WholeFileForm, "file", "contentEncoding"): "base64",
 }
 
+# Input fields whose schema now says what the proxy checks (a name's characters, a URL's form,
+# a number's range), so that schemathesis (tests/test_schemathesis.py) sends only requests the
+# proxy accepts as valid ones and sees it refuse the others: (type, property) -> the keywords
+# that adds to today's schema. "type" where null is now allowed too: the proxy takes null for
+# "the default" there. The values are the types' own; the live test holds them to the proxy.
+CHECKED: dict[tuple[type, str], tuple[str, ...]] = {
+    (types.Registration, "username"): ("pattern", "maxLength"),
+    (types.Registration, "password"): ("minLength", "maxLength"),
+    (types.Registration, "email"): ("enum", "type"),  # "" and null mean none
+    (types.ChunkForm, "filename"): ("pattern", "maxLength"),
+    (types.WholeFileForm, "filename"): ("pattern", "maxLength"),
+    (types.Rollback, "version"): ("maximum",),
+    (types.NewNode, "name"): ("pattern",),
+    (types.NewNode, "url"): ("pattern", "maxLength"),
+    (types.NewNode, "rsync_url"): ("pattern", "maxLength"),
+    (types.NewNode, "zone"): ("pattern", "enum", "type"),  # "" and null mean "default"
+    (types.NodeChange, "zone"): ("pattern",),
+    (types.NodeChange, "url"): ("pattern", "maxLength"),
+    (types.NodeChange, "rsync_url"): ("pattern", "maxLength"),
+    (types.JobInterval, "interval"): ("exclusiveMinimum", "maximum", "pattern"),
+    **{
+        (connection, name): keywords
+        for connection in (types.NewS3Connection, types.S3ConnectionChange)
+        for name, keywords in {
+            "endpoint_url": ("pattern", "type"),  # null means AWS, as "" does
+            "region": ("pattern",),
+            "bucket": ("pattern", "minLength", "maxLength"),
+            "prefix": ("pattern", "maxLength"),
+            "access_key": ("pattern",),
+            "secret_key": ("pattern",),
+        }.items()
+    },
+    (types.NewS3Connection, "name"): ("pattern",),
+}
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -195,6 +230,10 @@ def test_a_type_generates_the_schema_it_replaces(pointer: str, type_: type) -> N
         for (exempt, prop, keyword), value in EXCEPTIONS.items():
             if (exempt, prop) == (type_, name):
                 assert got.pop(keyword) == value
+        for keyword in CHECKED.get((type_, name), ()):
+            added = got.pop(keyword)
+            if keyword == "type":  # widened, never narrowed
+                assert want.pop(keyword) < added
         if "description" not in want:
             got.pop("description", None)
         assert got == want, name
@@ -219,11 +258,20 @@ def test_an_answer_lists_all_its_fields(type_: type) -> None:
         msgspec.convert({"surprise": 1}, type_)
 
 
-def test_request_bodies_say_nothing_of_unknown_fields_as_today() -> None:
+def test_request_bodies_refuse_unknown_fields_as_the_proxy_does() -> None:
+    # Today's document said nothing of them, but the proxy answers an unknown field with 400.
     bodies = set(types.COMPONENTS) - set(ANSWERS) - {types.Error}
+    today = {type_: _resolve(BEFORE, pointer) for pointer, type_ in TABLE}
     assert bodies
     for type_ in bodies:
-        assert "additionalProperties" not in GENERATED[type_.__name__], type_.__name__
+        assert GENERATED[type_.__name__]["additionalProperties"] is False, type_.__name__
+        assert "additionalProperties" not in today[type_], type_.__name__
+
+
+def test_the_checked_fields_are_fields_of_request_bodies() -> None:
+    for type_, name in CHECKED:
+        assert type_ not in ANSWERS
+        assert name in GENERATED[type_.__name__]["properties"], (type_, name)
 
 
 def test_an_error_may_carry_more_fields() -> None:

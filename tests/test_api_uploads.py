@@ -25,7 +25,7 @@ import pytest_twisted
 import treq
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.conftest import RunningProxy, answer, auth, proxy_with
+from tests.conftest import RequestHeaders, RunningProxy, answer, auth, proxy_with
 
 CURL = shutil.which("curl")
 SOURCE = random.Random(2).randbytes(300)  # the upload most tests resume: 100 bytes are in
@@ -39,8 +39,8 @@ def md5(content: bytes) -> str:
     return hashlib.md5(content).hexdigest()
 
 
-def headers(token: str, content_range: str | None = None, **more: str) -> dict[str, str]:
-    found = {**auth(token), "Content-Type": "application/octet-stream", **more}
+def headers(token: str, content_range: str | None = None, **more: str) -> RequestHeaders:
+    found = dict(auth(token), **{"Content-Type": "application/octet-stream", **more})
     if content_range is not None:
         found["Content-Range"] = content_range
     return found

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 
@@ -108,7 +109,8 @@ def backup_of(db: Database, pool: ThreadPool, s3: S3Settings | None, keep: int =
         return s3
 
     job = MetadataBackup(
-        db=db, clock=clock, threads=reactor, pool=pool, settings=active, keep=keep
+        db=db, clock=clock, threads=IReactorThreads(reactor), pool=pool, settings=active,
+        keep=keep,
     )  # fmt: skip
     return job, clock
 
@@ -583,13 +585,17 @@ async def test_blobs_mirrored_after_the_snapshot_get_their_parts_from_the_object
     the object that does not hold its blob's bytes makes that blob lost."""
     part = 5 * 2**20
     good, bad = content(9, part + 1234), content(10, part + 99)
+
+    def mirroring(txn: Txn, data: bytes) -> None:
+        txn.execute(
+            "INSERT INTO blobs (sha256, md5, size, created_at, remote_state)"
+            " VALUES (?, '', ?, 0, 'mirroring')", (sha(data), len(data)),
+        )  # fmt: skip
+
     source = await migrated(f"sqlite:///{tmp_path}/source.sqlite3")
     try:
         for data in (good, bad):
-            await source.run(lambda txn, data=data: txn.execute(
-                "INSERT INTO blobs (sha256, md5, size, created_at, remote_state)"
-                " VALUES (?, '', ?, 0, 'mirroring')", (sha(data), len(data)),
-            ))  # fmt: skip
+            await source.run(mirroring, data)
         job, _ = backup_of(source, pool, s3)
         await job.run_once()
     finally:

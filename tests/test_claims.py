@@ -7,6 +7,7 @@ import io
 import pytest
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from proxy.uploads.bodies import SpoolBody
@@ -43,7 +44,8 @@ def test_a_bounded_wait_for_the_claim_times_out_on_the_clock() -> None:
     clock.advance(1.9)
     assert outcome == []
     clock.advance(0.2)
-    assert len(outcome) == 1 and outcome[0].check(TimeoutError)  # type: ignore[union-attr]
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], Failure) and outcome[0].check(TimeoutError)
     progress.release(UPLOAD, first)
     assert progress.holder(UPLOAD) is None
 

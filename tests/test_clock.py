@@ -11,7 +11,7 @@ import treq
 from twisted.internet.task import Clock
 
 from proxy.service import EXPIRE_INTERVAL
-from tests.conftest import RunningProxy, auth, proxy_with
+from tests.conftest import RequestHeaders, RunningProxy, auth, proxy_with
 
 
 @dataclass
@@ -27,7 +27,7 @@ async def clocked_proxy(database_url: str, tmp_path: Path) -> AsyncIterator[Cloc
         yield ClockedProxy(running.url, running.proxy, running.data_dir, clock)
 
 
-def _chunk(start: int, end: int, total: int) -> dict[str, str]:
+def _chunk(start: int, end: int, total: int) -> RequestHeaders:
     return {"Content-Range": f"bytes {start}-{end}/{total}",
             "Content-Type": "application/octet-stream"}  # fmt: skip
 

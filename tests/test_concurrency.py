@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
 import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.web.client import FileBodyProducer
 
-from tests.conftest import RunningProxy, auth
+from tests.conftest import RequestHeaders, RunningProxy, auth
 
 CHUNK = 256 * 1024
 
 
-def _raw(token: str, start: int, total: int, length: int = CHUNK) -> dict[str, str]:
+def _raw(token: str, start: int, total: int, length: int = CHUNK) -> RequestHeaders:
     return {
         **auth(token),
         "Content-Range": f"bytes {start}-{start + length - 1}/{total}",
@@ -23,11 +25,12 @@ def _raw(token: str, start: int, total: int, length: int = CHUNK) -> dict[str, s
 
 
 async def _put(
-    url: str, body: bytes, headers: dict[str, str], multipart: bool
+    url: str, body: bytes, headers: RequestHeaders, multipart: bool
 ) -> tuple[int, dict[str, object]]:
     if multipart:
         plain = {k: v for k, v in headers.items() if k != "Content-Type"}
-        response = await treq.put(url, headers=plain, files={"file": ("x.bin", body)})
+        part = ("x.bin", "application/octet-stream", FileBodyProducer(io.BytesIO(body)))
+        response = await treq.put(url, headers=plain, files={"file": part})
     else:
         response = await treq.put(url, body, headers=headers)
     return response.code, await response.json()

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,19 @@ import pytest_twisted
 from klein import Klein
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.server import Request, Site
+from zope.interface import provider
 
 from common import fileserve
 from common.fileserve import CHUNK_SIZE, serve_file
 from common.httprange import format_http_date
+from tests.conftest import request_headers
 
 ETAG = '"sha256-0123abcd"'
 # Sun, 06 Nov 1994 08:49:37 GMT
@@ -88,19 +92,24 @@ class Server:
         return path
 
     def get(self, **headers: str) -> Deferred[Any]:
-        return self.client.get(self.url, headers=headers).addTimeout(TIMEOUT, reactor)
+        sent = request_headers(headers)
+        return self.client.get(self.url, headers=sent).addTimeout(TIMEOUT, reactor)
 
     def head(self, **headers: str) -> Deferred[Any]:
-        return self.client.head(self.url, headers=headers).addTimeout(TIMEOUT, reactor)
+        sent = request_headers(headers)
+        return self.client.head(self.url, headers=sent).addTimeout(TIMEOUT, reactor)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     app = FileApp()
-    listening = reactor.listenTCP(0, Site(app.app.resource()), interface="127.0.0.1")
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    listening = pytest_twisted.blockon(endpoint.listen(Site(app.app.resource())))
+    address = listening.getHost()
+    assert isinstance(address, IPv4Address), address
     pool = HTTPConnectionPool(reactor, persistent=False)
     client = HTTPClient(Agent(reactor, pool=pool))
-    yield Server(app, listening.getHost().port, client, tmp_path)
+    yield Server(app, address.port, client, tmp_path)
     pytest_twisted.blockon(pool.closeCachedConnections())
     pytest_twisted.blockon(listening.stopListening())
 
@@ -133,11 +142,14 @@ def multipart_parts(content_type: str, body: bytes) -> list[tuple[str, str, byte
     message = email.message_from_bytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.HTTP
     )
-    assert message.is_multipart()
-    return [
-        (part["Content-Type"], part["Content-Range"], part.get_payload(decode=True))
-        for part in message.iter_parts()  # type: ignore[attr-defined]
-    ]
+    # With an EmailPolicy the parser makes EmailMessages, which typeshed cannot know.
+    assert isinstance(message, EmailMessage) and message.is_multipart()
+    parts = []
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes), payload
+        parts.append((part["Content-Type"], part["Content-Range"], payload))
+    return parts
 
 
 @pytest_twisted.inlineCallbacks
@@ -426,6 +438,7 @@ def test_a_file_shorter_than_its_size_aborts_the_connection_and_is_logged(
     path = server.serve(os.urandom(CHUNK_SIZE * 2 + 100), size=CHUNK_SIZE * 4)
     errors: list[LogEvent] = []
 
+    @provider(ILogObserver)
     def observe(event: LogEvent) -> None:
         if event.get("log_level") is not None and event["log_level"].name == "error":
             errors.append(event)

@@ -24,9 +24,11 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
+from zope.interface import provider
 
 import node.mirror.state
 from common.config import ConfigError
@@ -166,9 +168,9 @@ async def rig(tmp_path: Path, s3: S3Server, **changes: Any) -> AsyncIterator[Rig
     def make_engine() -> MirrorEngine:
         return MirrorEngine(
             clock=clock,
-            threads=reactor,
+            threads=IReactorThreads(reactor),
             pool=pool,
-            replicas=Replicas(store, reactor, pool),
+            replicas=Replicas(store, IReactorThreads(reactor), pool),
             state=state,
             settings=settings,
             client_factory=client_factory,
@@ -545,6 +547,7 @@ async def test_the_secret_is_never_in_a_sync_answer_or_a_log_line(
 ) -> None:
     seen: list[str] = []
 
+    @provider(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
         seen.append(repr(event))
 

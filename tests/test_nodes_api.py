@@ -100,7 +100,10 @@ async def test_registering_a_node_refuses_bad_fields_and_a_name_taken(
     assert (await call(running_proxy, "POST", "/api/nodes/", boss, NODE))[0] == 201
     code, error = await call(running_proxy, "POST", "/api/nodes/", boss, {**NODE, "zone": "b"})
     assert code == 409 and error["field"] == "name"
-    for bad in ({"url": "ftp://127.0.0.1:9"}, {"rsync_url": "http://127.0.0.1:9/r"}):
+    # "http://[" and a fullwidth "#" make urlsplit raise: refused, not a 500.
+    bad_urls = ("ftp://127.0.0.1:9", "http://[", "http://a\uff03b")
+    others: tuple[dict[str, Any], ...] = ({"rsync_url": "http://127.0.0.1:9/r"}, {"zone": {}})
+    for bad in (*({"url": url} for url in bad_urls), *others):
         code, error = await call(
             running_proxy, "POST", "/api/nodes/", boss, {**NODE, "name": "n2", **bad}
         )

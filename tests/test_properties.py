@@ -72,8 +72,10 @@ def test_random_chunk_sequences_never_corrupt_an_upload(
             start = {"offset": offset, "behind": max(0, offset - shift),
                      "ahead": offset + shift}[where]  # fmt: skip
             end = start + length * size // 100
-            total = {"same": size, "larger": size + 1, "smaller": max(size - 1, 1),
-                     "unknown": "*"}[total_kind]  # fmt: skip
+            totals: dict[str, int | str] = {
+                "same": size, "larger": size + 1, "smaller": max(size - 1, 1), "unknown": "*",
+            }  # fmt: skip
+            total = totals[total_kind]
             body = source[start : end + 1]
             if body_kind == "short":
                 body = body[:-1]

@@ -19,6 +19,7 @@ import random
 import shutil
 import subprocess
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -329,7 +330,7 @@ def test_disaster_recovery_from_the_bucket_alone(
                 assert status == 202, body
             for file_id, data in files.items():
                 mirrored(second, file_id, 90)
-                eventually(lambda f=file_id: second.confirmed(f, 2), 60, "two replicas")
+                eventually(partial(second.confirmed, file_id, 2), 60, "two replicas")
                 code, got, _ = second.download(file_id)
                 assert code == 200 and got == data, file_id
             assert S3_SECRET not in "\n".join(second.answers)

@@ -20,6 +20,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 
@@ -160,7 +161,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     pool.start()
     tier = RemoteTier(
         db=db, clock=clock, client=nodes, active=active,
-        cluster_secret=SECRET, grace=GRACE, threads=reactor, pool=pool,
+        cluster_secret=SECRET, grace=GRACE, threads=IReactorThreads(reactor), pool=pool,
         events=recorder, jobs=recorder,
     )  # fmt: skip
     yield World(db, clock, nodes, recorder, tier, settings)

@@ -233,6 +233,10 @@ class Rig:
         found = await self.db.run(nodestore.replicas_of, [blob.id])
         return {r.node: r.state for r in found[blob.id]}
 
+    async def replica(self, blob: Blob, node: str) -> nodestore.Replica:
+        found = await self.db.run(nodestore.replicas_of, [blob.id])
+        return next(r for r in found[blob.id] if r.node == node)
+
     async def is_local(self, blob: Blob) -> bool:
         return await self.db.run(
             lambda txn: bool(txn.scalar("SELECT local FROM blobs WHERE id = ?", (blob.id,)))
@@ -313,8 +317,9 @@ async def test_a_replica_left_in_incoming_is_confirmed_by_the_node_and_the_proxy
         assert node.incoming() == []  # moved, not copied, into replicas/
     assert not await rig.is_local(blob)
     assert not rig.staging.blob_path(blob.sha256, blob.id).exists()
-    n1_row = await rig.node("n1")
-    assert n1_row.status == UP
+    # Asked again (a proxy that restarted before recording the answer), the node says yes.
+    await rig.client.confirm(n1.url, key_of(blob), blob.size, blob.md5, blob.sha256)
+    assert n1.held(key_of(blob)) == data
 
 
 @pytest_twisted.ensureDeferred
@@ -327,8 +332,7 @@ async def test_a_copy_with_a_wrong_checksum_is_refused_deleted_and_retried_later
     _, blob = await rig.new_file(content(2))
     await rig.replicator.run_once()
     assert await rig.states(blob) == {"n1": CONFIRMED, "n2": FAILED}
-    replica = next(r for r in (await rig.db.run(nodestore.replicas_of, [blob.id]))[blob.id]
-                   if r.node == "n2")  # fmt: skip
+    replica = await rig.replica(blob, "n2")
     assert "409" in replica.detail and "sha256" in replica.detail
     assert n2.held(key_of(blob)) is None
     assert n2.incoming() == []  # the node deleted what did not match

@@ -17,11 +17,13 @@ import pytest
 import pytest_twisted
 import treq
 from moto.server import ThreadedMotoServer
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 from common.errors import BadRequest
 from common.s3 import S3Settings, make_client
 from proxy.remote import connection_fields
+from proxy.remote.connections import probe
 from tests.conftest import RunningProxy, auth, proxy_with
 from tests.proc import BIN, free_port
 from tests.test_nodes_api import call, staff_token
@@ -66,6 +68,7 @@ def secret_parts(secret: str = SECRET) -> list[str]:
     return [secret, secret[:-4], secret[4:20], secret[-12:-4]]
 
 
+@implementer(ILogObserver)
 class Recorder:
     """Every answer's text and every log line while it is installed."""
 
@@ -120,12 +123,22 @@ def test_the_examples_in_the_docstrings_hold() -> None:
 @pytest.mark.parametrize(
     "url",
     ["ftp://127.0.0.1", "http://", "http://user:pw@127.0.0.1:9000", "http://h:0",
-     "http://h/bucket", "http://h?x=1", "127.0.0.1:9000", 5],
+     "http://h/bucket", "http://h?x=1", "127.0.0.1:9000", 5,
+     # urlsplit raises ValueError on these two (a 500 before they were caught)
+     "http://[", "http://a\uff03b"],
 )  # fmt: skip
 def test_an_endpoint_must_be_a_bare_http_url(url: Any) -> None:
     with pytest.raises(BadRequest) as caught:
         connection_fields.check_endpoint(url)
     assert caught.value.extra == {"field": "endpoint_url"}
+
+
+def test_a_probe_that_cannot_make_a_client_says_why_and_hides_the_secret() -> None:
+    # botocore refuses region "0" before any request: that was a 500 from /validate.
+    settings = S3Settings("bucket", "0", "AKIA", "0-very-secret-key", "http://127.0.0.1:9")
+    ok, detail = probe(settings)
+    assert not ok and detail.startswith("Making the S3 client failed: InvalidRegionError")
+    assert settings.secret_key not in detail
 
 
 # ---------------------------------------------------------------- over HTTP

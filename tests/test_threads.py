@@ -12,12 +12,12 @@ import treq
 from proxy.uploads.bodies import PlacedChunk
 from proxy.uploads.staging import StagingArea
 from tests import conftest
-from tests.conftest import RunningProxy, auth
+from tests.conftest import RequestHeaders, RunningProxy, auth
 
 CHUNK = 1 << 20
 
 
-def _raw(token: str, start: int, end: int, total: int) -> dict[str, str]:
+def _raw(token: str, start: int, end: int, total: int) -> RequestHeaders:
     return {**auth(token), "Content-Range": f"bytes {start}-{end}/{total}",
             "Content-Type": "application/octet-stream"}  # fmt: skip
 

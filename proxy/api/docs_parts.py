@@ -125,5 +125,6 @@ def download_parameters() -> tuple[Json, ...]:
             "name": "restore",
             "schema": {"type": "string", "enum": ["1"]},
             "description": "For a file kept only in S3: queue its restore (answers 202).",
+            "allowEmptyValue": True,
         },
     )

@@ -25,6 +25,8 @@ _SECURITY_SCHEME = "jwt"
 _ID: Json = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "32 hex digits."}
 _MD5: Json = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$", "description": "Hex md5."}
 _PATH_PARAMETERS = {"upload_id": "UploadId", "file_id": "FileId"}
+_JSON = "application/json"
+_NULL: Json = {"type": "null"}
 
 _DESCRIPTION = """\
 PyArchive keeps large files in three places at once: storage nodes on the local network, an
@@ -68,7 +70,7 @@ def _document() -> str:
             shared = [_path_parameter(name, op.path_types.get(name)) for name in op.path_parameters]
             # The path's operations share its parameters, so they must declare them alike.
             assert item.setdefault("parameters", shared) == shared, op.path
-        item[op.method.lower()] = _operation(op, schema_of)
+        item[op.method.lower()] = _operation(op, schema_of, schemas)
     spec: Json = {
         "openapi": "3.1.0",
         "info": {"title": "PyArchive", "version": API_VERSION, "description": _DESCRIPTION},
@@ -120,6 +122,27 @@ def _schemas(ops: list[Operation]) -> tuple[dict[Any, Json], Json]:
     return schema_of, dict(sorted(components.items()))
 
 
+def _as_form(body: Json, components: Json) -> Json:
+    """A body's schema as a form carries it: a form field is text and cannot be JSON null.
+
+    Where the JSON body may say null (e.g. "the configured default"), the form's schema is
+    the JSON one without its null branches, written out in place of the reference.
+    """
+    siblings = {key: value for key, value in body.items() if key != "$ref"}  # minProperties
+    schema = {**components[body["$ref"].rsplit("/", 1)[-1]], **siblings} if "$ref" in body else body
+    properties: Json = {}
+    for name, prop in schema.get("properties", {}).items():
+        branches = prop.get("anyOf", [])
+        if _NULL in branches:
+            rest = {key: value for key, value in prop.items() if key != "anyOf"}
+            kept = [branch for branch in branches if branch != _NULL]
+            prop = {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}
+        properties[name] = prop
+    if properties == schema.get("properties", {}):
+        return body
+    return {**{k: v for k, v in schema.items() if k != "title"}, "properties": properties}
+
+
 def _path_parameter(name: str, type_: Any = None) -> Json:
     if name in _PATH_PARAMETERS:
         return param(_PATH_PARAMETERS[name])
@@ -127,7 +150,7 @@ def _path_parameter(name: str, type_: Any = None) -> Json:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-def _operation(op: Operation, schema_of: dict[Any, Json]) -> Json:
+def _operation(op: Operation, schema_of: dict[Any, Json], components: Json) -> Json:
     doc: Json = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary}
     if op.description:
         doc["description"] = op.description
@@ -145,7 +168,10 @@ def _operation(op: Operation, schema_of: dict[Any, Json]) -> Json:
         doc["requestBody"] = op.request_body
     elif op.body is not None:
         body = schema_of[repr(op.body)]
-        content = {media: {"schema": body} for media in op.body_media}
+        content = {
+            media: {"schema": body if media == _JSON else _as_form(body, components)}
+            for media in op.body_media
+        }
         doc["requestBody"] = {"required": op.body_required, "content": content}
     if op.has_body:
         responses[415] = error("The body's Content-Type is not one listed.")
@@ -160,6 +186,9 @@ def _operation(op: Operation, schema_of: dict[Any, Json]) -> Json:
 def _parameters() -> Json:
     def param(where: str, name: str, schema: Json, description: str, **extra: Any) -> Json:
         return {"in": where, "name": name, "schema": schema, "description": description, **extra}
+
+    def optional(name: str, schema: Json, description: str) -> Json:
+        return param("query", name, schema, description, allowEmptyValue=True)
 
     return {
         "UploadId": param("path", "upload_id", _ID, "The upload's `id`.", required=True),
@@ -180,13 +209,12 @@ def _parameters() -> Json:
             msgspec.json.schema(types.Filename),
             "With a raw body: the file's name.",
         ),
-        "ParentQuery": param(
-            "query", "parent", _ID, "With a raw body: file this becomes a new version of."
+        "ParentQuery": optional(
+            "parent", _ID, "With a raw body: file this becomes a new version of."
         ),
         "Md5Query": param("query", "md5", _MD5, "Hex md5 of the whole file, if not in the body."),
-        "Page": param("query", "page", {"type": "integer", "minimum": 1, "default": 1}, "Page."),
-        "VersionQuery": param(
-            "query",
+        "Page": optional("page", {"type": "integer", "minimum": 1, "default": 1}, "Page."),
+        "VersionQuery": optional(
             "version",
             {"type": "integer", "minimum": 1, "maximum": 999_999_999},
             "Version; default newest.",

@@ -62,13 +62,26 @@ Name = Annotated[
     str,
     Meta(pattern="^[A-Za-z0-9_.-]{1,64}$", description="1 to 64 letters, digits, `_`, `.` or `-`."),
 ]
-_HOST = r"[A-Za-z0-9.-]+"
-_PORT = r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
-_PATH = r"(/[A-Za-z0-9._~/-]*)?"
+# A URL as the proxy reads it (urlsplit): a host, a port from 1 to 65535 if any, no query or
+# fragment. urlsplit drops tabs and line breaks, and takes any other character in a host.
+_HOST = r"[^/?#@:\[\]\t\n\r]+"
+_PORT_NUMBER = "|".join(  # 1 to 65535
+    (
+        "[1-9][0-9]{0,3}",
+        "[1-5][0-9]{4}",
+        "6[0-4][0-9]{3}",
+        "65[0-4][0-9]{2}",
+        "655[0-2][0-9]",
+        "6553[0-5]",
+    )
+)
+_PORT = f"(:(0*({_PORT_NUMBER}))?)?"
+_USER = r"([^/?#@\[\]\t\n\r]*@)?"
+_PATH = r"(/[^?#]*)?"
 NodeUrl = Annotated[
     str,
     Meta(
-        pattern=f"^https?://{_HOST}{_PORT}{_PATH}$",
+        pattern=f"^https?://{_USER}{_HOST}{_PORT}{_PATH}$",
         max_length=500,
         description="`http://HOST:PORT` of the node's API.",
     ),
@@ -76,7 +89,7 @@ NodeUrl = Annotated[
 RsyncUrl = Annotated[
     str,
     Meta(
-        pattern=f"^rsync://([A-Za-z0-9._~-]+@)?{_HOST}{_PORT}{_PATH}$",
+        pattern=f"^rsync://{_USER}{_HOST}{_PORT}{_PATH}$",
         max_length=500,
         description="`rsync://pyarchive@HOST:PORT/incoming`",
     ),
@@ -158,7 +171,9 @@ class Registration(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
             "characters, or containing the username.",
         ),
     ]
-    email: Email | UnsetType = UNSET
+    email: (
+        Annotated[Email | Literal[""] | None, Meta(description="Empty or null: none.")] | UnsetType
+    ) = UNSET
 
 
 class User(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -394,7 +409,9 @@ class NewNode(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     name: Name
     url: NodeUrl
     rsync_url: RsyncUrl
-    zone: Name = "default"
+    zone: Annotated[Name | Literal[""] | None, Meta(description="Empty or null: `default`.")] = (
+        "default"
+    )
 
 
 class NodeChange(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -518,6 +535,10 @@ class S3ConnectionChange(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     prefix: Prefix | UnsetType = UNSET
     access_key: AccessKey | UnsetType = UNSET
     secret_key: SecretKey | UnsetType = UNSET
+
+
+# What a PATCH takes: one field at least (the proxy refuses one that changes nothing).
+S3ConnectionPatch = Annotated[S3ConnectionChange, Meta(extra_json_schema={"minProperties": 1})]
 
 
 COMPONENTS: tuple[type, ...] = (

@@ -54,7 +54,8 @@ class Accounts:
         check_fields(data, {"username", "password", "email"})
         username = validate_username(data.get("username"))
         password = check_password_strength(data.get("password"), username)
-        email = data.get("email") or ""
+        email = data.get("email")
+        email = "" if email is None else email  # but not {}, 0 or false
         if not isinstance(email, str) or (email and not _EMAIL.fullmatch(email)):
             raise BadRequest("email is not a valid address", field="email")
         password_hash = await deferToThread(hash_password, password)

@@ -58,6 +58,8 @@ def validate_file_id(file_id: str) -> str:
 def parse_version(value: object) -> int | None:
     if value is None or value == "":
         return None
+    if isinstance(value, float) and value.is_integer():  # JSON's 3.0 is the integer 3
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, str) and _NUMBER.fullmatch(value):

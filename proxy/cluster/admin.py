@@ -27,11 +27,11 @@ def _name(value: object, field: str) -> str:
 def _url(value: object, field: str, schemes: set[str]) -> str:
     if not isinstance(value, str) or len(value) > 500:
         raise BadRequest(f"{field} is required", field=field)
-    parts = urlsplit(value)
     try:
+        parts = urlsplit(value)  # ValueError: a bad [IPv6] host, or one NFKC makes a delimiter
         port_ok = parts.port != 0  # None (the scheme's default) or 1..65535
     except ValueError:  # not a number, or out of range
-        port_ok = False
+        parts, port_ok = urlsplit(""), False
     bad = not port_ok or parts.query or parts.fragment
     if parts.scheme not in schemes or not parts.hostname or bad:
         wanted = " or ".join(sorted(f"{s}://HOST:PORT" for s in schemes))
@@ -65,7 +65,8 @@ class NodeAdmin:
         name = _name(data.get("name"), "name")
         url = _url(data.get("url"), "url", {"http", "https"})
         rsync_url = _url(data.get("rsync_url"), "rsync_url", {"rsync"})
-        zone = _name(data.get("zone") or "default", "zone")
+        zone = data.get("zone")
+        zone = _name("default" if zone in (None, "") else zone, "zone")  # not {}, 0 or false
         node = await self._db.run(
             nodestore.add_node, name, url, rsync_url, zone, self._clock.seconds()
         )

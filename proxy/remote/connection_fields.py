@@ -42,11 +42,11 @@ def check_endpoint(value: object) -> str:
     problem = not isinstance(value, str) or len(value) > 500
     if not problem:
         assert isinstance(value, str)
-        parts = urlsplit(value)
         try:
+            parts = urlsplit(value)  # ValueError: a bad [IPv6] host, or an NFKC delimiter
             port_ok = parts.port != 0
         except ValueError:
-            port_ok = False
+            parts, port_ok = urlsplit(""), False
         problem = (
             parts.scheme not in {"http", "https"}
             or not parts.hostname

@@ -72,10 +72,13 @@ def probe(settings: S3Settings) -> tuple[bool, str]:
 
     Returns whether it all worked and what happened, in words that never hold the secret.
     """
-    client = make_client(
-        settings, max_pool_connections=1, connect_timeout=5, read_timeout=15,
-        retries={"max_attempts": 2, "mode": "standard"},
-    )  # fmt: skip
+    try:
+        client = make_client(
+            settings, max_pool_connections=1, connect_timeout=5, read_timeout=15,
+            retries={"max_attempts": 2, "mode": "standard"},
+        )  # fmt: skip
+    except Exception as exc:  # botocore refuses e.g. a region it cannot put in a host name
+        return False, _without_secret(settings, _client_error("Making the S3 client", exc))
     key = f"{settings.prefix}/pyarchive-probe-{uuid.uuid4().hex}"
     step = "HeadBucket"
     try:
@@ -92,9 +95,13 @@ def probe(settings: S3Settings) -> tuple[bool, str]:
         ok = True
     finally:
         client.close()
+    return ok, _without_secret(settings, detail)
+
+
+def _without_secret(settings: S3Settings, detail: str) -> str:
     if settings.secret_key:
         detail = detail.replace(settings.secret_key, "…")
-    return ok, detail[:1000]
+    return detail[:1000]
 
 
 # ---------------------------------------------------------------- the store

@@ -85,7 +85,7 @@ class S3Routes(RouteBase):
         access="staff",
         answer=t.S3Connection,
         answer_description="Changed.",
-        body=t.S3ConnectionChange,
+        body=t.S3ConnectionPatch,
         responses={400: _BAD, **_STAFF, 404: _NO_CONNECTION},
         path_types=_NAME,
     )

@@ -20,30 +20,40 @@ from proxy.ops.systemlog import parse_log_query
 _STAFF = {403: error("The caller is not staff.")}
 _NO_NODE = error("No such node.")
 _NO_JOB = error("No such job.")
+# Each may be given empty (allowEmptyValue), which means what leaving it out does.
 _LOG_PARAMETERS = (
     {
-        "description": "This level and above; empty: every level.",
+        "description": "This level and above.",
         "in": "query",
         "name": "level",
-        "schema": {"enum": ["", "debug", "info", "warn", "error"], "type": "string"},
+        "schema": {"enum": ["debug", "info", "warn", "error"], "type": "string"},
+        "allowEmptyValue": True,
     },
     {
         "description": "ISO 8601 time or unix seconds.",
         "in": "query",
         "name": "since",
-        "schema": {"type": "string"},
+        "schema": {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+            ]
+        },
+        "allowEmptyValue": True,
     },
     {
         "description": "Only entries about this job.",
         "in": "query",
         "name": "job",
         "schema": {"type": "string"},
+        "allowEmptyValue": True,
     },
     {
         "description": "At most this many entries.",
         "in": "query",
         "name": "limit",
         "schema": {"default": 200, "maximum": 1000, "minimum": 1, "type": "integer"},
+        "allowEmptyValue": True,
     },
 )
 
@@ -98,6 +108,7 @@ class StaffRoutes(RouteBase):
         answer_description="Changed.",
         body=t.NodeChange,
         body_media=("application/json",),
+        body_required=False,  # no body changes nothing, as `{}` does: the node is answered
         responses={400: error("A field is malformed."), **_STAFF, 404: _NO_NODE},
         path_types={"name": t.Name},
     )
