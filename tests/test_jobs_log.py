@@ -27,6 +27,7 @@ from proxy.ops import jobrules, systemlog
 from proxy.ops.jobs import JobScheduler, parse_interval
 from proxy.ops.systemlog import SystemLog, parse_log_query
 from tests.conftest import RunningProxy, auth, proxy_with
+from tests.contract_check import declared_routes
 from tests.nodefakes import UnplayedNodeApi
 from tests.test_nodes_api import call, staff_token
 
@@ -495,12 +496,7 @@ async def test_node_down_and_up_transitions_are_recorded(db: Database) -> None:
 # ---------------------------------------------------------------- over HTTP
 
 
-JOB_ROUTES = [
-    ("GET", "/api/jobs/", None),
-    ("PATCH", "/api/jobs/scrub/", {"interval": 60}),
-    ("POST", "/api/jobs/scrub/run", None),
-    ("GET", "/api/system-log/", None),
-]
+JOB_ROUTES = declared_routes("/api/jobs/", "/api/system-log/", name="scrub")
 
 
 @pytest_twisted.ensureDeferred

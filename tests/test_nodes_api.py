@@ -11,6 +11,7 @@ import pytest_twisted
 import treq
 
 from tests.conftest import RunningProxy, answer, auth
+from tests.contract_check import declared_routes
 
 NODE = {
     "name": "n1",
@@ -39,12 +40,7 @@ async def staff_token(proxy: RunningProxy) -> str:
     return str((await response.json())["token"])
 
 
-ROUTES = [
-    ("GET", "/api/nodes/", None),
-    ("POST", "/api/nodes/", NODE),
-    ("PATCH", "/api/nodes/n1/", {"state": "draining"}),
-    ("DELETE", "/api/nodes/n1/", None),
-]
+ROUTES = declared_routes("/api/nodes/", name="n1")
 
 
 @pytest_twisted.ensureDeferred

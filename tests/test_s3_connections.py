@@ -25,6 +25,7 @@ from common.s3 import S3Settings, make_client
 from proxy.remote import connection_fields
 from proxy.remote.connections import probe
 from tests.conftest import RunningProxy, auth, proxy_with
+from tests.contract_check import declared_routes
 from tests.proc import BIN, free_port
 from tests.test_nodes_api import call, staff_token
 
@@ -144,15 +145,7 @@ def test_a_probe_that_cannot_make_a_client_says_why_and_hides_the_secret() -> No
 # ---------------------------------------------------------------- over HTTP
 
 
-S3_ROUTES = [
-    ("GET", "/api/s3-connections/", None),
-    ("POST", "/api/s3-connections/", {"name": "x"}),
-    ("GET", "/api/s3-connections/main/", None),
-    ("PATCH", "/api/s3-connections/main/", {"region": "eu-west-1"}),
-    ("DELETE", "/api/s3-connections/main/", None),
-    ("POST", "/api/s3-connections/main/validate", None),
-    ("POST", "/api/s3-connections/main/activate", None),
-]
+S3_ROUTES = declared_routes("/api/s3-connections/", name="main")
 
 
 @pytest_twisted.ensureDeferred
