@@ -62,14 +62,21 @@ def check_answer(method: str, url: str, status: int, body: Any) -> None:
     assert not errors, f"{method} {url} {status}: {errors[0].message} at {list(errors[0].path)}"
 
 
-def declared_routes(*prefixes: str, name: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+def declared_routes(
+    *prefixes: str, name: str, bodies: dict[str, dict[str, Any]] | None = None
+) -> list[tuple[str, str, dict[str, Any] | None]]:
     """The declared routes under ``prefixes`` as (method, path, body) for a request, with
-    ``{name}`` filled in; an empty body where the route takes one. Read off the declarations,
-    so a route added there is covered by the tests that use this list."""
+    ``{name}`` filled in; where the route takes a body, ``bodies[method]`` (else ``{}``). Read
+    off the declarations, so a route added there is covered by the tests that use this list."""
     from proxy.api.openapi import operations
 
+    samples = bodies or {}
     return [
-        (op.method, op.path.replace("{name}", name), {} if op.has_body else None)
+        (
+            op.method,
+            op.path.replace("{name}", name),
+            samples.get(op.method, {}) if op.has_body else None,
+        )
         for op in operations()
         if op.path.startswith(prefixes)
     ]

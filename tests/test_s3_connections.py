@@ -145,7 +145,12 @@ def test_a_probe_that_cannot_make_a_client_says_why_and_hides_the_secret() -> No
 # ---------------------------------------------------------------- over HTTP
 
 
-S3_ROUTES = declared_routes("/api/s3-connections/", name="main")
+# A real change for PATCH: an empty one is refused (400) before the name is looked up.
+S3_ROUTES = declared_routes(
+    "/api/s3-connections/",
+    name="main",
+    bodies={"POST": {"name": "x"}, "PATCH": {"region": "eu-west-1"}},
+)
 
 
 @pytest_twisted.ensureDeferred
