@@ -8,7 +8,7 @@ answer it can give. From that one declaration come:
 - the access check: ``public`` handlers get the request only, ``user`` handlers also the
   caller's token claims, ``staff`` handlers the claims of a staff caller (others: 403);
 - the OpenAPI operation (``proxy.api.openapi`` reads ``declared()``), including 401 for
-  every non-public route and 415 for every route with a body;
+  every non-public route, 403 for every staff route, and 415 for every route with a body;
 - the route list the tests hold against Klein's URL map.
 
 Answer and body types are msgspec Structs (``proxy.api.types``); msgspec turns them into

@@ -179,6 +179,8 @@ def _operation(op: Operation, schema_of: dict[Any, Json], components: Json) -> J
         doc["security"] = []
     else:
         responses[401] = ref("Unauthorized", "responses")
+    if op.access == "staff":
+        responses[403] = error("The caller is not staff.")
     doc["responses"] = {str(status): responses[status] for status in sorted(responses)}
     return doc
 

@@ -14,7 +14,6 @@ from proxy.api.contract import accepted, operation
 from proxy.api.docs_parts import error
 from proxy.api.routes.base import RouteBase
 
-_STAFF = {403: error("The caller is not staff.")}
 _NO_CONNECTION = error("No such connection.")
 _NAME = {"name": t.Name}
 _BAD = error("A field is missing or malformed (named in `field`), or sent in the URL.")
@@ -39,7 +38,6 @@ class S3Routes(RouteBase):
         access="staff",
         answer=list[t.S3Connection],
         answer_description="The connections.",
-        responses=_STAFF,
     )
     async def list_s3_connections(self, request: IRequest, caller: TokenClaims) -> bytes:
         return respond(request, 200, await self._s3.list())
@@ -55,7 +53,7 @@ class S3Routes(RouteBase):
         answer=t.S3Connection,
         answer_description="Added (not active, not validated yet).",
         body=t.NewS3Connection,
-        responses={400: _BAD, **_STAFF, 409: error("A connection with that name exists.")},
+        responses={400: _BAD, 409: error("A connection with that name exists.")},
     )
     async def add_s3_connection(self, request: IRequest, caller: TokenClaims) -> bytes:
         fields = await self._s3_fields(request, accepted(t.NewS3Connection))
@@ -70,7 +68,7 @@ class S3Routes(RouteBase):
         access="staff",
         answer=t.S3Connection,
         answer_description="The connection.",
-        responses={**_STAFF, 404: _NO_CONNECTION},
+        responses={404: _NO_CONNECTION},
         path_types=_NAME,
     )
     async def s3_connection(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
@@ -86,7 +84,7 @@ class S3Routes(RouteBase):
         answer=t.S3Connection,
         answer_description="Changed.",
         body=t.S3ConnectionPatch,
-        responses={400: _BAD, **_STAFF, 404: _NO_CONNECTION},
+        responses={400: _BAD, 404: _NO_CONNECTION},
         path_types=_NAME,
     )
     async def update_s3_connection(
@@ -105,7 +103,6 @@ class S3Routes(RouteBase):
         status=204,
         answer_description="Removed.",
         responses={
-            **_STAFF,
             404: _NO_CONNECTION,
             409: error("It is the active connection: activate another first."),
         },
@@ -128,7 +125,7 @@ class S3Routes(RouteBase):
         answer=t.S3Connection,
         answer_description="The connection with the outcome in `validation_ok` and "
         "`validation_detail`.",
-        responses={**_STAFF, 404: _NO_CONNECTION},
+        responses={404: _NO_CONNECTION},
         path_types=_NAME,
     )
     async def validate_s3_connection(
@@ -148,7 +145,6 @@ class S3Routes(RouteBase):
         answer=t.S3Connection,
         answer_description="Active.",
         responses={
-            **_STAFF,
             404: _NO_CONNECTION,
             409: error("Its secret key cannot be opened here: PATCH it first."),
         },

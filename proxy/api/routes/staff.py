@@ -17,7 +17,6 @@ from proxy.api.routes.base import RouteBase
 from proxy.ops.jobs import parse_interval
 from proxy.ops.systemlog import parse_log_query
 
-_STAFF = {403: error("The caller is not staff.")}
 _NO_NODE = error("No such node.")
 _NO_JOB = error("No such job.")
 # Each may be given empty (allowEmptyValue), which means what leaving it out does.
@@ -70,7 +69,6 @@ class StaffRoutes(RouteBase):
         access="staff",
         answer=list[t.Node],
         answer_description="The nodes.",
-        responses=_STAFF,
     )
     async def list_nodes(self, request: IRequest, caller: TokenClaims) -> bytes:
         return respond(request, 200, await self._nodes.list_nodes())
@@ -89,7 +87,6 @@ class StaffRoutes(RouteBase):
         body_media=("application/json",),
         responses={
             400: error("A field is missing or malformed."),
-            **_STAFF,
             409: error("A node with that name exists."),
         },
     )
@@ -109,7 +106,7 @@ class StaffRoutes(RouteBase):
         body=t.NodeChange,
         body_media=("application/json",),
         body_required=False,  # no body changes nothing, as `{}` does: the node is answered
-        responses={400: error("A field is malformed."), **_STAFF, 404: _NO_NODE},
+        responses={400: error("A field is malformed."), 404: _NO_NODE},
         path_types={"name": t.Name},
     )
     async def update_node(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
@@ -127,7 +124,6 @@ class StaffRoutes(RouteBase):
         answer_description="Forgotten.",
         responses={
             400: error("The name is not a node's name (see `name`)."),
-            **_STAFF,
             404: _NO_NODE,
             409: error("It holds the only copy of some files; drain it first."),
         },
@@ -149,7 +145,6 @@ class StaffRoutes(RouteBase):
         access="staff",
         answer=list[t.Job],
         answer_description="The jobs.",
-        responses=_STAFF,
     )
     async def list_jobs(self, request: IRequest, caller: TokenClaims) -> bytes:
         return respond(request, 200, await self._jobs.list())
@@ -168,7 +163,6 @@ class StaffRoutes(RouteBase):
         body=t.JobInterval,
         responses={
             400: error("`interval` is missing or out of range."),
-            **_STAFF,
             404: _NO_JOB,
         },
     )
@@ -189,7 +183,6 @@ class StaffRoutes(RouteBase):
         answer=t.JobRun,
         answer_description="How the run went: `ok`, its `result`, and `error` if it failed.",
         responses={
-            **_STAFF,
             404: _NO_JOB,
             409: error("The job runs on a storage node, on its own schedule."),
         },
@@ -213,7 +206,7 @@ class StaffRoutes(RouteBase):
         "events, S3 connection changes and failed logins.",
         answer=list[t.LogEntry],
         answer_description="The entries.",
-        responses={400: error("A malformed `level`, `since` or `limit`."), **_STAFF},
+        responses={400: error("A malformed `level`, `since` or `limit`.")},
         parameters=_LOG_PARAMETERS,
     )
     async def system_log(self, request: IRequest, caller: TokenClaims) -> bytes:
