@@ -67,7 +67,7 @@ async def test_registering_answers_201_with_the_user_and_never_the_password(
 WEAK_PASSWORDS: dict[str, tuple[Any, str]] = {
     "missing": (None, "password is required"),
     "empty": ("", "password is required"),
-    "not text": (12345678, "password is required"),
+    "not text": (12345678, "password must be text"),
     "short": ("Ab1!xyz", "too short"),
     "numeric": ("1234567890", "entirely numeric"),
     "holds the username": ("my-alice-pass", "contain the username"),

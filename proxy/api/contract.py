@@ -7,6 +7,10 @@ answer it can give. From that one declaration come:
 - the Klein route (``install_routes``), with the path's ``{name}`` turned into ``<name>``;
 - the access check: ``public`` handlers get the request only, ``user`` handlers also the
   caller's token claims, ``staff`` handlers the claims of a staff caller (others: 403);
+- decoding and validation of a small body: its fields (query, JSON, urlencoded or multipart,
+  read by the method ``body_reader`` names) are converted to the declared Struct by msgspec,
+  which checks types, patterns, lengths and ranges; a handler gets the decoded ``body`` and
+  the caller gets 400 ``{"detail", "field"}`` naming the first field that is wrong;
 - the OpenAPI operation (``proxy.api.openapi`` reads ``declared()``), including 401 for
   every non-public route, 403 for every staff route, and 415 for every route with a body;
 - the route list the tests hold against Klein's URL map.
@@ -22,13 +26,13 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 from klein import Klein
 from twisted.web.iweb import IRequest
 
-from common.errors import Forbidden
+from common.errors import BadRequest, Forbidden
 from common.tokens import TokenClaims
 
 Access = Literal["public", "user", "staff"]
@@ -56,6 +60,7 @@ class Operation:
     body: Any = None  # a Struct whose fields are the accepted fields, or None
     body_media: tuple[str, ...] = ("application/json", "application/x-www-form-urlencoded")
     body_required: bool = True
+    body_reader: str = "_fields"  # the handler's method that reads the body's fields
     request_body: Json | None = None  # hand-written where a type cannot say it
     responses: Mapping[int, Json] = field(default_factory=dict)  # every other answer
     parameters: tuple[Json, ...] = ()  # query and header parameters (path ones are derived)
@@ -117,14 +122,19 @@ def install_routes(cls: type, app: Klein, authenticate: str = "_caller") -> None
 
 
 def _guarded(handler: Callable[..., Any], op: Operation, authenticate: str) -> Callable[..., Any]:
+    struct = body_struct(op.body)
+
     async def endpoint(instance: Any, request: IRequest, **params: Any) -> Any:
-        if op.access == "public":
-            result = handler(instance, request, **params)
-        else:
+        args: list[Any] = [instance, request]
+        if op.access != "public":
             caller: TokenClaims = getattr(instance, authenticate)(request)
             if op.access == "staff" and not caller.is_staff:
                 raise Forbidden("Staff only")
-            result = handler(instance, request, caller, **params)
+            args.append(caller)
+        if struct is not None:
+            fields = await getattr(instance, op.body_reader)(request, accepted(struct))
+            params["body"] = decode_body(fields, op.body)
+        result = handler(*args, **params)
         return await result if inspect.isawaitable(result) else result
 
     endpoint.__name__ = handler.__name__
@@ -132,6 +142,75 @@ def _guarded(handler: Callable[..., Any], op: Operation, authenticate: str) -> C
     return endpoint
 
 
-def accepted(body: type) -> set[str]:
-    """The field names a declared body type accepts (what ``small_fields`` allows)."""
-    return {f.encode_name for f in msgspec.structs.fields(body)}
+def body_struct(body: Any) -> type[msgspec.Struct] | None:
+    """The Struct a declared body decodes to (through ``Annotated``), or None."""
+    if get_origin(body) is Annotated:
+        body = get_args(body)[0]
+    if isinstance(body, type) and issubclass(body, msgspec.Struct):
+        return body
+    return None
+
+
+def accepted(body: Any) -> set[str]:
+    """The field names a declared body type accepts (what the body reader allows)."""
+    struct = body_struct(body)
+    assert struct is not None, f"{body!r} is not a Struct"
+    return {f.encode_name for f in msgspec.structs.fields(struct)}
+
+
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+_AT_FIELD = re.compile(r"(?P<what>.*) - at `\$\.(?P<field>\w+)`(?P<deeper>.*)")
+_SHORT = re.compile(r"Expected `str` of length >= (\d+)")
+_LONG = re.compile(r"Expected `str` of length <= (\d+)")
+_KIND = re.compile(r"Expected `(\w+)`, got `\w+`")
+_KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
+def decode_body(fields: Mapping[str, Any], body: Any) -> Any:
+    """The declared body type from a request's fields, or 400 naming the field at fault.
+
+    Conversion is lax: a number may come as text (``"3"``), as form fields always do.
+    """
+    try:
+        return msgspec.convert(dict(fields), body, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _refusal(str(exc), fields, body) from None
+
+
+def _refusal(message: str, fields: Mapping[str, Any], body: Any) -> BadRequest:
+    """msgspec's reason in the words the API has always used: ``name is required``..."""
+    if missing := _MISSING.fullmatch(message):
+        name = missing["field"]
+        return BadRequest(f"{name} is required", field=name)
+    at = _AT_FIELD.fullmatch(message)
+    if at is None:
+        return BadRequest(message)
+    what, name = at["what"], at["field"]
+    if short := _SHORT.fullmatch(what):
+        if fields.get(name) == "":
+            return BadRequest(f"{name} is required", field=name)
+        return BadRequest(f"{name} is too short: at least {short[1]} characters", field=name)
+    if long := _LONG.fullmatch(what):
+        return BadRequest(f"{name} is too long: at most {long[1]} characters", field=name)
+    if (kind := _KIND.fullmatch(what)) and kind[1] in _KINDS:
+        return BadRequest(f"{name} must be {_KINDS[kind[1]]}", field=name)
+    if what.startswith("Expected `str` matching regex") and (hint := _description(body, name)):
+        return BadRequest(f"{name} is malformed: {hint[:1].lower()}{hint[1:]}", field=name)
+    return BadRequest(f"{name} is not valid: {what[:1].lower()}{what[1:]}", field=name)
+
+
+def _description(body: Any, name: str) -> str:
+    """The document's description of a body field (what a malformed value should look like)."""
+    _, components = msgspec.json.schema_components([body])
+    struct = body_struct(body)
+    found = components.get(struct.__name__ if struct else "", {}).get("properties", {})
+    return str(found.get(name, {}).get("description", "")).rstrip(".")
+
+
+def set_fields(body: msgspec.Struct) -> dict[str, Any]:
+    """A decoded body's fields that were given (``UNSET`` ones left out), by wire name."""
+    return {
+        f.encode_name: getattr(body, f.name)
+        for f in msgspec.structs.fields(body)
+        if getattr(body, f.name) is not msgspec.UNSET
+    }

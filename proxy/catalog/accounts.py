@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
@@ -12,7 +12,6 @@ from common.db import Database
 from common.errors import BadRequest, Conflict
 from common.passwords import check_password_strength, hash_password, verify_password
 from common.tokens import TokenClaims, issue_token, token_from_header, verify_token
-from proxy.api.forms import check_fields
 from proxy.catalog import store
 
 if TYPE_CHECKING:
@@ -50,13 +49,13 @@ class Accounts:
         self._lifetime = token_lifetime
         self._syslog = syslog
 
-    async def register(self, data: dict[str, Any]) -> store.User:
-        check_fields(data, {"username", "password", "email"})
-        username = validate_username(data.get("username"))
-        password = check_password_strength(data.get("password"), username)
-        email = data.get("email")
-        email = "" if email is None else email  # but not {}, 0 or false
-        if not isinstance(email, str) or (email and not _EMAIL.fullmatch(email)):
+    async def register(self, username: str, password: str, email: str | None) -> store.User:
+        """A new account. The request's types are checked by the contract; these are the
+        rules a type cannot say (a password's strength, an address's form)."""
+        validate_username(username)
+        check_password_strength(password, username)
+        email = email or ""
+        if email and not _EMAIL.fullmatch(email):
             raise BadRequest("email is not a valid address", field="email")
         password_hash = await deferToThread(hash_password, password)
         user = await self._db.run(
@@ -66,11 +65,7 @@ class Accounts:
             raise Conflict("A user with that username already exists", field="username")
         return user
 
-    async def login(self, data: dict[str, Any]) -> str:
-        check_fields(data, {"username", "password"})
-        username, password = data.get("username"), data.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
-            raise BadRequest("username and password are required")
+    async def login(self, username: str, password: str) -> str:
         user = await self._db.run(store.user_by_name, username) if username else None
         # An unknown user costs one argon2 verification too, and gets the same answer.
         stored = user.password_hash if user is not None else None

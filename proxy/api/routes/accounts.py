@@ -6,7 +6,7 @@ from twisted.web.iweb import IRequest
 
 from common.web import respond
 from proxy.api import types as t
-from proxy.api.contract import accepted, operation
+from proxy.api.contract import operation
 from proxy.api.docs_parts import error
 from proxy.api.routes.base import RouteBase
 
@@ -32,15 +32,15 @@ class AccountRoutes(RouteBase):
             409: error("The username is taken."),
         },
     )
-    async def register(self, request: IRequest) -> bytes:
-        user = await self._accounts.register(await self._fields(request, accepted(t.Registration)))
-        body = {
+    async def register(self, request: IRequest, body: t.Registration) -> bytes:
+        user = await self._accounts.register(body.username, body.password, body.email or None)
+        answer = {
             "id": user.id,
             "username": user.username,
             "email": user.email,
             "is_staff": user.is_staff,
         }
-        return respond(request, 201, body)
+        return respond(request, 201, answer)
 
     @operation(
         method="POST",
@@ -55,7 +55,6 @@ class AccountRoutes(RouteBase):
         body_media=("application/x-www-form-urlencoded", "application/json"),
         responses={400: error("Wrong or missing credentials.")},
     )
-    async def token(self, request: IRequest) -> bytes:
-        fields = await self._fields(request, accepted(t.Credentials))
-        token = await self._accounts.login(fields)
+    async def token(self, request: IRequest, body: t.Credentials) -> bytes:
+        token = await self._accounts.login(body.username, body.password)
         return respond(request, 200, {"token": token})

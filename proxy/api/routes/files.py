@@ -12,7 +12,7 @@ from common.fileserve import serve_file
 from common.tokens import TokenClaims
 from common.web import respond
 from proxy.api import types as t
-from proxy.api.contract import accepted, operation
+from proxy.api.contract import operation
 from proxy.api.docs_parts import (
     RETRY_AFTER,
     download_parameters,
@@ -160,9 +160,10 @@ class FileRoutes(RouteBase):
         body=t.Rollback,
         responses={400: error("`version` is missing or not a positive integer."), 404: _NO_VERSION},
     )
-    async def rollback(self, request: IRequest, caller: TokenClaims, file_id: str) -> bytes:
-        fields = await self._fields(request, accepted(t.Rollback))
-        found = await self._files.rollback(caller.user_id, file_id, fields.get("version"))
+    async def rollback(
+        self, request: IRequest, caller: TokenClaims, file_id: str, body: t.Rollback
+    ) -> bytes:
+        found = await self._files.rollback(caller.user_id, file_id, body.version)
         return respond(request, 200, file_json(found, self._base_url(request)))
 
     @operation(

@@ -10,7 +10,7 @@ from common.errors import BadRequest
 from common.tokens import TokenClaims
 from common.web import respond
 from proxy.api import types as t
-from proxy.api.contract import accepted, operation
+from proxy.api.contract import operation, set_fields
 from proxy.api.docs_parts import error
 from proxy.api.routes.base import RouteBase
 
@@ -53,11 +53,13 @@ class S3Routes(RouteBase):
         answer=t.S3Connection,
         answer_description="Added (not active, not validated yet).",
         body=t.NewS3Connection,
+        body_reader="_s3_fields",
         responses={400: _BAD, 409: error("A connection with that name exists.")},
     )
-    async def add_s3_connection(self, request: IRequest, caller: TokenClaims) -> bytes:
-        fields = await self._s3_fields(request, accepted(t.NewS3Connection))
-        return respond(request, 201, await self._s3.create(fields))
+    async def add_s3_connection(
+        self, request: IRequest, caller: TokenClaims, body: t.NewS3Connection
+    ) -> bytes:
+        return respond(request, 201, await self._s3.create(set_fields(body)))
 
     @operation(
         method="GET",
@@ -84,14 +86,14 @@ class S3Routes(RouteBase):
         answer=t.S3Connection,
         answer_description="Changed.",
         body=t.S3ConnectionPatch,
+        body_reader="_s3_fields",
         responses={400: _BAD, 404: _NO_CONNECTION},
         path_types=_NAME,
     )
     async def update_s3_connection(
-        self, request: IRequest, caller: TokenClaims, name: str
+        self, request: IRequest, caller: TokenClaims, name: str, body: t.S3ConnectionChange
     ) -> bytes:
-        fields = await self._s3_fields(request, accepted(t.S3ConnectionChange))
-        return respond(request, 200, await self._s3.update(name, fields))
+        return respond(request, 200, await self._s3.update(name, set_fields(body)))
 
     @operation(
         method="DELETE",

@@ -6,11 +6,10 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from common.errors import BadRequest
 from common.tokens import TokenClaims
 from common.web import respond
 from proxy.api import types as t
-from proxy.api.contract import accepted, operation
+from proxy.api.contract import operation, set_fields
 from proxy.api.docs_parts import error
 from proxy.api.inputs import query
 from proxy.api.routes.base import RouteBase
@@ -90,9 +89,8 @@ class StaffRoutes(RouteBase):
             409: error("A node with that name exists."),
         },
     )
-    async def add_node(self, request: IRequest, caller: TokenClaims) -> bytes:
-        fields = await self._fields(request, accepted(t.NewNode))
-        return respond(request, 201, await self._nodes.add(fields))
+    async def add_node(self, request: IRequest, caller: TokenClaims, body: t.NewNode) -> bytes:
+        return respond(request, 201, await self._nodes.add(set_fields(body)))
 
     @operation(
         method="PATCH",
@@ -109,9 +107,10 @@ class StaffRoutes(RouteBase):
         responses={400: error("A field is malformed."), 404: _NO_NODE},
         path_types={"name": t.Name},
     )
-    async def update_node(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
-        fields = await self._fields(request, accepted(t.NodeChange))
-        return respond(request, 200, await self._nodes.update(name, fields))
+    async def update_node(
+        self, request: IRequest, caller: TokenClaims, name: str, body: t.NodeChange
+    ) -> bytes:
+        return respond(request, 200, await self._nodes.update(name, set_fields(body)))
 
     @operation(
         method="DELETE",
@@ -166,11 +165,10 @@ class StaffRoutes(RouteBase):
             404: _NO_JOB,
         },
     )
-    async def update_job(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
-        fields = await self._fields(request, accepted(t.JobInterval))
-        if "interval" not in fields:
-            raise BadRequest("interval is required", field="interval")
-        interval = parse_interval(fields["interval"])
+    async def update_job(
+        self, request: IRequest, caller: TokenClaims, name: str, body: t.JobInterval
+    ) -> bytes:
+        interval = parse_interval(body.interval)
         return respond(request, 200, await self._jobs.set_interval(name, interval))
 
     @operation(

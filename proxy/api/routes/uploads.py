@@ -8,7 +8,7 @@ from common.contentrange import parse_content_range
 from common.tokens import TokenClaims
 from common.web import header, respond
 from proxy.api import types as t
-from proxy.api.contract import accepted, operation
+from proxy.api.contract import operation
 from proxy.api.docs_parts import UPLOAD_ERRORS, busy, chunk_body, error, param
 from proxy.api.inputs import chunk_input
 from proxy.api.routes.base import RouteBase
@@ -165,10 +165,9 @@ class UploadRoutes(RouteBase):
         parameters=(param("Md5Query"),),
     )
     async def complete_upload(
-        self, request: IRequest, caller: TokenClaims, upload_id: str
+        self, request: IRequest, caller: TokenClaims, upload_id: str, body: t.Completion
     ) -> bytes:
-        fields = await self._fields(request, accepted(t.Completion))
-        upload = await self._uploads.complete(caller.user_id, upload_id, fields.get("md5"))
+        upload = await self._uploads.complete(caller.user_id, upload_id, body.md5)
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
     @operation(
