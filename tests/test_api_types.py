@@ -117,7 +117,7 @@ CHECKED: dict[tuple[type, str], tuple[str, ...]] = {
     (types.NewNode, "name"): ("pattern",),
     (types.NewNode, "url"): ("pattern", "maxLength"),
     (types.NewNode, "rsync_url"): ("pattern", "maxLength"),
-    (types.NewNode, "zone"): ("pattern", "enum", "type"),  # "" and null mean "default"
+    (types.NewNode, "zone"): ("pattern", "type"),  # "" and null mean "default"
     (types.NodeChange, "zone"): ("pattern",),
     (types.NodeChange, "url"): ("pattern", "maxLength"),
     (types.NodeChange, "rsync_url"): ("pattern", "maxLength"),

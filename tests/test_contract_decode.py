@@ -128,3 +128,19 @@ async def test_the_handler_gets_the_decoded_body_and_never_runs_on_a_bad_one() -
     assert bad.code == 400
     assert answer["field"] == "size"
     assert things.got == [Thing(name="abc", size=2)]  # the handler did not run
+
+
+def test_an_empty_zone_means_the_default_as_the_document_says() -> None:
+    # Found by schemathesis: with `Name | Literal[""]` msgspec held "" to Name's pattern.
+    fields = {"name": "n1", "url": "http://h:1", "rsync_url": "rsync://h:2/incoming"}
+    assert decode_body({**fields, "zone": ""}, t.NewNode).zone == ""
+    assert decode_body({**fields, "zone": None}, t.NewNode).zone is None
+    assert decode_body(fields, t.NewNode).zone == "default"
+    assert _refused({**fields, "zone": "a b"}, t.NewNode)[1] == "zone"
+
+
+def test_a_blank_json_body_is_invalid_json_but_no_body_is_no_fields() -> None:
+    # Found by schemathesis: a PATCH whose JSON body was " " was taken as "{}".
+    assert parse_small_body(b"", "application/json") == {}
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        parse_small_body(b" ", "application/json")

@@ -48,8 +48,8 @@ def check_fields(found: Iterable[str], allowed: set[str]) -> None:
 def parse_small_body(body: bytes, content_type_header: str | None) -> dict[str, Any]:
     """A JSON object or a urlencoded form (the small bodies of login, completion...)."""
     kind = content_type(content_type_header)
-    if not body.strip():
-        return {}
+    if not body or (not body.strip() and kind != "application/json"):
+        return {}  # no body: no fields (a blank body that says it is JSON is not valid JSON)
     if kind == "application/x-www-form-urlencoded":
         try:
             text = body.decode("utf-8")

@@ -409,9 +409,18 @@ class NewNode(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     name: Name
     url: NodeUrl
     rsync_url: RsyncUrl
-    zone: Annotated[Name | Literal[""] | None, Meta(description="Empty or null: `default`.")] = (
-        "default"
-    )
+    # One text type, not `Name | Literal[""]`: msgspec checks a text value against the one
+    # text type of a union, so "" would meet Name's pattern and be refused.
+    zone: (
+        Annotated[
+            str,
+            Meta(
+                pattern="^([A-Za-z0-9_.-]{1,64})?$",
+                description="Empty or null: `default`.",
+            ),
+        ]
+        | None
+    ) = "default"
 
 
 class NodeChange(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
