@@ -66,6 +66,12 @@ class ProxyConfig:
     max_chunk_size: int = setting(
         64 * 2**20, parse_size, "Largest chunk one PUT may carry (413 above it).", shown="64MiB"
     )
+    max_upload_size: int = setting(
+        2**40,
+        parse_size,
+        "Largest upload (tus: Tus-Max-Size; 413 above it), and the largest tus PATCH.",
+        shown="1TiB",
+    )
     claim_wait: float = setting(
         5.0,
         parse_duration,

@@ -172,6 +172,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX system_log_job ON system_log (job, at)",
         ],
     ),
+    (
+        "tus uploads: metadata, content type, concatenation",
+        [
+            # One upload session, two dialects: a tus upload is a row of ``uploads`` too.
+            "ALTER TABLE uploads ADD COLUMN dialect TEXT NOT NULL DEFAULT 'seed'",
+            "ALTER TABLE uploads ADD COLUMN metadata TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE uploads ADD COLUMN content_type TEXT NOT NULL DEFAULT ''",
+            # '' (a whole upload), 'partial' or 'final'; a final one lists its partials' ids.
+            "ALTER TABLE uploads ADD COLUMN concat TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE uploads ADD COLUMN parts TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX uploads_final ON uploads (owner_id, concat, parts)",
+        ],
+    ),
 ]
 
 

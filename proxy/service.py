@@ -36,6 +36,7 @@ from proxy.uploads.intake import BodyIntake
 from proxy.uploads.progress import UploadProgress
 from proxy.uploads.site import ArchiveSite
 from proxy.uploads.staging import StagingArea
+from proxy.uploads.tus import TusUploads
 
 log = Logger()
 EXPIRE_INTERVAL = 600.0
@@ -237,6 +238,9 @@ def build_proxy(
         claim_wait=config.claim_wait,
         on_completed=replicator.kick,
     )
+    tus = TusUploads(
+        engine=uploads, db=db, progress=progress, clock=clock, max_size=config.max_upload_size
+    )
     files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)
     remote = RemoteTier(
         db=db, clock=clock, client=node_client, active=s3_connections.active,
@@ -258,6 +262,7 @@ def build_proxy(
         s3_connections=s3_connections,
         downloads=downloads,
         staging=staging,
+        tus=tus,
         threads=reactor,
         pool=pool,
         public_url=config.public_url,
@@ -270,6 +275,8 @@ def build_proxy(
         progress=progress,
         secret=secret,
         max_chunk_size=config.max_chunk_size,
+        max_upload_size=config.max_upload_size,
+        keep_arrived=lambda sink: defer.ensureDeferred(tus.keep_arrived(sink)),
     )
     site = ArchiveSite(app.app.resource(), intake)
     site.displayTracebacks = False

@@ -29,6 +29,8 @@ PUBLIC = {
     ("GET", "/docs/redoc/redoc.standalone.js"),
     ("POST", "/api/auth/register"),
     ("POST", "/api-token-auth/"),
+    ("OPTIONS", "/files/"),  # tus: what the server supports (and CORS preflights)
+    ("OPTIONS", "/files/{upload_id}"),
 }
 
 

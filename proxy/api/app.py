@@ -17,12 +17,15 @@ from proxy.api.routes.files import FileRoutes
 from proxy.api.routes.s3 import S3Routes
 from proxy.api.routes.service import ServiceRoutes
 from proxy.api.routes.staff import StaffRoutes
+from proxy.api.routes.tus import TusRoutes
 from proxy.api.routes.uploads import UploadRoutes
 
 log = Logger()
 
 
-class ProxyApp(ServiceRoutes, AccountRoutes, UploadRoutes, FileRoutes, StaffRoutes, S3Routes):
+class ProxyApp(
+    ServiceRoutes, AccountRoutes, UploadRoutes, TusRoutes, FileRoutes, StaffRoutes, S3Routes
+):
     app = Klein()
 
 

@@ -82,11 +82,17 @@ class Upload:
     completed_at: float | None
     file_id: str | None
     version: int | None
+    # What a tus upload carries beside (``proxy.uploads.tus``); the seed API leaves them.
+    dialect: str = "seed"  # or "tus"
+    metadata: str = ""  # the Upload-Metadata header as the client sent it
+    content_type: str = ""  # metadata's filetype
+    concat: str = ""  # "", "partial" or "final"
+    parts: str = ""  # a final upload's partial uploads, their ids separated by spaces
 
 
 _UPLOAD_COLUMNS = (
     "id, owner_id, filename, parent_id, total, received, status, created_at, expires_at,"
-    " completed_at, file_id, version"
+    " completed_at, file_id, version, dialect, metadata, content_type, concat, parts"
 )
 
 
@@ -104,12 +110,17 @@ def _upload(row: Row) -> Upload:
         None if row[9] is None else float(row[9]),
         row[10],
         None if row[11] is None else int(row[11]),
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
     )
 
 
 def insert_upload(txn: Txn, upload: Upload) -> None:
     txn.execute(
-        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * 17)})",
         (
             upload.id,
             upload.owner_id,
@@ -123,6 +134,11 @@ def insert_upload(txn: Txn, upload: Upload) -> None:
             upload.completed_at,
             upload.file_id,
             upload.version,
+            upload.dialect,
+            upload.metadata,
+            upload.content_type,
+            upload.concat,
+            upload.parts,
         ),
     )
 

@@ -206,6 +206,10 @@ class PlacedChunk:
         # Set by the upload engine when it takes the chunk over; from then on the engine,
         # not the end of the request, releases the upload's claim.
         self.handed_over = False
+        # Set when the request's body arrived whole. A tus PATCH (``owner_id`` set: the
+        # caller, whose bytes are kept) that ends without it keeps what arrived.
+        self.arrived_whole = False
+        self.owner_id: int | None = None
 
     # -- the file-like side Twisted uses (reactor thread)
 

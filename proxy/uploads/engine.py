@@ -28,6 +28,7 @@ from common.errors import BadRequest, Conflict, Gone, NotFound
 from proxy.catalog import store
 from proxy.catalog.store import COMPLETE, Upload
 from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpooledChunk, closing_spool
+from proxy.uploads.completion import complete_txn
 from proxy.uploads.progress import HashHolder, HashState, UploadProgress
 from proxy.uploads.rules import (
     MD5_HEX,
@@ -91,10 +92,11 @@ class UploadEngine:
     # -- writing chunks
 
     def _new_upload(
-        self, user_id: int, filename: str, parent_id: str | None, total: int | None
+        self, user_id: int, filename: str, parent_id: str | None, total: int | None, **tus: str
     ) -> Upload:
         now = self._clock.seconds()
         return Upload(
+            **tus,
             id=uuid.uuid4().hex,
             owner_id=user_id,
             filename=filename,
@@ -156,9 +158,15 @@ class UploadEngine:
         return self._write_txn(txn, upload, chunk, body, hashes)
 
     async def append(
-        self, user_id: int, upload_id: str, chunk: ContentRange, body: ChunkBody
+        self,
+        user_id: int,
+        upload_id: str,
+        chunk: ContentRange,
+        body: ChunkBody,
+        limit: int | None = None,
     ) -> Upload:
-        """Add a chunk at the upload's current offset."""
+        """Add a chunk at the upload's current offset (at most ``limit`` bytes: by default
+        the largest chunk, for tus the largest upload)."""
         validate_upload_id(upload_id)
         owner: object
         if isinstance(body, PlacedChunk):
@@ -172,10 +180,17 @@ class UploadEngine:
             except BaseException:
                 body.close()
                 raise
-        return await shielded(self._append_claimed(user_id, upload_id, chunk, body, owner))
+        limit = self.max_chunk_size if limit is None else limit
+        return await shielded(self._append_claimed(user_id, upload_id, chunk, body, owner, limit))
 
     async def _append_claimed(
-        self, user_id: int, upload_id: str, chunk: ContentRange, body: ChunkBody, owner: object
+        self,
+        user_id: int,
+        upload_id: str,
+        chunk: ContentRange,
+        body: ChunkBody,
+        owner: object,
+        limit: int,
     ) -> Upload:
         """The critical section: runs to its end whether or not the client is still there."""
         try:
@@ -185,7 +200,7 @@ class UploadEngine:
             else:
                 await self._progress.hashes_settled(upload_id)
                 hashes = self._progress.hashes_at(upload_id, chunk.start)
-            check_body(chunk, body, self.max_chunk_size)
+            check_body(chunk, body, limit)
             accepted = await self._db.run(self._append_txn, user_id, upload_id, chunk, body, hashes)
             self._progress.acknowledged(upload_id, chunk.start, accepted.received, hashes)
             return accepted
@@ -193,6 +208,18 @@ class UploadEngine:
             self._progress.release(upload_id, owner)
             if isinstance(body, SpooledChunk):
                 body.close()
+
+    async def keep_arrived(self, user_id: int, body: PlacedChunk, limit: int) -> Upload | None:
+        """Commit what reached the file of an in-place chunk cut short (tus), as ``append``
+        commits a whole one; None if nothing arrived or it cannot be kept."""
+        body.handed_over = True
+        if not body.size or body.error is not None or body.too_large:
+            self._progress.release(body.upload_id, body)
+            return None
+        chunk = ContentRange(body.start, body.start + body.size - 1, None)
+        return await shielded(
+            self._append_claimed(user_id, body.upload_id, chunk, body, body, limit)
+        )
 
     async def _claim(self, user_id: int, upload_id: str, owner: object) -> None:
         """Take the upload's claim, waiting at most ``claim_wait`` for the request holding it.
@@ -252,6 +279,11 @@ class UploadEngine:
         """Check the whole file's md5 and turn the upload into a stored file version."""
         if not isinstance(md5, str) or not MD5_HEX.fullmatch(md5):
             raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
+        return await self.finish(user_id, upload_id, md5)
+
+    async def finish(self, user_id: int, upload_id: str, md5: str | None = None) -> Upload:
+        """Turn a whole upload into a stored file version, recording its md5 and sha256;
+        with ``md5`` (the seed API's completion) only if the bytes have that md5."""
         upload = await self.status(user_id, upload_id)
         check_completable(upload, self._clock.seconds())
         await self._progress.hashes_settled(upload_id)
@@ -267,7 +299,7 @@ class UploadEngine:
                 raise
             hashes = HashState(upload.received, HashHolder(md5_state), HashHolder(sha_state))
             self._progress.remember_hashes(upload_id, hashes.copy())
-        if hashes.md5.final.hexdigest() != md5.lower():
+        if md5 is not None and hashes.md5.final.hexdigest() != md5.lower():
             raise BadRequest("md5 checksum does not match")
         owner = object()
         await self._claim(user_id, upload_id, owner)
@@ -278,11 +310,13 @@ class UploadEngine:
     ) -> Upload:
         try:
             done = await self._db.run(
-                self._complete_txn,
+                complete_txn,
+                self._staging,
                 user_id,
                 upload,
                 hashes.md5.final.hexdigest(),
                 hashes.sha256.final.hexdigest(),
+                self._clock.seconds(),
             )
         finally:
             self._progress.release(upload.id, owner)
@@ -290,42 +324,6 @@ class UploadEngine:
         await self._in_thread(self._staging.remove, upload.id)
         self._on_completed()
         return done
-
-    def _complete_txn(self, txn: Txn, user_id: int, seen: Upload, md5: str, sha256: str) -> Upload:
-        now = self._clock.seconds()
-        upload = store.get_upload(txn, seen.id, user_id, lock=True)
-        if upload is None:
-            raise NotFound("Upload not found")
-        check_completable(upload, now)
-        if upload.received != seen.received:
-            raise BadRequest("Upload changed while completing; retry", offset=upload.received)
-        if upload.parent_id is not None:
-            if store.get_file(txn, upload.parent_id, user_id, lock=True) is None:
-                raise NotFound("Parent file not found", field="parent")
-        # The row first: on PostgreSQL, inserting a sha256 that a concurrent deletion is
-        # removing waits for that deletion to commit, and then makes a new row (new file).
-        blob, created = store.ensure_blob(txn, sha256, md5, upload.received, now)
-        # Content that is kept only in S3 (or was lost) is taken from this upload instead.
-        revived = not created and store.revive_blob(txn, blob.id)
-        if created or revived:
-            self._staging.link_blob(upload.id, sha256, blob.id, upload.received)
-        try:
-            file_id, number = store.add_version(
-                txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now
-            )
-            store.mark_complete(txn, upload.id, upload.received, file_id, number, now)
-        except BaseException:
-            if created or revived:
-                self._staging.remove_blobs([(sha256, blob.id)])
-            raise
-        return replace(
-            upload,
-            status=COMPLETE,
-            total=upload.received,
-            completed_at=now,
-            file_id=file_id,
-            version=number,
-        )
 
     async def upload_whole(
         self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: object
@@ -347,7 +345,7 @@ class UploadEngine:
         chunk = ContentRange(0, size - 1, size) if size else None
         if chunk is None:
             body.close()
-            upload = await self._start_empty(user_id, filename, parent_id)
+            upload = await self.create(user_id, filename, parent_id, 0)
         else:
             upload = await self._start(user_id, filename, parent_id, chunk, body)
         try:
@@ -356,10 +354,14 @@ class UploadEngine:
             await self.abort(user_id, upload.id)
             raise
 
-    async def _start_empty(self, user_id: int, filename: str, parent_id: str | None) -> Upload:
+    async def create(
+        self, user_id: int, filename: str, parent_id: str | None, total: int | None, **tus: str
+    ) -> Upload:
+        """An upload with no bytes yet, of ``total`` bytes (None: said later)."""
         validate_filename(filename)
-        upload = self._new_upload(user_id, filename, parent_id, 0)
+        upload = self._new_upload(user_id, filename, parent_id, total, **tus)
         await self._db.run(self._create_empty_txn, upload)
+        self._progress.acknowledged(upload.id, 0, 0, HashState.empty())
         return upload
 
     def _create_empty_txn(self, txn: Txn, upload: Upload) -> None:

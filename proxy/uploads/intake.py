@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
@@ -20,6 +21,8 @@ from proxy.uploads.site import ArchiveRequest, pending_request_line
 from proxy.uploads.staging import StagingArea
 
 _CHUNK_PATH = re.compile(rb"/storage/tmp-upload/(%s)/" % HEX32.encode("ascii"))
+_TUS_PATH = re.compile(rb"/files/(%s)" % HEX32.encode("ascii"))
+_TUS_STREAM = "application/offset+octet-stream"
 _IN_MEMORY = 256 * 1024  # bodies up to this size stay in memory
 _MULTIPART_SLACK = 1 << 20  # room for multipart headers and fields around a full chunk
 
@@ -35,6 +38,8 @@ class BodyIntake:
         progress: UploadProgress,
         secret: str,
         max_chunk_size: int,
+        max_upload_size: int,
+        keep_arrived: Callable[[PlacedChunk], object] = lambda sink: None,
     ) -> None:
         self._reactor: IReactorTime & IReactorThreads = reactor  # type: ignore[valid-type]
         self._clock = clock
@@ -43,6 +48,8 @@ class BodyIntake:
         self._progress = progress
         self._secret = secret
         self._max_chunk = max_chunk_size
+        self._max_upload = max_upload_size
+        self._keep_arrived = keep_arrived  # what a tus PATCH cut short becomes
         self._buffers = BufferPool()
 
     def __call__(self, request: ArchiveRequest, length: int | None) -> Any:
@@ -53,38 +60,72 @@ class BodyIntake:
         return SpoolBody(spool, self._max_chunk + _MULTIPART_SLACK)
 
     def _place(self, request: ArchiveRequest, length: int | None) -> PlacedChunk | None:
-        """A PlacedChunk if this is a raw chunk at the offset we know, else None (spool it)."""
+        """A PlacedChunk if this is a raw chunk (a seed-API PUT or a tus PATCH) at the offset
+        we know, else None (spool it)."""
         line = pending_request_line(request)
-        if line is None or line[0] != b"PUT":
-            return None
-        match = _CHUNK_PATH.fullmatch(line[1].split(b"?", 1)[0])
-        if match is None:
+        if line is None:
             return None
         headers = request.requestHeaders
-        ctype = headers.getRawHeaders("content-type", [""])[0]
-        if content_type(ctype) not in {"application/octet-stream", ""}:
+        path = line[1].split(b"?", 1)[0]
+        tus = _TUS_PATH.fullmatch(path)
+        seed = _CHUNK_PATH.fullmatch(path) if line[0] == b"PUT" else None
+        start: int | None
+        if tus is not None:
+            match, limit, start = tus, self._max_upload, self._tus_offset(request, line[0])
+        elif seed is not None:
+            match = seed
+            ctype = headers.getRawHeaders("content-type", [""])[0]
+            if content_type(ctype) not in {"application/octet-stream", ""}:
+                return None
+            try:
+                start = parse_content_range(headers.getRawHeaders("content-range", [None])[0]).start
+            except ApiError:
+                return None  # the route will answer with the error
+            limit = self._max_chunk
+        else:
             return None
-        upload_id = match[1].decode("ascii")
         try:
-            chunk = parse_content_range(headers.getRawHeaders("content-range", [None])[0])
-            verify_token(
+            claims = verify_token(
                 self._secret,
                 token_from_header(headers.getRawHeaders("authorization", [None])[0]),
                 now=self._clock.seconds(),
             )
         except ApiError:
-            return None  # the route will answer with the error
-        if self._progress.offset(upload_id) != chunk.start:
             return None
-        if length is not None and length > self._max_chunk:
+        upload_id = match[1].decode("ascii")
+        if start is None or self._progress.offset(upload_id) != start:
             return None
+        if length is not None and length > limit:
+            return None
+        sink = self._open_sink(request, upload_id, start, limit)
+        if sink is not None and tus is not None:
+            sink.owner_id = claims.user_id
+        return sink
+
+    @staticmethod
+    def _tus_offset(request: ArchiveRequest, method: bytes) -> int | None:
+        """The offset of a tus PATCH that can be written in place (no checksum to check
+        first), else None."""
+        headers = request.requestHeaders
+        override = headers.getRawHeaders("x-http-method-override", [""])[0].upper()
+        if method != b"PATCH" and not (method == b"POST" and override == "PATCH"):
+            return None
+        ctype = headers.getRawHeaders("content-type", [""])[0]
+        if content_type(ctype) != _TUS_STREAM or headers.hasHeader("upload-checksum"):
+            return None
+        offset = headers.getRawHeaders("upload-offset", [""])[0].strip()
+        return int(offset) if offset.isascii() and offset.isdigit() and len(offset) < 20 else None
+
+    def _open_sink(
+        self, request: ArchiveRequest, upload_id: str, start: int, limit: int
+    ) -> PlacedChunk | None:
         path = self._staging.upload_path(upload_id)
         try:
             fd = os.open(path, os.O_WRONLY)
         except OSError:
             return None
         direct_fd = None
-        if chunk.start % DIRECT_ALIGN == 0:
+        if start % DIRECT_ALIGN == 0:
             try:
                 direct_fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
             except OSError:
@@ -100,9 +141,9 @@ class BodyIntake:
             fd=fd,
             direct_fd=direct_fd,
             upload_id=upload_id,
-            start=chunk.start,
-            limit=self._max_chunk,
-            hashes=self._progress.chain_at(upload_id, chunk.start),
+            start=start,
+            limit=limit,
+            hashes=self._progress.chain_at(upload_id, start),
             hash_lanes=self._progress.hash_lanes(upload_id),
             pause=transport.pauseProducing,
             resume=transport.resumeProducing,
@@ -116,5 +157,9 @@ class BodyIntake:
         return sink
 
     def _closed(self, sink: PlacedChunk) -> None:
-        if not sink.handed_over:
+        if sink.handed_over:
+            return
+        if sink.owner_id is not None and not sink.arrived_whole:
+            self._keep_arrived(sink)  # tus: the bytes that arrived are kept, then released
+        else:
             self._progress.release(sink.upload_id, sink)

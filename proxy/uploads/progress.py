@@ -122,6 +122,14 @@ class UploadProgress:
         else:
             self._hashes.pop(upload_id, None)
 
+    def learn_offset(self, upload_id: str, offset: int) -> None:
+        """An offset read from the database, used only if this process knows none.
+
+        Never over one it knows: that one comes from a commit at least as recent as the
+        read (every commit records its offset before it releases the claim).
+        """
+        self._offsets.setdefault(upload_id, offset)
+
     def remember_hashes(self, upload_id: str, hashes: HashState) -> None:
         self._hashes[upload_id] = hashes
 

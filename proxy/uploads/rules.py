@@ -42,6 +42,10 @@ def validate_filename(name: object) -> str:
     return name
 
 
+class OffsetMismatch(BadRequest):
+    """A chunk that does not start at the upload's offset (400 in the seed API, 409 in tus)."""
+
+
 def validate_upload_id(upload_id: str) -> str:
     if not is_hex32(upload_id):
         raise NotFound("Upload not found")
@@ -59,7 +63,7 @@ def check_chunk(upload: Upload, chunk: ContentRange, now: float) -> None:
             "Total size does not match earlier chunks", total=upload.total, offset=upload.received
         )
     if chunk.start != upload.received:
-        raise BadRequest("Offsets do not match", offset=upload.received)
+        raise OffsetMismatch("Offsets do not match", offset=upload.received)
     if upload.total is not None and chunk.end >= upload.total:
         raise BadRequest("Content-Range goes beyond the total size", total=upload.total)
 

@@ -9,6 +9,8 @@ from twisted.web.resource import IResource
 
 from proxy.uploads.bodies import PlacedChunk
 
+TUS_PREFIX = b"/files/"
+
 
 class BodyFactory(Protocol):
     def __call__(self, request: ArchiveRequest, length: int | None) -> Any: ...
@@ -27,8 +29,20 @@ class ArchiveRequest(server.Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if isinstance(self.content, PlacedChunk):
+            self.content.arrived_whole = True
             self.content.body_finished()
         super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        """tus: ``X-HTTP-Method-Override`` on a POST under ``/files/`` is the real method,
+        and every answer there but OPTIONS says ``Tus-Resumable`` (errors too)."""
+        if self.path.startswith(TUS_PREFIX):
+            override = self.getHeader("x-http-method-override")
+            if self.method == b"POST" and override:
+                self.method = override.strip().upper().encode("ascii", "replace")
+            if self.method != b"OPTIONS":
+                self.setHeader("Tus-Resumable", "1.0.0")
+        super().process()
 
 
 class ArchiveSite(server.Site):

@@ -22,6 +22,7 @@ from proxy.remote.connections import S3Connections
 from proxy.remote.tier import RemoteTier
 from proxy.uploads.engine import UploadEngine
 from proxy.uploads.staging import StagingArea
+from proxy.uploads.tus import TusUploads
 
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
@@ -40,6 +41,7 @@ class RouteBase:
         syslog: SystemLog,
         s3_connections: S3Connections,
         staging: StagingArea,
+        tus: TusUploads,
         threads: IReactorThreads,
         pool: ThreadPool,
         public_url: str = "",
@@ -54,6 +56,7 @@ class RouteBase:
         self._s3 = s3_connections
         self._downloads = downloads
         self._staging = staging
+        self._tus = tus
         self._threads = threads
         self._pool = pool
         self._public_url = public_url.rstrip("/")

@@ -1,0 +1,59 @@
+"""The transaction that turns a whole upload into a stored file version (both dialects)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+from common.db import Txn
+from common.errors import BadRequest, NotFound
+from proxy.catalog import store
+from proxy.catalog.store import COMPLETE, Upload
+from proxy.uploads.rules import check_completable
+from proxy.uploads.staging import StagingArea
+
+
+def complete_txn(
+    txn: Txn,
+    staging: StagingArea,
+    user_id: int,
+    seen: Upload,
+    md5: str,
+    sha256: str,
+    now: float,
+) -> Upload:
+    """Record the blob (or reuse the one with this content), add the version, mark the upload
+    complete. ``seen`` is the upload as the hashes were taken: if it has moved on, refuse."""
+    upload = store.get_upload(txn, seen.id, user_id, lock=True)
+    if upload is None:
+        raise NotFound("Upload not found")
+    check_completable(upload, now)
+    if upload.received != seen.received:
+        raise BadRequest("Upload changed while completing; retry", offset=upload.received)
+    if upload.parent_id is not None:
+        if store.get_file(txn, upload.parent_id, user_id, lock=True) is None:
+            raise NotFound("Parent file not found", field="parent")
+    # The row first: on PostgreSQL, inserting a sha256 that a concurrent deletion is
+    # removing waits for that deletion to commit, and then makes a new row (new file).
+    blob, created = store.ensure_blob(txn, sha256, md5, upload.received, now)
+    # Content that is kept only in S3 (or was lost) is taken from this upload instead.
+    revived = not created and store.revive_blob(txn, blob.id)
+    if created or revived:
+        staging.link_blob(upload.id, sha256, blob.id, upload.received)
+    try:
+        file_id, number = store.add_version(
+            txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now
+        )
+        store.mark_complete(txn, upload.id, upload.received, file_id, number, now)
+    except BaseException:
+        if created or revived:
+            staging.remove_blobs([(sha256, blob.id)])
+        raise
+    return replace(
+        upload,
+        status=COMPLETE,
+        total=upload.received,
+        completed_at=now,
+        file_id=file_id,
+        version=number,
+    )

@@ -1,0 +1,167 @@
+"""tus 1.0 uploads over the one upload engine.
+
+A tus upload is an ``uploads`` row like a seed-API upload (``dialect = 'tus'``), so both views
+report the same offset. What tus adds is handled here: a length that may be said later,
+uploads that finish themselves when the last byte is in (no completion request), and the
+bytes of a PATCH whose connection dropped kept instead of thrown away ("commit what arrived").
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from common.contentrange import ContentRange
+from common.db import Database, Txn
+from common.errors import BadRequest, NotFound, PayloadTooLarge
+from proxy.catalog import store
+from proxy.catalog.store import COMPLETE, Upload
+from proxy.uploads.bodies import ChunkBody, PlacedChunk
+from proxy.uploads.engine import UploadEngine
+from proxy.uploads.progress import UploadProgress
+from proxy.uploads.rules import OffsetMismatch, validate_upload_id
+
+log = Logger()
+DEFAULT_NAME = "upload"  # the file's name when the metadata gives none
+
+
+def file_name(metadata: dict[str, str]) -> str:
+    """The stored file's name: ``filename``, else ``name`` (Uppy), else ``path``'s last part.
+
+    >>> file_name({"path": "photos/2024/cat.jpg"}), file_name({})
+    ('cat.jpg', 'upload')
+    """
+    for key in ("filename", "name"):
+        if metadata.get(key):
+            return metadata[key]
+    path = metadata.get("path", "").rstrip("/")
+    return path.rsplit("/", 1)[-1] if path else DEFAULT_NAME
+
+
+class TusUploads:
+    def __init__(
+        self,
+        *,
+        engine: UploadEngine,
+        db: Database,
+        progress: UploadProgress,
+        clock: IReactorTime,
+        max_size: int,
+    ) -> None:
+        self._engine = engine
+        self._db = db
+        self._progress = progress
+        self._clock = clock
+        self.max_size = max_size
+
+    async def create(
+        self,
+        user_id: int,
+        length: int | None,
+        metadata: dict[str, str],
+        raw_metadata: str,
+    ) -> Upload:
+        """A new upload of ``length`` bytes (None: deferred); an empty one is a file at once."""
+        if length is not None and length > self.max_size:
+            raise PayloadTooLarge(
+                f"Upload-Length is above the largest upload, {self.max_size} bytes",
+                max_size=self.max_size,
+            )
+        upload = await self._engine.create(
+            user_id,
+            file_name(metadata),
+            metadata.get("parent") or None,
+            length,
+            dialect="tus",
+            metadata=raw_metadata,
+            content_type=metadata.get("filetype", "")[:255],
+        )
+        if length == 0:
+            return await self._engine.finish(user_id, upload.id)
+        return upload
+
+    async def status(self, user_id: int, upload_id: str) -> Upload:
+        """The upload as HEAD reports it; its offset is learned for in-place PATCHes."""
+        upload = await self._engine.resumable(user_id, upload_id)
+        if upload.status != COMPLETE:
+            self._progress.learn_offset(upload.id, upload.received)
+        return upload
+
+    async def patch(
+        self,
+        user_id: int,
+        upload_id: str,
+        offset: int,
+        body: ChunkBody,
+        length: int | None,
+    ) -> Upload:
+        """Write ``body`` at ``offset`` (which must be the upload's), then finish the upload
+        if that was its last byte. ``length`` sets a deferred length (once)."""
+        if offset + body.size > self.max_size or (length or 0) > self.max_size:
+            body.close()
+            raise PayloadTooLarge(
+                f"The upload would pass the largest upload, {self.max_size} bytes",
+                max_size=self.max_size,
+            )
+        if body.size:
+            chunk = ContentRange(offset, offset + body.size - 1, length)
+            upload = await self._engine.append(user_id, upload_id, chunk, body, self.max_size)
+        else:
+            body.close()
+            upload = await self._declare(user_id, upload_id, offset, length)
+        return await self._finish_if_whole(user_id, upload)
+
+    async def _declare(
+        self, user_id: int, upload_id: str, offset: int, length: int | None
+    ) -> Upload:
+        """An empty PATCH: it may set a deferred length; its offset must still match."""
+        upload = await self._engine.resumable(user_id, validate_upload_id(upload_id))
+        if upload.status == COMPLETE:
+            if offset != upload.received:
+                raise_mismatch(upload)
+            return upload
+        return await self._db.run(self._declare_txn, user_id, upload_id, offset, length)
+
+    def _declare_txn(
+        self, txn: Txn, user_id: int, upload_id: str, offset: int, length: int | None
+    ) -> Upload:
+        upload = store.get_upload(txn, upload_id, user_id, lock=True)
+        if upload is None:
+            raise NotFound("Upload not found")
+        if offset != upload.received:
+            raise_mismatch(upload)
+        if length is None or length == upload.total:
+            return upload
+        if upload.total is not None:
+            raise BadRequest("Upload-Length is already set", total=upload.total)
+        if length < upload.received:
+            raise BadRequest("Upload-Length is below the bytes already received")
+        store.set_received(txn, upload.id, upload.received, length)
+        return store.get_upload(txn, upload_id, user_id) or upload
+
+    async def _finish_if_whole(self, user_id: int, upload: Upload) -> Upload:
+        if upload.status == COMPLETE or upload.total is None or upload.received != upload.total:
+            return upload
+        return await self._engine.finish(user_id, upload.id)
+
+    async def terminate(self, user_id: int, upload_id: str) -> None:
+        """Drop an unfinished upload and its bytes (a finished one is a file: delete that)."""
+        await self._engine.abort(user_id, upload_id)
+
+    async def keep_arrived(self, sink: PlacedChunk) -> None:
+        """A PATCH whose connection dropped: commit the bytes that reached the file."""
+        assert sink.owner_id is not None
+        try:
+            upload = await self._engine.keep_arrived(sink.owner_id, sink, self.max_size)
+            if upload is not None:
+                await self._finish_if_whole(sink.owner_id, upload)
+                log.info(
+                    "tus upload {upload} kept {size} bytes of a PATCH cut short (offset {end})",
+                    upload=sink.upload_id, size=sink.size, end=upload.received,
+                )  # fmt: skip
+        except Exception:
+            log.failure("keeping the bytes of a PATCH cut short of {upload}", upload=sink.upload_id)
+
+
+def raise_mismatch(upload: Upload) -> None:
+    raise OffsetMismatch("Offsets do not match", offset=upload.received)
