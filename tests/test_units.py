@@ -24,10 +24,10 @@ from common.errors import BadRequest, Gone, NotFound, Unauthorized
 from common.tokens import TokenClaims, issue_token, token_from_header, verify_token
 from proxy.api.forms import check_fields, parse_small_body
 from proxy.catalog.files import Page, paginate, parse_version
-from proxy.catalog.store import COMPLETE, UPLOADING, Upload
 from proxy.config import ProxyConfig
 from proxy.uploads.progress import UploadProgress
 from proxy.uploads.rules import MAX_FILENAME_BYTES, check_chunk, validate_filename
+from proxy.uploads.uploadstore import COMPLETE, UPLOADING, Upload
 
 # ---------------------------------------------------------------- Content-Range
 

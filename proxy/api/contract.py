@@ -123,6 +123,7 @@ def install_routes(cls: type, app: Klein, authenticate: str = "_caller") -> None
 
 def _guarded(handler: Callable[..., Any], op: Operation, authenticate: str) -> Callable[..., Any]:
     struct = body_struct(op.body)
+    allowed = accepted(struct) if struct is not None else set()
 
     async def endpoint(instance: Any, request: IRequest, **params: Any) -> Any:
         args: list[Any] = [instance, request]
@@ -132,7 +133,7 @@ def _guarded(handler: Callable[..., Any], op: Operation, authenticate: str) -> C
                 raise Forbidden("Staff only")
             args.append(caller)
         if struct is not None:
-            fields = await getattr(instance, op.body_reader)(request, accepted(struct))
+            fields = await getattr(instance, op.body_reader)(request, allowed)
             params["body"] = decode_body(fields, op.body)
         result = handler(*args, **params)
         return await result if inspect.isawaitable(result) else result

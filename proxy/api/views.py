@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proxy.catalog.files import Page
-from proxy.catalog.store import COMPLETE, StoredFile, Upload, Version
+from proxy.catalog.store import StoredFile, Version
+from proxy.uploads.uploadstore import COMPLETE, Upload
 
 
 def isotime(timestamp: float | None) -> str | None:

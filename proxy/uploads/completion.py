@@ -8,9 +8,10 @@ from dataclasses import replace
 from common.db import Txn
 from common.errors import BadRequest, NotFound
 from proxy.catalog import store
-from proxy.catalog.store import COMPLETE, Upload
+from proxy.uploads import uploadstore
 from proxy.uploads.rules import check_completable
 from proxy.uploads.staging import StagingArea
+from proxy.uploads.uploadstore import COMPLETE, Upload
 
 
 def complete_txn(
@@ -24,7 +25,7 @@ def complete_txn(
 ) -> Upload:
     """Record the blob (or reuse the one with this content), add the version, mark the upload
     complete. ``seen`` is the upload as the hashes were taken: if it has moved on, refuse."""
-    upload = store.get_upload(txn, seen.id, user_id, lock=True)
+    upload = uploadstore.get_upload(txn, seen.id, user_id, lock=True)
     if upload is None:
         raise NotFound("Upload not found")
     check_completable(upload, now)
@@ -44,7 +45,7 @@ def complete_txn(
         file_id, number = store.add_version(
             txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now
         )
-        store.mark_complete(txn, upload.id, upload.received, file_id, number, now)
+        uploadstore.mark_complete(txn, upload.id, upload.received, file_id, number, now)
     except BaseException:
         if created or revived:
             staging.remove_blobs([(sha256, blob.id)])

@@ -26,7 +26,7 @@ from common.contentrange import ContentRange
 from common.db import Database, Txn
 from common.errors import BadRequest, Conflict, Gone, NotFound
 from proxy.catalog import store
-from proxy.catalog.store import COMPLETE, Upload
+from proxy.uploads import uploadstore
 from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpooledChunk, closing_spool
 from proxy.uploads.completion import complete_txn
 from proxy.uploads.progress import HashHolder, HashState, UploadProgress
@@ -40,6 +40,7 @@ from proxy.uploads.rules import (
 )
 from proxy.uploads.shield import shielded
 from proxy.uploads.staging import StagingArea
+from proxy.uploads.uploadstore import COMPLETE, Upload
 
 # A chunk is answered once its bytes are written and fsynced, with at most this much of its
 # hashing still queued per hash: the rest overlaps the client sending the next chunk.
@@ -77,7 +78,7 @@ class UploadEngine:
     # -- reading
 
     async def status(self, user_id: int, upload_id: str) -> Upload:
-        upload = await self._db.run(store.get_upload, validate_upload_id(upload_id), user_id)
+        upload = await self._db.run(uploadstore.get_upload, validate_upload_id(upload_id), user_id)
         if upload is None:
             raise NotFound("Upload not found")
         return upload
@@ -103,7 +104,7 @@ class UploadEngine:
             parent_id=parent_id,
             total=total,
             received=0,
-            status=store.UPLOADING,
+            status=uploadstore.UPLOADING,
             created_at=now,
             expires_at=now + self._expiry,
             completed_at=None,
@@ -150,11 +151,7 @@ class UploadEngine:
     def _create_txn(
         self, txn: Txn, upload: Upload, chunk: ContentRange, body: ChunkBody, hashes: HashState
     ) -> Upload:
-        if upload.parent_id is not None:
-            if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
-                raise NotFound("Parent file not found", field="parent")
-        store.insert_upload(txn, upload)
-        self._staging.create(upload.id)
+        self._create_empty_txn(txn, upload)
         return self._write_txn(txn, upload, chunk, body, hashes)
 
     async def append(
@@ -248,7 +245,7 @@ class UploadEngine:
         body: ChunkBody,
         hashes: HashState | None,
     ) -> Upload:
-        upload = store.get_upload(txn, upload_id, user_id, lock=True)
+        upload = uploadstore.get_upload(txn, upload_id, user_id, lock=True)
         if upload is None:
             raise NotFound("Upload not found")
         check_chunk(upload, chunk, self._clock.seconds())
@@ -270,7 +267,7 @@ class UploadEngine:
             if hashes is not None:
                 hashes.offset = chunk.end + 1
         total = upload.total if upload.total is not None else chunk.total
-        store.set_received(txn, upload.id, chunk.end + 1, total)
+        uploadstore.set_received(txn, upload.id, chunk.end + 1, total)
         return replace(upload, received=chunk.end + 1, total=total)
 
     # -- finishing
@@ -368,7 +365,7 @@ class UploadEngine:
         if upload.parent_id is not None:
             if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
                 raise NotFound("Parent file not found", field="parent")
-        store.insert_upload(txn, upload)
+        uploadstore.insert_upload(txn, upload)
         self._staging.create(upload.id)
 
     async def abort(self, user_id: int, upload_id: str) -> None:
@@ -381,7 +378,7 @@ class UploadEngine:
 
     async def _abort_claimed(self, upload_id: str, owner: object) -> None:
         try:
-            await self._db.run(store.delete_upload, upload_id)
+            await self._db.run(uploadstore.delete_upload, upload_id)
         finally:
             self._progress.release(upload_id, owner)
         self._progress.forget(upload_id)
@@ -389,9 +386,9 @@ class UploadEngine:
 
     async def expire(self) -> int:
         """Delete uploads past their expiry and free their staging space; returns how many."""
-        ids = await self._db.run(store.expired_uploads, self._clock.seconds())
+        ids = await self._db.run(uploadstore.expired_uploads, self._clock.seconds())
         for upload_id in ids:
-            await self._db.run(store.delete_upload, upload_id)
+            await self._db.run(uploadstore.delete_upload, upload_id)
             self._progress.forget(upload_id)
             await self._in_thread(self._staging.remove, upload_id)
         return len(ids)

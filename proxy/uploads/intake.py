@@ -15,6 +15,7 @@ from common.errors import ApiError
 from common.hex32 import HEX32
 from common.tokens import token_from_header, verify_token
 from proxy.api.forms import content_type
+from proxy.api.tus_headers import OFFSET_STREAM, number
 from proxy.uploads.bodies import DIRECT_ALIGN, BufferPool, PlacedChunk, SpoolBody
 from proxy.uploads.progress import UploadProgress
 from proxy.uploads.site import ArchiveRequest, pending_request_line
@@ -22,7 +23,6 @@ from proxy.uploads.staging import StagingArea
 
 _CHUNK_PATH = re.compile(rb"/storage/tmp-upload/(%s)/" % HEX32.encode("ascii"))
 _TUS_PATH = re.compile(rb"/files/(%s)" % HEX32.encode("ascii"))
-_TUS_STREAM = "application/offset+octet-stream"
 _IN_MEMORY = 256 * 1024  # bodies up to this size stay in memory
 _MULTIPART_SLACK = 1 << 20  # room for multipart headers and fields around a full chunk
 
@@ -111,10 +111,12 @@ class BodyIntake:
         if method != b"PATCH" and not (method == b"POST" and override == "PATCH"):
             return None
         ctype = headers.getRawHeaders("content-type", [""])[0]
-        if content_type(ctype) != _TUS_STREAM or headers.hasHeader("upload-checksum"):
+        if content_type(ctype) != OFFSET_STREAM or headers.hasHeader("upload-checksum"):
             return None
-        offset = headers.getRawHeaders("upload-offset", [""])[0].strip()
-        return int(offset) if offset.isascii() and offset.isdigit() and len(offset) < 20 else None
+        try:
+            return number(headers.getRawHeaders("upload-offset", [None])[0], "Upload-Offset")
+        except ApiError:
+            return None  # the route will answer with the error
 
     def _open_sink(
         self, request: ArchiveRequest, upload_id: str, start: int, limit: int

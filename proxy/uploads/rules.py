@@ -8,8 +8,8 @@ import re
 from common.contentrange import ContentRange
 from common.errors import BadRequest, Gone, NotFound, PayloadTooLarge, ServiceUnavailable
 from common.hex32 import is_hex32
-from proxy.catalog.store import COMPLETE, Upload
 from proxy.uploads.bodies import ChunkBody, PlacedChunk
+from proxy.uploads.uploadstore import COMPLETE, Upload
 
 MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 MAX_FILENAME_BYTES = 255
@@ -62,10 +62,15 @@ def check_chunk(upload: Upload, chunk: ContentRange, now: float) -> None:
         raise BadRequest(
             "Total size does not match earlier chunks", total=upload.total, offset=upload.received
         )
-    if chunk.start != upload.received:
-        raise OffsetMismatch("Offsets do not match", offset=upload.received)
+    check_offset(upload, chunk.start)
     if upload.total is not None and chunk.end >= upload.total:
         raise BadRequest("Content-Range goes beyond the total size", total=upload.total)
+
+
+def check_offset(upload: Upload, start: int) -> None:
+    """Bytes must start at the upload's offset (what it holds durably)."""
+    if start != upload.received:
+        raise OffsetMismatch("Offsets do not match", offset=upload.received)
 
 
 def check_completable(upload: Upload, now: float) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from twisted.web import server
 from twisted.web.resource import IResource
 
+from proxy.api.tus_headers import TUS_VERSION
 from proxy.uploads.bodies import PlacedChunk
 
 TUS_PREFIX = b"/files/"
@@ -41,7 +42,7 @@ class ArchiveRequest(server.Request):
             if self.method == b"POST" and override:
                 self.method = override.strip().upper().encode("ascii", "replace")
             if self.method != b"OPTIONS":
-                self.setHeader("Tus-Resumable", "1.0.0")
+                self.setHeader("Tus-Resumable", TUS_VERSION)
         super().process()
 
 

@@ -14,12 +14,12 @@ from twisted.logger import Logger
 from common.contentrange import ContentRange
 from common.db import Database, Txn
 from common.errors import BadRequest, NotFound, PayloadTooLarge
-from proxy.catalog import store
-from proxy.catalog.store import COMPLETE, Upload
+from proxy.uploads import uploadstore
 from proxy.uploads.bodies import ChunkBody, PlacedChunk
 from proxy.uploads.engine import UploadEngine
 from proxy.uploads.progress import UploadProgress
-from proxy.uploads.rules import OffsetMismatch, validate_upload_id
+from proxy.uploads.rules import check_offset
+from proxy.uploads.uploadstore import COMPLETE, Upload
 
 log = Logger()
 DEFAULT_NAME = "upload"  # the file's name when the metadata gives none
@@ -115,29 +115,27 @@ class TusUploads:
         self, user_id: int, upload_id: str, offset: int, length: int | None
     ) -> Upload:
         """An empty PATCH: it may set a deferred length; its offset must still match."""
-        upload = await self._engine.resumable(user_id, validate_upload_id(upload_id))
+        upload = await self._engine.resumable(user_id, upload_id)
         if upload.status == COMPLETE:
-            if offset != upload.received:
-                raise_mismatch(upload)
+            check_offset(upload, offset)
             return upload
         return await self._db.run(self._declare_txn, user_id, upload_id, offset, length)
 
     def _declare_txn(
         self, txn: Txn, user_id: int, upload_id: str, offset: int, length: int | None
     ) -> Upload:
-        upload = store.get_upload(txn, upload_id, user_id, lock=True)
+        upload = uploadstore.get_upload(txn, upload_id, user_id, lock=True)
         if upload is None:
             raise NotFound("Upload not found")
-        if offset != upload.received:
-            raise_mismatch(upload)
+        check_offset(upload, offset)
         if length is None or length == upload.total:
             return upload
         if upload.total is not None:
             raise BadRequest("Upload-Length is already set", total=upload.total)
         if length < upload.received:
             raise BadRequest("Upload-Length is below the bytes already received")
-        store.set_received(txn, upload.id, upload.received, length)
-        return store.get_upload(txn, upload_id, user_id) or upload
+        uploadstore.set_received(txn, upload.id, upload.received, length)
+        return uploadstore.get_upload(txn, upload_id, user_id) or upload
 
     async def _finish_if_whole(self, user_id: int, upload: Upload) -> Upload:
         if upload.status == COMPLETE or upload.total is None or upload.received != upload.total:
@@ -161,7 +159,3 @@ class TusUploads:
                 )  # fmt: skip
         except Exception:
             log.failure("keeping the bytes of a PATCH cut short of {upload}", upload=sink.upload_id)
-
-
-def raise_mismatch(upload: Upload) -> None:
-    raise OffsetMismatch("Offsets do not match", offset=upload.received)

@@ -17,7 +17,7 @@ from common.errors import ApiError, BadRequest, Conflict
 from common.tokens import TokenClaims
 from common.web import header
 from proxy.api.contract import operation
-from proxy.api.docs_parts import error
+from proxy.api.docs_parts import error, ref
 from proxy.api.forms import content_type
 from proxy.api.routes.base import RouteBase
 from proxy.api.tus_headers import (
@@ -33,9 +33,9 @@ from proxy.api.tus_headers import (
     parse_checksum,
     parse_metadata,
 )
-from proxy.catalog.store import COMPLETE, Upload
 from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpoolBody, SpooledChunk
 from proxy.uploads.rules import OffsetMismatch, validate_upload_id
+from proxy.uploads.uploadstore import COMPLETE, Upload
 
 Json = dict[str, Any]
 
@@ -74,7 +74,7 @@ _GONE = error("The upload expired and its bytes were dropped.")
 _OLD_CLIENT = {
     "description": "`Tus-Resumable` is missing or names a version this server does not speak.",
     "headers": _headers("Tus-Version"),
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    "content": {"application/json": {"schema": ref("Error")}},
 }
 _STREAM_BODY: Json = {
     "required": False,
@@ -160,7 +160,7 @@ class TusRoutes(RouteBase):
             raise BadRequest("Send either Upload-Length or Upload-Defer-Length: 1")
         raw_metadata = header(request, "upload-metadata") or ""
         metadata = parse_metadata(raw_metadata)
-        body = self._stream_body(request, required=False)
+        body = self._stream_body(request)
         upload = await self._tus.create(caller.user_id, length, metadata, raw_metadata.strip())
         if body is not None and body.size and upload.status != COMPLETE:
             upload = await self._tus.patch(caller.user_id, upload.id, 0, body, None)
@@ -315,7 +315,7 @@ class TusRoutes(RouteBase):
         request.setResponseCode(204)
         return b""
 
-    def _stream_body(self, request: IRequest, *, required: bool) -> SpooledChunk | None:
+    def _stream_body(self, request: IRequest) -> SpooledChunk | None:
         body = request.content
         assert isinstance(body, SpoolBody)
         if not body.size:

@@ -1,0 +1,126 @@
+"""SQL for uploads (both dialects' sessions): one small function per statement.
+
+Every function takes a ``Txn`` first and runs inside ``Database.run``; rows come back as
+frozen ``Upload`` dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.db import Row, Txn
+
+UPLOADING, COMPLETE = 1, 2
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    owner_id: int
+    filename: str
+    parent_id: str | None
+    total: int | None
+    received: int
+    status: int
+    created_at: float
+    expires_at: float
+    completed_at: float | None
+    file_id: str | None
+    version: int | None
+    # What a tus upload carries beside (``proxy.uploads.tus``); the seed API leaves them.
+    dialect: str = "seed"  # or "tus"
+    metadata: str = ""  # the Upload-Metadata header as the client sent it
+    content_type: str = ""  # metadata's filetype
+    concat: str = ""  # "", "partial" or "final"
+    parts: str = ""  # a final upload's partial uploads, their ids separated by spaces
+
+
+_UPLOAD_COLUMNS = (
+    "id, owner_id, filename, parent_id, total, received, status, created_at, expires_at,"
+    " completed_at, file_id, version, dialect, metadata, content_type, concat, parts"
+)
+
+
+def _upload(row: Row) -> Upload:
+    return Upload(
+        row[0],
+        int(row[1]),
+        row[2],
+        row[3],
+        None if row[4] is None else int(row[4]),
+        int(row[5]),
+        int(row[6]),
+        float(row[7]),
+        float(row[8]),
+        None if row[9] is None else float(row[9]),
+        row[10],
+        None if row[11] is None else int(row[11]),
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+    )
+
+
+def insert_upload(txn: Txn, upload: Upload) -> None:
+    txn.execute(
+        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+        (
+            upload.id,
+            upload.owner_id,
+            upload.filename,
+            upload.parent_id,
+            upload.total,
+            upload.received,
+            upload.status,
+            upload.created_at,
+            upload.expires_at,
+            upload.completed_at,
+            upload.file_id,
+            upload.version,
+            upload.dialect,
+            upload.metadata,
+            upload.content_type,
+            upload.concat,
+            upload.parts,
+        ),
+    )
+
+
+def get_upload(txn: Txn, upload_id: str, owner_id: int, *, lock: bool = False) -> Upload | None:
+    """The caller's upload, locked for this transaction if asked; None for anyone else's."""
+    row = txn.one(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ? AND owner_id = ?"
+        + (txn.for_update if lock else ""),
+        (upload_id, owner_id),
+    )
+    return None if row is None else _upload(row)
+
+
+def set_received(txn: Txn, upload_id: str, received: int, total: int | None) -> None:
+    txn.execute(
+        "UPDATE uploads SET received = ?, total = ? WHERE id = ?", (received, total, upload_id)
+    )
+
+
+def mark_complete(
+    txn: Txn, upload_id: str, total: int, file_id: str, version: int, now: float
+) -> None:
+    txn.execute(
+        "UPDATE uploads SET status = ?, total = ?, received = ?, completed_at = ?,"
+        " file_id = ?, version = ? WHERE id = ?",
+        (COMPLETE, total, total, now, file_id, version, upload_id),
+    )
+
+
+def delete_upload(txn: Txn, upload_id: str) -> None:
+    txn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+
+def expired_uploads(txn: Txn, now: float, limit: int = 100) -> list[str]:
+    rows = txn.all(
+        "SELECT id FROM uploads WHERE status = ? AND expires_at <= ? LIMIT ?",
+        (UPLOADING, now, limit),
+    )
+    return [row[0] for row in rows]
