@@ -3,8 +3,11 @@
 Run through ``scripts/bench`` (which makes sure .venv exists):
 
     scripts/bench upload [--runs N] [--chunk-mib 8] [--file PATH] [--client raw|library]
+    scripts/bench upload --tus [--runs N] [--chunk-mib 8] [--file PATH]
     scripts/bench compare [--runs N]    anchors (tus, django-chunked-upload), then upload, ratios
     scripts/bench ratios                the ratios of the stored results only
+    scripts/bench compare-tus [--runs N]  bench.sh tus, upload, upload --tus, then tus-ratios
+    scripts/bench tus-ratios            tus / seed API and tus / tuspyserver, stored results only
 
 Every run starts a fresh ``pyarchive-proxy`` (SQLite, a temporary data dir under $BENCH_DATA,
 a free port on 127.0.0.1), registers and logs in a user, then - right after the same
@@ -14,21 +17,35 @@ connection. The proxy's peak RSS (VmHWM) and CPU seconds (utime+stime, all its t
 read from /proc right after the completion, then the stored file's md5 is checked (untimed) and
 the proxy is stopped by its PID (SIGTERM, SIGKILL after 15 s), even on error.
 
-MB/s with 1 MB = 10^6 bytes. Per-run data: $BENCH_DATA/results/pyarchive-upload.json, in
-bench.py's format (rows with values, median, min, max).
+With ``--tus`` the timed upload is tuspy's, as bench.py's ``tus`` anchor makes it
+(``TusClient(.../files/).uploader(path, chunk_size=8 MiB).upload()``, in this process): from
+the creation POST to the last PATCH's answer - the upload becomes a file at its last byte, there
+is no completion request. tuspy 1.1.0 opens a new TCP connection per request (``requests.post``
+and ``requests.patch`` without a session) and has no timeout of its own: the whole upload gets
+BENCH_RUN_TIMEOUT. Each run then checks (untimed) that ``GET /storage/tmp-upload/<id>/`` is
+complete and that its file has the test file's size, md5 and sha256 (computed once, untimed).
+
+MB/s with 1 MB = 10^6 bytes. Per-run data: $BENCH_DATA/results/pyarchive-upload.json
+(``--tus``: pyarchive-upload-tus.json), in bench.py's format (rows with values, median, min,
+max).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import importlib.metadata
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench_common import (
@@ -47,8 +64,11 @@ from bench_common import (
     Conn,
     Proxy,
     cpu_times,
+    digest_file,
+    expect,
     file_md5_raw,
     known_md5,
+    load_result,
     log,
     login_raw,
     own_cpu_s,
@@ -79,6 +99,15 @@ CLIENTS = {
 # Chosen by client CPU, one 1 GiB run each (2026-11-22): raw 0.45 CPU s, the library 2.33 CPU s
 # (its md5 thread alone is ~1.5 s/GiB; the raw client knows the md5 beforehand).
 DEFAULT_CLIENT = "raw"
+
+# upload --tus: tus 1.0 at /files/ with tuspy, as the tuspyserver anchor ("tus") is measured.
+TUS_NAME = "pyarchive-upload-tus"
+TUS_CLIENT = (
+    "tuspy (TusClient.uploader(path, chunk_size).upload(), retries=0, in this process; "
+    "a new TCP connection per request: requests.post/patch without a session)"
+)
+# Targets of tus-ratios: tus / the seed API's upload >= 0.9, tus / tuspyserver >= 0.8.
+TUS_TARGETS = {NAME: 0.9, "tus": 0.8}
 
 
 # ---------------------------------------------------------------- one run
@@ -179,6 +208,116 @@ def one_run(i: int, args: argparse.Namespace, path: Path, md5: str) -> dict[str,
     return d
 
 
+class DeadlinePassed(Exception):
+    """Not an OSError: urllib3 would take a TimeoutError for its own socket timeout."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """DeadlinePassed in the main thread after ``seconds`` (tuspy's requests have no timeout)."""
+
+    def expired(signum: int, frame: FrameType | None) -> None:
+        raise DeadlinePassed(f"not done within {seconds:g} s")
+
+    before = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def one_tus_run(
+    i: int, args: argparse.Namespace, path: Path, md5: str, sha256: str
+) -> dict[str, Any]:
+    from tusclient.client import TusClient
+    from tusclient.exceptions import TusCommunicationError
+
+    size = path.stat().st_size
+    proxy = Proxy(DATA)
+    conn = None
+    try:
+        proxy.wait_healthy()
+        conn = Conn(proxy.port)
+        login_raw(conn)
+        conn.close()  # reopened for the checks: tuspy makes connections of its own
+        tus = TusClient(
+            f"{proxy.base}/files/", headers={"Authorization": conn.headers["Authorization"]}
+        )
+        uploader = tus.uploader(
+            str(path), chunk_size=args.chunk, metadata={"filename": path.name}, retries=0
+        )  # no request yet: the creation POST is the first thing upload() does
+        rss0 = proc_status_kb(proxy.pid, "VmRSS") or 0
+        prefault_s = settle()
+        s0 = proc_cpu_s(proxy.pid)
+        c0, k0 = own_cpu_s(), cpu_times()
+        t0 = time.perf_counter()
+        try:
+            with deadline(RUN_TIMEOUT):
+                uploader.upload()
+        except DeadlinePassed as exc:
+            raise BenchError(f"tus upload failed: {proxy.died() or exc}") from exc
+        except (OSError, TusCommunicationError) as exc:
+            why = proxy.died() or f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TusCommunicationError) and exc.response_content:
+                why += f" {exc.response_content!r:.200}"
+            raise BenchError(f"tus upload failed: {why}") from exc
+        except Exception as exc:  # tuspy's own: e.g. an answer without Upload-Offset
+            why = proxy.died() or f"{type(exc).__name__}: {exc}"
+            raise BenchError(f"tus upload failed: {why}") from exc
+        t1 = time.perf_counter()
+        s1 = proc_cpu_s(proxy.pid)
+        hwm = proc_status_kb(proxy.pid, "VmHWM")
+        client_cpu, k1 = own_cpu_s() - c0, cpu_times()
+        if s0 is None or s1 is None or hwm is None:
+            raise BenchError(f"could not read /proc of the proxy: {proxy.died() or 'gone'}")
+        last = uploader.request.status_code if uploader.request is not None else None
+        if uploader.offset != size or uploader.url is None:
+            raise BenchError(f"tuspy stopped at offset {uploader.offset}, not {size}")
+        upload_id = str(uploader.url).rstrip("/").rsplit("/", 1)[1]
+        status, answer = conn.request("GET", f"/storage/tmp-upload/{upload_id}/")
+        expect("GET of the tus upload", status, answer)
+        if answer.get("status") != STATUS_COMPLETE:
+            raise BenchError(f"the last PATCH left status {answer.get('status')!r}, not 2")
+        status, found = conn.request("GET", f"/storage/files/{answer['file_id']}/")
+        expect("GET of the stored file", status, found)
+        got = (found.get("size"), found.get("md5"), found.get("sha256"))
+        if got != (size, md5, sha256):
+            raise BenchError(
+                f"digest mismatch: the proxy stored {got[0]} bytes with md5 {got[1]}, sha256 "
+                f"{got[2]}; expected {size} bytes with md5 {md5}, sha256 {sha256}"
+            )
+    finally:
+        if conn is not None:
+            conn.close()
+        proxy.stop()
+    secs = t1 - t0
+    d = {
+        "seconds": secs,
+        "chunks_seconds": None,
+        "complete_seconds": None,
+        "mb_s": size / secs / MB,
+        "peak_rss_mib": hwm / 1024,
+        "rss_start_mib": rss0 / 1024,
+        "server_cpu_s": s1 - s0,
+        "server_cpu_s_total": s1,
+        "client_cpu_s": client_cpu,
+        "steal_pct": steal_pct(k0, k1),
+        "prefault_seconds": prefault_s,
+        "tcp_connections": None,
+        "last_patch_status": last,
+        "md5_ok": True,
+        "sha256_ok": True,
+    }
+    log(
+        f"  run {i + 1}: {d['mb_s']:.0f} MB/s, proxy peak RSS {d['peak_rss_mib']:.0f} MiB "
+        f"(start {d['rss_start_mib']:.0f}), CPU s: proxy {d['server_cpu_s']:.2f}, "
+        f"client {client_cpu:.2f}"
+    )
+    return d
+
+
 # ---------------------------------------------------------------- upload measurement
 
 
@@ -188,31 +327,54 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
     if not PROXY.exists():
         raise BenchError(f"{PROXY} is missing: run scripts/bench (it installs .venv)")
     args.chunk = int(args.chunk_mib * (1 << 20))
-    label = f"pyarchive upload {size_label(size)}, {args.chunk_mib:g} MiB chunks"
-    log(
-        f"== {NAME}: {label}, {args.runs} runs, client: {CLIENTS[args.client]}, "
-        f"prefault {PREFAULT_GIB:g} GiB"
-    )
+    if args.tus:
+        try:
+            client = f"tuspy {importlib.metadata.version('tuspy')}"
+        except importlib.metadata.PackageNotFoundError:
+            raise BenchError(
+                "tuspy is missing from .venv: .venv/bin/pip install tuspy "
+                "(it is in the test extras: pip install -e '.[test]')"
+            ) from None
+        name, api, described = TUS_NAME, "pyarchive tus upload", TUS_CLIENT
+        timed = (
+            "timed from the creation POST to the last PATCH's answer (the upload completes "
+            "at its last byte: no completion request)"
+        )
+        how = (
+            "tus 1.0 at /files/: creation POST, then application/offset+octet-stream PATCHes; "
+            "the last byte makes it a file"
+        )
+    else:
+        name, api, described, client = NAME, "pyarchive upload", CLIENTS[args.client], args.client
+        timed = "timed from the first chunk PUT to the completion answer"
+        how = "raw application/octet-stream PUTs with Content-Range + md5 completion POST"
+    label = f"{api} {size_label(size)}, {args.chunk_mib:g} MiB chunks"
+    log(f"== {name}: {label}, {args.runs} runs, client: {described}, prefault {PREFAULT_GIB:g} GiB")
     md5, md5_from = known_md5(path)
+    sha256 = None
+    if args.tus:
+        log(f"  sha256 of {path} (untimed, for the checks) ...")
+        sha256 = digest_file(path, "sha256")
     warm(path)
     la0, t_start = os.getloadavg(), time.time()
     det = []
     for i in range(args.runs):
         try:
-            det.append(one_run(i, args, path, md5))
+            if sha256 is not None:
+                det.append(one_tus_run(i, args, path, md5, sha256))
+            else:
+                det.append(one_run(i, args, path, md5))
         except BenchError as exc:
             raise BenchError(f"run {i + 1}: {exc}") from exc
         settle(False)  # the deleted run's writeback must not leak into the next timing
-    tool = f"{project_version()}, client {args.client}"
+    tool = f"{project_version()}, client {client}"
     per_gib = GIB / size
-    notes = (
-        f"{CLIENTS[args.client]}; timed from the first chunk PUT to the completion answer; "
-        "fresh proxy per run, SQLite"
-    )
+    notes = f"{described}; {timed}; fresh proxy per run, SQLite"
+    which = "tus upload" if args.tus else "upload"
     rows = [
         row(label, [d["mb_s"] for d in det], "MB/s", det, tool, notes),
         row(
-            "pyarchive proxy peak RSS during that upload",
+            f"pyarchive proxy peak RSS during that {which}",
             [d["peak_rss_mib"] for d in det],
             "MiB",
             det,
@@ -220,7 +382,7 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
             "VmHWM of the pyarchive-proxy process",
         ),
         row(
-            "pyarchive: server CPU per GiB",
+            "pyarchive tus: server CPU per GiB" if args.tus else "pyarchive: server CPU per GiB",
             [d["server_cpu_s"] * per_gib for d in det],
             "CPU s/GiB",
             [],
@@ -230,9 +392,8 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
         ),
     ]
     out = {
-        "measurement": NAME,
-        "description": f"{label}, raw application/octet-stream PUTs with Content-Range + md5 "
-        "completion POST",
+        "measurement": name,
+        "description": f"{label}, {how}",
         "runs": args.runs,
         **sitting(t_start, la0),
         "file": str(path),
@@ -240,14 +401,15 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
         "chunk": args.chunk,
         "md5": md5,
         "md5_from": md5_from,
-        "client": args.client,
+        **({} if sha256 is None else {"sha256": sha256, "sha256_from": "computed"}),
+        "client": client,
         "proxy_env": tuning_env(),
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{NAME}.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1))
     mbs, rss, cpu = rows
-    print(f"client: {CLIENTS[args.client]}", flush=True)
+    print(f"client: {described}", flush=True)
     print(
         f"RESULT {label}: {mbs['median']:.0f} MB/s ({mbs['min']:.0f}–{mbs['max']:.0f}), "
         f"peak RSS {rss['median']:.1f} MiB, server CPU {cpu['median']:.2f} s/GiB",
@@ -272,14 +434,33 @@ def by_unit(result: dict[str, Any], unit: str) -> dict[str, Any] | None:
     return next((r for r in result["rows"] if r["unit"] == unit), None)
 
 
+def print_ratios(ours: dict[str, Any], other: dict[str, Any], target: float) -> None:
+    """The lines of one comparison: ours / other for MB/s, peak RSS and server CPU s/GiB."""
+    for unit, what, aim in (
+        ("MB/s", "throughput", f"target >= {target:g}x"),
+        ("MiB", "peak RSS  ", f"ours must stay < {RSS_LIMIT_MIB} MiB"),
+        ("CPU s/GiB", "server CPU", "lower is better"),
+    ):
+        a, b = by_unit(ours, unit), by_unit(other, unit)
+        if a is None or b is None:
+            continue
+        r = a["median"] / b["median"]
+        verdict = ""
+        if unit == "MB/s":
+            verdict = " ok" if r >= target else " BELOW TARGET"
+        elif unit == "MiB":
+            verdict = " ok" if a["median"] < RSS_LIMIT_MIB else " OVER LIMIT"
+        print(
+            f"    {what}: ours {a['median']:.2f} / {b['median']:.2f} {unit} = {r:.2f}x "
+            f"({aim}){verdict}"
+        )
+
+
 def ratios() -> None:
     """Ours / each anchor, for the medians of MB/s, peak RSS and server CPU s/GiB."""
 
     def load(name: str) -> dict[str, Any]:
-        f = RESULTS / f"{name}.json"
-        if not f.exists():
-            raise BenchError(f"no {f}: run scripts/bench compare (or anchors and upload)")
-        return dict(json.loads(f.read_text()))
+        return load_result(name, "run scripts/bench compare (or anchors and upload)")
 
     ours = load(NAME)
     print(
@@ -290,63 +471,94 @@ def ratios() -> None:
         other = load(name)
         note = sitting_notes(ours, other)
         print(f"  vs {name} ({other['started']}, {other['runs']} runs){note}")
-        for unit, what, target in (
-            ("MB/s", "throughput", f"target >= {TARGETS[name]:g}x"),
-            ("MiB", "peak RSS  ", f"ours must stay < {RSS_LIMIT_MIB} MiB"),
-            ("CPU s/GiB", "server CPU", "lower is better"),
-        ):
-            a, b = by_unit(ours, unit), by_unit(other, unit)
-            if a is None or b is None:
-                continue
-            r = a["median"] / b["median"]
-            verdict = ""
-            if unit == "MB/s":
-                verdict = " ok" if r >= TARGETS[name] else " BELOW TARGET"
-            elif unit == "MiB":
-                verdict = " ok" if a["median"] < RSS_LIMIT_MIB else " OVER LIMIT"
-            print(
-                f"    {what}: ours {a['median']:.2f} / {b['median']:.2f} {unit} = {r:.2f}x "
-                f"({target}){verdict}"
-            )
+        print_ratios(ours, other, TARGETS[name])
+
+
+def tus_ratios() -> None:
+    """Our tus upload / the seed API's upload and / tuspyserver with the same tuspy client."""
+
+    def load(name: str) -> dict[str, Any]:
+        hint = "run scripts/bench compare-tus (or bench.sh tus, upload and upload --tus)"
+        return load_result(name, hint)
+
+    ours = load(TUS_NAME)
+    print(
+        f"COMPARE medians; ours (tus): {ours['started']}, {ours['runs']} runs, "
+        f"prefault {ours.get('prefault_gib'):g} GiB, client {ours.get('client')}"
+    )
+    for name, what in ((NAME, "the seed API's upload"), ("tus", "tuspyserver, same tuspy")):
+        other = load(name)
+        note = sitting_notes(ours, other)
+        client = f", client {other['client']}" if "client" in other else ""
+        print(f"  vs {name}: {what} ({other['started']}, {other['runs']} runs{client}){note}")
+        print_ratios(ours, other, TUS_TARGETS[name])
+
+
+def same_as_anchors(args: argparse.Namespace, what: str) -> None:
+    if args.chunk_mib != 8 or Path(args.file) != DATA / "test-1g.bin":
+        raise BenchError(
+            f"{what} measures what the anchors measure: 8 MiB chunks of "
+            f"{DATA / 'test-1g.bin'}; leave --chunk-mib and --file alone"
+        )
+
+
+def run_anchor(name: str, runs: int) -> None:
+    p = subprocess.run([str(SHARED / "bench.sh"), name, "--runs", str(runs)])
+    if p.returncode != 0:
+        raise BenchError(f"../shared/bench/bench.sh {name} exited {p.returncode}")
 
 
 def compare(args: argparse.Namespace) -> None:
-    if args.chunk_mib != 8 or Path(args.file) != DATA / "test-1g.bin":
-        raise BenchError(
-            "compare measures what the anchors measure: 8 MiB chunks of "
-            f"{DATA / 'test-1g.bin'}; leave --chunk-mib and --file alone"
-        )
+    same_as_anchors(args, "compare")
     for name in ANCHORS:
-        p = subprocess.run([str(SHARED / "bench.sh"), name, "--runs", str(args.runs)])
-        if p.returncode != 0:
-            raise BenchError(f"../shared/bench/bench.sh {name} exited {p.returncode}")
+        run_anchor(name, args.runs)
     upload(args)
     ratios()
+
+
+def compare_tus(args: argparse.Namespace) -> None:
+    """bench.sh tus, then upload (the seed API), then upload --tus, back to back; the ratios."""
+    same_as_anchors(args, "compare-tus")
+    run_anchor("tus", args.runs)
+    upload(argparse.Namespace(**{**vars(args), "tus": False}))
+    upload(argparse.Namespace(**{**vars(args), "tus": True}))
+    tus_ratios()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("what", choices=["upload", "compare", "ratios"])
+    ap.add_argument("what", choices=["upload", "compare", "ratios", "compare-tus", "tus-ratios"])
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "5")))
     ap.add_argument("--chunk-mib", type=float, default=8)
     ap.add_argument("--file", default=str(DATA / "test-1g.bin"))
     ap.add_argument(
         "--client",
         choices=sorted(CLIENTS),
-        default=DEFAULT_CLIENT,
         help=f"upload client (default {DEFAULT_CLIENT}: the lower client CPU)",
+    )
+    ap.add_argument(
+        "--tus", action="store_true", help="upload: with tuspy to /files/ (tus 1.0) instead"
     )
     args = ap.parse_args()
     if args.runs < 1 or args.chunk_mib <= 0:
         ap.error("--runs and --chunk-mib must be positive")
+    if args.tus and args.what != "upload":
+        ap.error(f"--tus goes with upload ({args.what} knows which uploads it runs)")
+    if args.tus and args.client is not None:
+        ap.error("--client does not apply to --tus: the client is tuspy")
+    args.client = args.client or DEFAULT_CLIENT
     sys.path.insert(0, str(ROOT))
     try:
         if args.what == "upload":
             upload(args)
         elif args.what == "compare":
             compare(args)
+        elif args.what == "compare-tus":
+            compare_tus(args)
+        elif args.what == "tus-ratios":
+            tus_ratios()
         else:
             ratios()
     except BenchError as exc:
