@@ -31,6 +31,7 @@ from proxy.ops.systemlog import SystemLog
 from proxy.remote.backup import MetadataBackup
 from proxy.remote.connections import S3Connections, connection_box
 from proxy.remote.tier import RemoteTier
+from proxy.uploads.concat import Concatenation
 from proxy.uploads.engine import UploadEngine
 from proxy.uploads.intake import BodyIntake
 from proxy.uploads.progress import UploadProgress
@@ -238,9 +239,14 @@ def build_proxy(
         claim_wait=config.claim_wait,
         on_completed=replicator.kick,
     )
+    concat = Concatenation(
+        db=db, staging=staging, progress=progress, clock=clock, threads=reactor, pool=pool,
+        on_completed=replicator.kick,
+    )  # fmt: skip
     tus = TusUploads(
-        engine=uploads, db=db, progress=progress, clock=clock, max_size=config.max_upload_size
-    )
+        engine=uploads, db=db, progress=progress, clock=clock, max_size=config.max_upload_size,
+        concat=concat,
+    )  # fmt: skip
     files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)
     remote = RemoteTier(
         db=db, clock=clock, client=node_client, active=s3_connections.active,

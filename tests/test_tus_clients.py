@@ -229,3 +229,39 @@ def test_tus_js_client_uploads_and_resumes_from_its_stored_fingerprint(
     code, whole = run_tus_js(endpoint, source, token=token, metadata={"filename": "one.bin"})
     assert code == 0, whole  # no chunk size: the whole file in one PATCH
     assert _stored(proxy, token, str(whole["url"]))["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_tus_js_client_uploads_in_four_parallel_parts_and_resumes_them(
+    proxy: ProxyProcess, tmp_path: Path
+) -> None:
+    """``parallelUploads: 4``: four partial uploads, then one final upload joining them."""
+    token = proxy.login()
+    data = os.urandom(9 * MIB + 5)
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    endpoint = f"{proxy.url}/files/"
+    code, done = run_tus_js(
+        endpoint, source, token=token, chunk_size=MIB, parallel=4,
+        metadata={"filename": "parallel.bin"},
+    )  # fmt: skip
+    assert code == 0, done
+    found = _stored(proxy, token, str(done["url"]))
+    assert found["filename"] == "parallel.bin"
+    assert found["sha256"] == hashlib.sha256(data).hexdigest()
+
+    store = tmp_path / "tus-js-store.json"
+    again = tmp_path / "again.bin"
+    again.write_bytes(data[::-1])
+    code, stopped = run_tus_js(
+        endpoint, again, token=token, chunk_size=MIB, parallel=4, stop_after=3 * MIB,
+        store=store, metadata={"filename": "again.bin"},
+    )  # fmt: skip
+    assert code == 3, stopped
+    code, resumed = run_tus_js(
+        endpoint, again, token=token, chunk_size=MIB, parallel=4, store=store,
+        metadata={"filename": "again.bin"},
+    )  # fmt: skip
+    assert code == 0, resumed
+    assert _stored(proxy, token, str(resumed["url"]))["sha256"] == (
+        hashlib.sha256(data[::-1]).hexdigest()
+    )

@@ -85,7 +85,7 @@ async def test_options_says_what_the_server_supports(running_proxy: RunningProxy
     assert h(response, "tus-version") == "1.0.0"
     assert set((h(response, "tus-extension") or "").split(",")) >= {
         "creation", "creation-with-upload", "creation-defer-length", "expiration",
-        "checksum", "termination",
+        "checksum", "termination", "concatenation", "concatenation-unfinished",
     }  # fmt: skip
     assert h(response, "tus-max-size") == str(2**40)
     assert h(response, "tus-checksum-algorithm") == "sha1,md5,sha256"
@@ -371,3 +371,107 @@ async def test_method_override_turns_a_post_into_a_patch_or_a_delete(
     await response.content()
     assert response.code == 204
     assert (await head(url, token)).code == 404
+
+
+# ---------------------------------------------------------------- concatenation
+
+
+async def partial(proxy: RunningProxy, token: str, data: bytes, send: bool = True) -> str:
+    created, url = await create(
+        proxy, token, len(data), Upload_Concat="partial", Upload_Metadata=""
+    )
+    assert created.code == 201 and h(created, "upload-concat") == "partial"
+    if send:
+        done, _ = await patch(url, token, 0, data)
+        assert done.code == 204
+    return url
+
+
+async def final(proxy: RunningProxy, token: str, urls: list[str], **more: str) -> Any:
+    concat = "final;" + " ".join(urls)
+    response, _ = await create(
+        proxy, token, None, Upload_Concat=concat, Upload_Metadata=meta(filename="joined.bin"),
+        **more,
+    )  # fmt: skip
+    return response
+
+
+def upload_id(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_finished_partials_are_joined_into_one_file_once(
+    running_proxy: RunningProxy,
+) -> None:
+    token = await running_proxy.register_and_login()
+    pieces = [DATA[:30000], DATA[30000:30001], DATA[30001:]]
+    urls = [await partial(running_proxy, token, piece) for piece in pieces]
+    # A whole partial is not a file by itself.
+    code, listing = await answer(
+        await treq.get(f"{running_proxy.url}/storage/files/", headers=auth(token))
+    )
+    assert (code, listing["count"]) == (200, 0)
+    # Absolute URLs and paths both name an upload.
+    named = [urls[0], "/files/" + upload_id(urls[1]), urls[2]]
+    joined = await final(running_proxy, token, named)
+    assert joined.code == 201 and h(joined, "upload-offset") == str(len(DATA))
+    location = h(joined, "location") or ""
+    found = await stored_file(running_proxy, token, upload_id(location))
+    assert found["filename"] == "joined.bin" and found["size"] == len(DATA)
+    assert found["sha256"] == hashlib.sha256(DATA).hexdigest()
+    assert found["md5"] == hashlib.md5(DATA).hexdigest()
+    for url in urls:  # the partials' work is done
+        assert (await head(url, token)).code == 404
+    again = await final(running_proxy, token, named)
+    assert again.code == 201 and h(again, "location") == location
+    code, listing = await answer(
+        await treq.get(f"{running_proxy.url}/storage/files/", headers=auth(token))
+    )
+    assert listing["count"] == 1, "the repeated final POST made no second file"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_final_upload_of_unfinished_partials_is_joined_when_the_last_one_ends(
+    running_proxy: RunningProxy,
+) -> None:
+    token = await running_proxy.register_and_login()
+    first = await partial(running_proxy, token, DATA[:50000], send=False)
+    second = await partial(running_proxy, token, DATA[50000:], send=False)
+    joined = await final(running_proxy, token, [first, second])
+    assert joined.code == 201 and h(joined, "upload-offset") is None
+    location = h(joined, "location") or ""
+    probe = await head(location, token)
+    assert probe.code == 200 and h(probe, "upload-offset") is None
+    assert h(probe, "upload-length") == str(len(DATA))
+    assert h(probe, "upload-concat") == f"final;{first} {second}"
+    refused, _ = await patch(location, token, 0, DATA[:10])
+    assert refused.code == 403
+    done, _ = await patch(second, token, 0, DATA[50000:])
+    assert done.code == 204
+    assert h(await head(location, token), "upload-offset") is None  # the first is unfinished
+    half, _ = await patch(first, token, 0, DATA[:20000])
+    rest, _ = await patch(first, token, 20000, DATA[20000:50000])
+    assert half.code == rest.code == 204
+    found = await stored_file(running_proxy, token, upload_id(location))
+    assert found["sha256"] == hashlib.sha256(DATA).hexdigest()
+    assert h(await head(location, token), "upload-offset") == str(len(DATA))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_final_upload_is_refused_what_it_cannot_be(running_proxy: RunningProxy) -> None:
+    alice = await running_proxy.register_and_login()
+    bob = await running_proxy.register_and_login("bob", "other-pass-99")
+    part = await partial(running_proxy, alice, b"abc")
+    _, whole = await create(running_proxy, alice, 3)
+    bobs = await partial(running_proxy, bob, b"def")
+    assert (await final(running_proxy, alice, [part], Upload_Length="3")).code == 400
+    assert (await final(running_proxy, alice, [whole])).code == 400  # not a partial upload
+    assert (await final(running_proxy, alice, [bobs])).code == 404
+    assert (
+        await final(running_proxy, alice, [f"{running_proxy.url}/files/{'0' * 32}"])
+    ).code == 404
+    for bad in ("final;", "final;/elsewhere/x", "whole"):
+        response, _ = await create(running_proxy, alice, 3, Upload_Concat=bad)
+        assert response.code == 400, bad
+    assert h(await head(part, alice), "upload-offset") == "3"  # nothing was consumed

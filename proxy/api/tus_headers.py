@@ -12,9 +12,11 @@ import hashlib
 import re
 from dataclasses import dataclass
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 from common.contentrange import MAX_SIZE
 from common.errors import ApiError, BadRequest
+from common.hex32 import HEX32
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = (
@@ -24,12 +26,16 @@ EXTENSIONS = (
     "expiration",
     "checksum",
     "termination",
+    "concatenation",
+    "concatenation-unfinished",
 )
 CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 OFFSET_STREAM = "application/offset+octet-stream"
 METADATA_LIMIT = 4096  # bytes of Upload-Metadata; far more than a name, path and type need
 
 _NUMBER = re.compile(r"[0-9]{1,19}")
+_UPLOAD_URL_PATH = re.compile(rf"/files/({HEX32})")
+MAX_PARTS = 1000  # partial uploads in one final upload
 # A key is ASCII without spaces or commas; the value is base64 (it may be absent or empty).
 _KEY = re.compile(r"[!-+\--~]{1,64}")  # printable ASCII but ',' (0x2c) and space
 
@@ -97,6 +103,32 @@ def parse_metadata(value: str | None) -> dict[str, str]:
         except (binascii.Error, ValueError):
             raise BadRequest(f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
     return found
+
+
+def parse_concat(value: str | None) -> tuple[str, list[str]]:
+    """``Upload-Concat``: ``("", [])`` without it, ``("partial", [])``, or ``("final", ids)``
+    for ``final;<url> <url> ...`` (absolute URLs or paths of this server's uploads).
+
+    >>> parse_concat("final;/files/" + "a" * 32 + " http://h/files/" + "b" * 32)[1][1][:4]
+    'bbbb'
+    """
+    if value is None:
+        return "", []
+    text = value.strip()
+    if text == "partial":
+        return "partial", []
+    kind, _, urls = text.partition(";")
+    if kind != "final":
+        raise BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
+    ids = []
+    for url in urls.split():
+        match = _UPLOAD_URL_PATH.fullmatch(urlsplit(url).path)
+        if match is None:
+            raise BadRequest(f"Upload-Concat names {url[:200]!r}, which is not an upload's URL")
+        ids.append(match[1])
+    if not 1 <= len(ids) <= MAX_PARTS:
+        raise BadRequest(f"Upload-Concat final names 1 to {MAX_PARTS} partial uploads")
+    return "final", ids
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import re
 
 from common.contentrange import ContentRange
-from common.errors import BadRequest, Gone, NotFound, PayloadTooLarge, ServiceUnavailable
+from common.errors import (
+    BadRequest,
+    Forbidden,
+    Gone,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from common.hex32 import is_hex32
 from proxy.uploads.bodies import ChunkBody, PlacedChunk
 from proxy.uploads.uploadstore import COMPLETE, Upload
@@ -54,6 +61,7 @@ def validate_upload_id(upload_id: str) -> str:
 
 def check_chunk(upload: Upload, chunk: ContentRange, now: float) -> None:
     """Raise the error a chunk deserves against the upload's state, or nothing."""
+    check_writable(upload)
     if upload.status == COMPLETE:
         raise BadRequest("Upload has already been completed")
     if upload.expires_at <= now:
@@ -65,6 +73,12 @@ def check_chunk(upload: Upload, chunk: ContentRange, now: float) -> None:
     check_offset(upload, chunk.start)
     if upload.total is not None and chunk.end >= upload.total:
         raise BadRequest("Content-Range goes beyond the total size", total=upload.total)
+
+
+def check_writable(upload: Upload) -> None:
+    """A final tus upload takes no bytes of its own: its partials' are concatenated."""
+    if upload.concat == "final":
+        raise Forbidden("A final upload cannot be written to; its partial uploads can")
 
 
 def check_offset(upload: Upload, start: int) -> None:

@@ -116,6 +116,27 @@ class StagingArea:
                 remaining -= len(piece)
         return md5, sha256
 
+    def concatenate(self, upload_id: str, parts: list[tuple[str, int]]) -> tuple[str, str]:
+        """Write the first ``size`` bytes of each ``(upload id, size)`` part, in order, into
+        ``upload_id``'s staging file, hashing as it goes: each byte is read once and written
+        once. Returns the whole's md5 and sha256 (hex); the caller fsyncs (``link_blob``).
+        """
+        md5, sha256 = hashlib.md5(), hashlib.sha256()
+        with open(self.upload_path(upload_id), "r+b") as target:
+            target.truncate(0)
+            for part_id, size in parts:
+                with open(self.upload_path(part_id), "rb") as source:
+                    remaining = size
+                    while remaining:
+                        piece = source.read(min(4 * _COPY_PIECE, remaining))
+                        if not piece:
+                            raise OSError(f"partial upload {part_id} is shorter than {size}")
+                        target.write(piece)
+                        md5.update(piece)
+                        sha256.update(piece)
+                        remaining -= len(piece)
+        return md5.hexdigest(), sha256.hexdigest()
+
     def link_blob(self, upload_id: str, sha256: str, blob_id: int, size: int) -> None:
         """Make the upload's first ``size`` bytes the content of blob ``blob_id``.
 

@@ -16,9 +16,10 @@ from common.db import Database, Txn
 from common.errors import BadRequest, NotFound, PayloadTooLarge
 from proxy.uploads import uploadstore
 from proxy.uploads.bodies import ChunkBody, PlacedChunk
+from proxy.uploads.concat import Concatenation
 from proxy.uploads.engine import UploadEngine
 from proxy.uploads.progress import UploadProgress
-from proxy.uploads.rules import check_offset
+from proxy.uploads.rules import check_offset, check_writable
 from proxy.uploads.uploadstore import COMPLETE, Upload
 
 log = Logger()
@@ -47,7 +48,9 @@ class TusUploads:
         progress: UploadProgress,
         clock: IReactorTime,
         max_size: int,
+        concat: Concatenation,
     ) -> None:
+        self._concat = concat
         self._engine = engine
         self._db = db
         self._progress = progress
@@ -60,8 +63,10 @@ class TusUploads:
         length: int | None,
         metadata: dict[str, str],
         raw_metadata: str,
+        concat: str = "",
     ) -> Upload:
-        """A new upload of ``length`` bytes (None: deferred); an empty one is a file at once."""
+        """A new upload of ``length`` bytes (None: deferred); an empty one is a file at once,
+        unless it is a partial upload (``concat``), which never becomes a file by itself."""
         if length is not None and length > self.max_size:
             raise PayloadTooLarge(
                 f"Upload-Length is above the largest upload, {self.max_size} bytes",
@@ -75,15 +80,46 @@ class TusUploads:
             dialect="tus",
             metadata=raw_metadata,
             content_type=metadata.get("filetype", "")[:255],
+            concat=concat,
         )
-        if length == 0:
+        if length == 0 and not concat:
             return await self._engine.finish(user_id, upload.id)
         return upload
+
+    async def create_final(
+        self, user_id: int, part_ids: list[str], metadata: dict[str, str], raw_metadata: str
+    ) -> Upload:
+        """A final upload of these partials, assembled at once if they are whole, else when
+        the last of them is. The same final POST again answers the same upload."""
+        existing = await self._concat.existing_final(user_id, part_ids)
+        if existing is not None:
+            return existing
+        parts = await self._concat.partials(user_id, part_ids)
+        lengths = [part.total for part in parts]
+        total = None if None in lengths else sum(n for n in lengths if n is not None)
+        if total is not None and total > self.max_size:
+            raise PayloadTooLarge(
+                f"The partial uploads add up to more than {self.max_size} bytes",
+                max_size=self.max_size,
+            )
+        final = await self._engine.create(
+            user_id,
+            file_name(metadata),
+            metadata.get("parent") or None,
+            total,
+            dialect="tus",
+            metadata=raw_metadata,
+            content_type=metadata.get("filetype", "")[:255],
+            concat="final",
+            parts=" ".join(part_ids),
+        )
+        self._progress.forget(final.id)  # it takes no PATCH: none is written in place
+        return await self._concat.assemble(user_id, final.id) or final
 
     async def status(self, user_id: int, upload_id: str) -> Upload:
         """The upload as HEAD reports it; its offset is learned for in-place PATCHes."""
         upload = await self._engine.resumable(user_id, upload_id)
-        if upload.status != COMPLETE:
+        if upload.status != COMPLETE and upload.concat != "final":
             self._progress.learn_offset(upload.id, upload.received)
         return upload
 
@@ -116,6 +152,7 @@ class TusUploads:
     ) -> Upload:
         """An empty PATCH: it may set a deferred length; its offset must still match."""
         upload = await self._engine.resumable(user_id, upload_id)
+        check_writable(upload)
         if upload.status == COMPLETE:
             check_offset(upload, offset)
             return upload
@@ -139,6 +176,9 @@ class TusUploads:
 
     async def _finish_if_whole(self, user_id: int, upload: Upload) -> Upload:
         if upload.status == COMPLETE or upload.total is None or upload.received != upload.total:
+            return upload
+        if upload.concat == "partial":
+            await self._concat.partial_finished(user_id, upload.id)
             return upload
         return await self._engine.finish(user_id, upload.id)
 

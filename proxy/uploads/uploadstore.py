@@ -118,6 +118,26 @@ def delete_upload(txn: Txn, upload_id: str) -> None:
     txn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
 
+def find_final(txn: Txn, owner_id: int, parts: str) -> Upload | None:
+    """The caller's final tus upload of exactly these partial uploads, if one was made."""
+    row = txn.one(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE owner_id = ? AND concat = 'final'"
+        " AND parts = ?",
+        (owner_id, parts),
+    )
+    return None if row is None else _upload(row)
+
+
+def finals_waiting_on(txn: Txn, owner_id: int, partial_id: str) -> list[str]:
+    """The caller's unfinished final uploads that list this partial upload."""
+    rows = txn.all(
+        "SELECT id FROM uploads WHERE owner_id = ? AND concat = 'final' AND status = ?"
+        " AND ' ' || parts || ' ' LIKE ?",
+        (owner_id, UPLOADING, f"% {partial_id} %"),
+    )
+    return [row[0] for row in rows]
+
+
 def expired_uploads(txn: Txn, now: float, limit: int = 100) -> list[str]:
     rows = txn.all(
         "SELECT id FROM uploads WHERE status = ? AND expires_at <= ? LIMIT ?",

@@ -31,6 +31,7 @@ from proxy.api.tus_headers import (
     http_date,
     number,
     parse_checksum,
+    parse_concat,
     parse_metadata,
 )
 from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpoolBody, SpooledChunk
@@ -54,6 +55,7 @@ def _headers(*names: str) -> Json:
         "Tus-Extension": "The extensions this server supports.",
         "Tus-Max-Size": "The largest upload, in bytes.",
         "Tus-Checksum-Algorithm": "`sha1,md5,sha256`.",
+        "Upload-Concat": "`partial`, or `final;` and the partial uploads' URLs.",
     }
     return {name: {"description": described[name], "schema": {"type": "string"}} for name in names}
 
@@ -138,14 +140,22 @@ class TusRoutes(RouteBase):
             _header_param("Upload-Length", "The upload's size in bytes."),
             _header_param("Upload-Defer-Length", "`1`: the size comes with a later PATCH."),
             _header_param("Upload-Metadata", "`key base64value` pairs, comma-separated."),
+            _header_param(
+                "Upload-Concat",
+                "`partial` (a part of a parallel upload), or `final;<url> <url> ...`: the file "
+                "is these partial uploads, in order (they may still be unfinished).",
+            ),
         ),
         responses={
             201: {
-                "description": "Created.",
-                "headers": _headers("Location", "Upload-Offset", "Upload-Expires"),
+                "description": "Created (a final upload of finished partials: stored).",
+                "headers": _headers("Location", "Upload-Offset", "Upload-Expires", "Upload-Concat"),
             },
-            400: error("Bad Upload-Length, Upload-Defer-Length or Upload-Metadata."),
-            404: error("No such `parent` file, or it is someone else's."),
+            400: error(
+                "Bad Upload-Length, Upload-Defer-Length, Upload-Metadata or Upload-Concat; a "
+                "final upload with a length or a body, or naming an upload that is not partial."
+            ),
+            404: error("No such `parent` file or partial upload, or it is someone else's."),
             412: _OLD_CLIENT,
             413: error("Upload-Length is above Tus-Max-Size."),
         },
@@ -154,18 +164,46 @@ class TusRoutes(RouteBase):
         check_version(header(request, "tus-resumable"))
         length = number(header(request, "upload-length"), "Upload-Length")
         deferred = header(request, "upload-defer-length")
+        concat, part_ids = parse_concat(header(request, "upload-concat"))
+        raw_metadata = header(request, "upload-metadata") or ""
+        metadata = parse_metadata(raw_metadata)
+        if concat == "final":
+            return await self._create_final(request, caller, part_ids, metadata, raw_metadata)
         if deferred is not None and deferred.strip() != "1":
             raise BadRequest("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
         if (length is None) == (deferred is None):
             raise BadRequest("Send either Upload-Length or Upload-Defer-Length: 1")
-        raw_metadata = header(request, "upload-metadata") or ""
-        metadata = parse_metadata(raw_metadata)
         body = self._stream_body(request)
-        upload = await self._tus.create(caller.user_id, length, metadata, raw_metadata.strip())
+        upload = await self._tus.create(
+            caller.user_id, length, metadata, raw_metadata.strip(), concat
+        )
         if body is not None and body.size and upload.status != COMPLETE:
             upload = await self._tus.patch(caller.user_id, upload.id, 0, body, None)
         elif body is not None:
             body.close()
+        request.setResponseCode(201)
+        request.setHeader("Location", f"{self._base_url(request)}/files/{upload.id}")
+        self._progress_headers(request, upload)
+        return b""
+
+    async def _create_final(
+        self,
+        request: IRequest,
+        caller: TokenClaims,
+        part_ids: list[str],
+        metadata: dict[str, str],
+        raw_metadata: str,
+    ) -> bytes:
+        """``Upload-Concat: final;...``: no length (the partials say it) and no body."""
+        if header(request, "upload-length") is not None:
+            raise BadRequest("A final upload takes no Upload-Length: its partials add up to it")
+        body = request.content
+        assert isinstance(body, SpoolBody)  # only PATCH bodies are written in place
+        if body.size:
+            raise BadRequest("A final upload takes no body: PATCH its partial uploads")
+        upload = await self._tus.create_final(
+            caller.user_id, part_ids, metadata, raw_metadata.strip()
+        )
         request.setResponseCode(201)
         request.setHeader("Location", f"{self._base_url(request)}/files/{upload.id}")
         self._progress_headers(request, upload)
@@ -187,6 +225,7 @@ class TusRoutes(RouteBase):
                     "Upload-Defer-Length",
                     "Upload-Metadata",
                     "Upload-Expires",
+                    "Upload-Concat",
                     "Cache-Control",
                 ),
             },
@@ -232,6 +271,7 @@ class TusRoutes(RouteBase):
                 "headers": _headers("Upload-Offset", "Upload-Expires"),
             },
             400: error("Bad Upload-Offset, Upload-Length or Upload-Checksum."),
+            403: error("A final upload takes no bytes: PATCH its partial uploads."),
             404: _NO_UPLOAD,
             409: error(
                 "Upload-Offset is not the upload's offset (nothing was written), or another "
@@ -326,11 +366,18 @@ class TusRoutes(RouteBase):
             return None  # created without it: the client PATCHes from offset 0
         return SpooledChunk(body.hand_over(), body.size)
 
-    @staticmethod
-    def _progress_headers(request: IRequest, upload: Upload) -> None:
-        request.setHeader("Upload-Offset", str(upload.received))
+    def _progress_headers(self, request: IRequest, upload: Upload) -> None:
+        """The offset (none for a final upload not assembled yet), expiry and concatenation."""
+        if upload.concat != "final" or upload.status == COMPLETE:
+            request.setHeader("Upload-Offset", str(upload.received))
         if upload.status != COMPLETE:
             request.setHeader("Upload-Expires", http_date(upload.expires_at))
+        if upload.concat == "partial":
+            request.setHeader("Upload-Concat", "partial")
+        elif upload.concat == "final":
+            base = self._base_url(request)
+            urls = " ".join(f"{base}/files/{part}" for part in upload.parts.split())
+            request.setHeader("Upload-Concat", f"final;{urls}")
 
 
 def _digest(body: SpooledChunk, checksum: Checksum) -> bytes:
