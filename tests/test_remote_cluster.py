@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tusclient import client as tus_client
 
 from common.s3 import S3Settings, make_client
 from tests.conftest import _database_url
@@ -225,6 +226,31 @@ def test_a_multi_part_file_is_mirrored_uncached_cached_and_served_intact(
     assert S3_SECRET not in "\n".join(cluster.answers)
     assert S3_SECRET not in cluster.logs()
     assert S3_SECRET[-12:] not in cluster.logs()
+
+
+def test_a_file_uploaded_over_tus_is_listed_replicated_mirrored_and_downloadable(
+    cluster: RemoteCluster,
+) -> None:
+    data = content(7, 2 * PART + 999)
+    source = cluster.root / "tus.bin"
+    source.write_bytes(data)
+    uploader = tus_client.TusClient(
+        f"{cluster.proxy.url}/files/", headers={"Authorization": f"JWT {cluster.token}"}
+    ).uploader(str(source), chunk_size=2**20, metadata={"filename": "tus.bin"})
+    uploader.upload()
+    assert uploader.url is not None
+    status, upload = cluster.user("GET", f"/storage/tmp-upload/{uploader.url.rsplit('/', 1)[1]}/")
+    assert status == 200 and upload["status"] == 2, upload
+    file_id = upload["file_id"]
+    status, listing = cluster.user("GET", "/storage/files/")
+    assert [f["id"] for f in listing["results"]] == [file_id]
+    eventually(lambda: cluster.confirmed(file_id, 2), 30, "two replicas of the tus upload")
+    found = mirrored(cluster, file_id)
+    assert found["remote_verified"] is True and found["sha256"] == sha256(data)
+    stored, _ = object_bytes(cluster.s3, sha256(data))
+    assert stored == data
+    code, body, _ = cluster.download(file_id)
+    assert code == 200 and body == data
 
 
 def test_a_part_corrupted_in_s3_fails_the_restore_and_nothing_wrong_is_served(
