@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from common.config import parse_duration, parse_size, setting
+from proxy.api.edge import parse_networks
 from proxy.cluster.placement import parse_zone_map
 
 
 def _zone_map_text(text: str) -> str:
     parse_zone_map(text)  # refuse a bad map at start-up, naming the setting
     return text
+
+
+def _networks_text(text: str) -> str:
+    parse_networks(text)  # refuse a bad address at start-up, naming the setting
+    return text
+
+
+def _tus_path_text(text: str) -> str:
+    """``/files/`` or another absolute path of letters, digits, ``_.-`` and slashes."""
+    path = "/" + text.strip().strip("/") + "/"
+    if path != "//" and not re.fullmatch(r"(/[A-Za-z0-9_.\-]+)+/", path):
+        raise ValueError(f"not a path like /files/: {text!r}")
+    if path in {"//", "/storage/", "/api/", "/docs/"}:
+        raise ValueError(f"{path} is taken by the proxy's other routes")
+    return path
 
 
 def _at_least_one(text: str) -> int:
@@ -65,6 +82,23 @@ class ProxyConfig:
     )
     max_chunk_size: int = setting(
         64 * 2**20, parse_size, "Largest chunk one PUT may carry (413 above it).", shown="64MiB"
+    )
+    cors_origins: str = setting(
+        "",
+        str,
+        "Origins whose browser pages may call the API (CORS), comma-separated, or * for any; "
+        "empty: none but the proxy's own pages.",
+    )
+    trusted_proxies: str = setting(
+        "",
+        _networks_text,
+        "Addresses or networks (comma-separated) of reverse proxies whose Forwarded or "
+        "X-Forwarded-Proto/-Host headers name the public scheme and host; empty: none.",
+    )
+    tus_path: str = setting(
+        "/files/",
+        _tus_path_text,
+        "Where tus clients upload (the tus endpoint); /files/ answers too.",
     )
     max_upload_size: int = setting(
         2**40,

@@ -16,6 +16,7 @@ from twisted.python.threadpool import ThreadPool
 
 from common.db import Database, parse_database_url
 from proxy.api.app import ProxyApp
+from proxy.api.edge import Cors, parse_networks
 from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
 from proxy.cluster.admin import NodeAdmin
@@ -245,7 +246,7 @@ def build_proxy(
     )  # fmt: skip
     tus = TusUploads(
         engine=uploads, db=db, progress=progress, clock=clock, max_size=config.max_upload_size,
-        concat=concat,
+        concat=concat, path=config.tus_path,
     )  # fmt: skip
     files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)
     remote = RemoteTier(
@@ -272,6 +273,7 @@ def build_proxy(
         threads=reactor,
         pool=pool,
         public_url=config.public_url,
+        trusted_proxies=parse_networks(config.trusted_proxies),
     )
     intake = BodyIntake(
         reactor=reactor,
@@ -282,9 +284,12 @@ def build_proxy(
         secret=secret,
         max_chunk_size=config.max_chunk_size,
         max_upload_size=config.max_upload_size,
+        tus_path=config.tus_path,
         keep_arrived=lambda sink: defer.ensureDeferred(tus.keep_arrived(sink)),
     )
-    site = ArchiveSite(app.app.resource(), intake)
+    site = ArchiveSite(
+        app.app.resource(), intake, Cors.parse(config.cors_origins), tus_path=config.tus_path
+    )
     site.displayTracebacks = False
     proxy = Proxy(
         config, reactor, clock, db, pool, site, uploads, accounts,

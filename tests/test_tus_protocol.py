@@ -475,3 +475,46 @@ async def test_a_final_upload_is_refused_what_it_cannot_be(running_proxy: Runnin
         response, _ = await create(running_proxy, alice, 3, Upload_Concat=bad)
         assert response.code == 400, bad
     assert h(await head(part, alice), "upload-offset") == "3"  # nothing was consumed
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_endpoint_may_be_put_elsewhere(database_url: str, tmp_path: Path) -> None:
+    async with proxy_with(database_url, tmp_path / "proxy", tus_path="/upload/tus/") as proxy:
+        token = await proxy.register_and_login()
+        options = await treq.request("OPTIONS", f"{proxy.url}/upload/tus/")
+        await options.content()
+        assert options.code == 204 and h(options, "tus-version") == "1.0.0"
+        response = await treq.post(
+            f"{proxy.url}/upload/tus/",
+            headers=headers(
+                token, Upload_Length=str(len(DATA)), Upload_Metadata=meta(filename="x")
+            ),
+        )
+        await response.content()
+        url = h(response, "location") or ""
+        assert response.code == 201 and url.startswith(f"{proxy.url}/upload/tus/")
+        first, _ = await patch(url, token, 0, DATA[:1000])
+        assert first.code == 204 and h(first, "tus-resumable") == "1.0.0"
+        assert h(await head(url, token), "upload-offset") == "1000"
+        part = await partial(proxy, token, DATA[1000:])
+        assert part.startswith(f"{proxy.url}/upload/tus/")
+        done, _ = await patch(url, token, 1000, DATA[1000:])
+        assert done.code == 204
+        found = await stored_file(proxy, token, upload_id(url))
+        assert found["sha256"] == hashlib.sha256(DATA).hexdigest()
+        joined = await final(proxy, token, [part])
+        assert joined.code == 201 and (h(joined, "location") or "").startswith(
+            f"{proxy.url}/upload/tus/"
+        )
+
+
+@pytest.mark.parametrize("bad", ["/", "/storage", "files?x", "/a b/"])
+def test_a_tus_path_that_cannot_be_the_endpoint_stops_the_start(bad: str) -> None:
+    from common.config import ConfigError, load
+    from proxy.config import ProxyConfig
+
+    with pytest.raises(ConfigError, match="PYARCHIVE_TUS_PATH"):
+        load(ProxyConfig, "proxy", environ={"PYARCHIVE_TUS_PATH": bad})
+    assert load(ProxyConfig, "proxy", environ={"PYARCHIVE_TUS_PATH": "up/tus"}).tus_path == (
+        "/up/tus/"
+    )

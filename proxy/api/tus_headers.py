@@ -34,7 +34,6 @@ OFFSET_STREAM = "application/offset+octet-stream"
 METADATA_LIMIT = 4096  # bytes of Upload-Metadata; far more than a name, path and type need
 
 _NUMBER = re.compile(r"[0-9]{1,19}")
-_UPLOAD_URL_PATH = re.compile(rf"/files/({HEX32})")
 MAX_PARTS = 1000  # partial uploads in one final upload
 # A key is ASCII without spaces or commas; the value is base64 (it may be absent or empty).
 _KEY = re.compile(r"[!-+\--~]{1,64}")  # printable ASCII but ',' (0x2c) and space
@@ -105,9 +104,10 @@ def parse_metadata(value: str | None) -> dict[str, str]:
     return found
 
 
-def parse_concat(value: str | None) -> tuple[str, list[str]]:
+def parse_concat(value: str | None, path: str = "/files/") -> tuple[str, list[str]]:
     """``Upload-Concat``: ``("", [])`` without it, ``("partial", [])``, or ``("final", ids)``
-    for ``final;<url> <url> ...`` (absolute URLs or paths of this server's uploads).
+    for ``final;<url> <url> ...`` (absolute URLs or paths of this server's uploads, under the
+    tus endpoint ``path`` or ``/files/``).
 
     >>> parse_concat("final;/files/" + "a" * 32 + " http://h/files/" + "b" * 32)[1][1][:4]
     'bbbb'
@@ -121,8 +121,9 @@ def parse_concat(value: str | None) -> tuple[str, list[str]]:
     if kind != "final":
         raise BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
     ids = []
+    upload_path = re.compile(f"(?:{re.escape(path)}|/files/)({HEX32})")
     for url in urls.split():
-        match = _UPLOAD_URL_PATH.fullmatch(urlsplit(url).path)
+        match = upload_path.fullmatch(urlsplit(url).path)
         if match is None:
             raise BadRequest(f"Upload-Concat names {url[:200]!r}, which is not an upload's URL")
         ids.append(match[1])

@@ -22,7 +22,6 @@ from proxy.uploads.site import ArchiveRequest, pending_request_line
 from proxy.uploads.staging import StagingArea
 
 _CHUNK_PATH = re.compile(rb"/storage/tmp-upload/(%s)/" % HEX32.encode("ascii"))
-_TUS_PATH = re.compile(rb"/files/(%s)" % HEX32.encode("ascii"))
 _IN_MEMORY = 256 * 1024  # bodies up to this size stay in memory
 _MULTIPART_SLACK = 1 << 20  # room for multipart headers and fields around a full chunk
 
@@ -39,6 +38,7 @@ class BodyIntake:
         secret: str,
         max_chunk_size: int,
         max_upload_size: int,
+        tus_path: str = "/files/",
         keep_arrived: Callable[[PlacedChunk], object] = lambda sink: None,
     ) -> None:
         self._reactor: IReactorTime & IReactorThreads = reactor  # type: ignore[valid-type]
@@ -49,6 +49,10 @@ class BodyIntake:
         self._secret = secret
         self._max_chunk = max_chunk_size
         self._max_upload = max_upload_size
+        paths = {tus_path.encode("ascii"), b"/files/"}
+        self._tus_path = re.compile(
+            b"(?:%s)(%s)" % (b"|".join(re.escape(p) for p in paths), HEX32.encode("ascii"))
+        )
         self._keep_arrived = keep_arrived  # what a tus PATCH cut short becomes
         self._buffers = BufferPool()
 
@@ -67,7 +71,7 @@ class BodyIntake:
             return None
         headers = request.requestHeaders
         path = line[1].split(b"?", 1)[0]
-        tus = _TUS_PATH.fullmatch(path)
+        tus = self._tus_path.fullmatch(path)
         seed = _CHUNK_PATH.fullmatch(path) if line[0] == b"PUT" else None
         start: int | None
         if tus is not None:

@@ -7,10 +7,11 @@ from typing import Any, Protocol
 from twisted.web import server
 from twisted.web.resource import IResource
 
+from proxy.api.edge import Cors
 from proxy.api.tus_headers import TUS_VERSION
 from proxy.uploads.bodies import PlacedChunk
 
-TUS_PREFIX = b"/files/"
+TUS_PREFIX = b"/files/"  # where the tus routes are; ``tus_path`` is rewritten to it
 
 
 class BodyFactory(Protocol):
@@ -36,7 +37,15 @@ class ArchiveRequest(server.Request):
 
     def process(self) -> None:
         """tus: ``X-HTTP-Method-Override`` on a POST under ``/files/`` is the real method,
-        and every answer there but OPTIONS says ``Tus-Resumable`` (errors too)."""
+        and every answer there but OPTIONS says ``Tus-Resumable`` (errors too). CORS headers
+        go on every answer to an allowed origin; its preflights are answered here."""
+        site = self.channel.site  # type: ignore[attr-defined]
+        if site.cors.apply(self):
+            self.setResponseCode(204)
+            self.finish()
+            return
+        if site.tus_path != TUS_PREFIX and self.path.startswith(site.tus_path):
+            self.path = TUS_PREFIX + self.path[len(site.tus_path) :]  # the routes' own path
         if self.path.startswith(TUS_PREFIX):
             override = self.getHeader("x-http-method-override")
             if self.method == b"POST" and override:
@@ -49,9 +58,18 @@ class ArchiveRequest(server.Request):
 class ArchiveSite(server.Site):
     requestFactory = ArchiveRequest
 
-    def __init__(self, resource: IResource, body_factory: BodyFactory, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: IResource,
+        body_factory: BodyFactory,
+        cors: Cors | None = None,
+        tus_path: str = "/files/",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(resource, **kwargs)
         self.body_factory = body_factory
+        self.cors = cors or Cors()
+        self.tus_path = tus_path.encode("ascii")
 
 
 def pending_request_line(request: server.Request) -> tuple[bytes, bytes] | None:

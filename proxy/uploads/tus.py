@@ -49,7 +49,9 @@ class TusUploads:
         clock: IReactorTime,
         max_size: int,
         concat: Concatenation,
+        path: str = "/files/",
     ) -> None:
+        self.path = path  # the endpoint clients were given (``tus_path``)
         self._concat = concat
         self._engine = engine
         self._db = db

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import IO, Any
 
 from twisted.internet.interfaces import IReactorThreads
@@ -11,6 +10,7 @@ from twisted.web.iweb import IRequest
 
 from common.tokens import TokenClaims
 from common.web import header
+from proxy.api.edge import HOST, Network, forwarded
 from proxy.api.inputs import small_fields
 from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
@@ -23,8 +23,6 @@ from proxy.remote.tier import RemoteTier
 from proxy.uploads.engine import UploadEngine
 from proxy.uploads.staging import StagingArea
 from proxy.uploads.tus import TusUploads
-
-_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
 
 class RouteBase:
@@ -45,6 +43,7 @@ class RouteBase:
         threads: IReactorThreads,
         pool: ThreadPool,
         public_url: str = "",
+        trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self._accounts = accounts
         self._uploads = uploads
@@ -60,13 +59,17 @@ class RouteBase:
         self._threads = threads
         self._pool = pool
         self._public_url = public_url.rstrip("/")
+        self._trusted_proxies = trusted_proxies
 
     def _base_url(self, request: IRequest) -> str:
+        """Where clients reach this proxy: ``public_url``, else what a trusted reverse proxy
+        forwarded, else this connection's scheme and ``Host`` (``proxy.api.edge``)."""
         if self._public_url:
             return self._public_url
-        scheme = "https" if request.isSecure() else "http"
-        host = header(request, "host") or ""
-        if not _HOST.fullmatch(host):
+        proto, forwarded_host = forwarded(request, self._trusted_proxies)
+        scheme = proto or ("https" if request.isSecure() else "http")
+        host = forwarded_host or header(request, "host") or ""
+        if not HOST.fullmatch(host):
             address = request.getHost()
             host = f"{address.host}:{address.port}"
         return f"{scheme}://{host}"

@@ -164,7 +164,7 @@ class TusRoutes(RouteBase):
         check_version(header(request, "tus-resumable"))
         length = number(header(request, "upload-length"), "Upload-Length")
         deferred = header(request, "upload-defer-length")
-        concat, part_ids = parse_concat(header(request, "upload-concat"))
+        concat, part_ids = parse_concat(header(request, "upload-concat"), self._tus.path)
         raw_metadata = header(request, "upload-metadata") or ""
         metadata = parse_metadata(raw_metadata)
         if concat == "final":
@@ -182,7 +182,7 @@ class TusRoutes(RouteBase):
         elif body is not None:
             body.close()
         request.setResponseCode(201)
-        request.setHeader("Location", f"{self._base_url(request)}/files/{upload.id}")
+        request.setHeader("Location", self._upload_url(request, upload.id))
         self._progress_headers(request, upload)
         return b""
 
@@ -205,7 +205,7 @@ class TusRoutes(RouteBase):
             caller.user_id, part_ids, metadata, raw_metadata.strip()
         )
         request.setResponseCode(201)
-        request.setHeader("Location", f"{self._base_url(request)}/files/{upload.id}")
+        request.setHeader("Location", self._upload_url(request, upload.id))
         self._progress_headers(request, upload)
         return b""
 
@@ -366,6 +366,9 @@ class TusRoutes(RouteBase):
             return None  # created without it: the client PATCHes from offset 0
         return SpooledChunk(body.hand_over(), body.size)
 
+    def _upload_url(self, request: IRequest, upload_id: str) -> str:
+        return f"{self._base_url(request)}{self._tus.path}{upload_id}"
+
     def _progress_headers(self, request: IRequest, upload: Upload) -> None:
         """The offset (none for a final upload not assembled yet), expiry and concatenation."""
         if upload.concat != "final" or upload.status == COMPLETE:
@@ -375,8 +378,7 @@ class TusRoutes(RouteBase):
         if upload.concat == "partial":
             request.setHeader("Upload-Concat", "partial")
         elif upload.concat == "final":
-            base = self._base_url(request)
-            urls = " ".join(f"{base}/files/{part}" for part in upload.parts.split())
+            urls = " ".join(self._upload_url(request, part) for part in upload.parts.split())
             request.setHeader("Upload-Concat", f"final;{urls}")
 
 
