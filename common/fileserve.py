@@ -183,7 +183,12 @@ def _content_plan(
     boundary: str,
 ) -> _Plan:
     content_type = _safe_content_type(rep.content_type)
-    headers = {**validators, "Content-Disposition": content_disposition(rep.filename)}
+    headers = {
+        **validators,
+        "Content-Disposition": content_disposition(rep.filename),
+        # A type a client named is never second-guessed into something a browser runs.
+        "X-Content-Type-Options": "nosniff",
+    }
     if ranges is None:
         whole = (_Stretch(0, rep.size),) if rep.size else ()
         return _with_body(200, {**headers, "Content-Type": content_type}, whole)

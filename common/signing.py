@@ -127,10 +127,15 @@ class DownloadGrant:
     node: str  # the node's name
     filename: str  # presented in Content-Disposition
     expires: int  # unix time
+    content_type: str = ""  # the version's, if its uploader said one (else octet-stream)
 
 
 def issue_download_token(cluster_secret: str, grant: DownloadGrant) -> str:
-    payload = {"r": grant.replica, "n": grant.node, "f": grant.filename, "exp": grant.expires}
+    payload: dict[str, object] = {
+        "r": grant.replica, "n": grant.node, "f": grant.filename, "exp": grant.expires,
+    }  # fmt: skip
+    if grant.content_type:
+        payload["t"] = grant.content_type
     return jwt.encode(payload, derive_key(cluster_secret, "download"), algorithm="HS256")
 
 
@@ -148,8 +153,9 @@ def verify_download_token(
     except jwt.PyJWTError:
         raise Forbidden("Invalid download token") from None
     grant = DownloadGrant(
-        str(payload["r"]), str(payload["n"]), str(payload["f"]), int(payload["exp"])
-    )
+        str(payload["r"]), str(payload["n"]), str(payload["f"]), int(payload["exp"]),
+        str(payload.get("t", "")),
+    )  # fmt: skip
     if grant.expires <= now:
         raise Forbidden("Download token has expired")
     if grant.node != node:

@@ -185,6 +185,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX uploads_final ON uploads (owner_id, concat, parts)",
         ],
     ),
+    (
+        "a version's content type (tus metadata filetype), served with its downloads",
+        ["ALTER TABLE versions ADD COLUMN content_type TEXT NOT NULL DEFAULT ''"],
+    ),
 ]
 
 

@@ -205,8 +205,11 @@ class NodeProcess:
         lifetime: float = 60,
         node: str | None = None,
         secret: str | None = None,
+        content_type: str = "",
     ) -> str:
-        grant = DownloadGrant(key, node or self.name, filename, int(time.time() + lifetime))
+        grant = DownloadGrant(
+            key, node or self.name, filename, int(time.time() + lifetime), content_type
+        )
         return issue_download_token(secret or self.secret, grant)
 
     def replica_path(self, key: str) -> Path:

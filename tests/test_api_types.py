@@ -91,7 +91,9 @@ ANSWERS: list[type] = [
 
 # What the document lacked although the proxy sent it (drift the generated document fixed):
 # the file detail's replicas and mirror fields, and the type of a replica.
-ADDED: dict[type, set[str]] = {types.File: {"replicas", "mirror_node", "mirror_detail"}}
+ADDED: dict[type, set[str]] = {
+    types.File: {"replicas", "mirror_node", "mirror_detail", "content_type"}  # content_type: tus
+}
 NEW_TYPES: set[type] = {types.FileReplica}
 
 # (type, property, keyword) -> the value msgspec writes that today's document does not have.

@@ -285,6 +285,10 @@ def test_a_download_token_serves_the_replica_whole_and_by_ranges(
     assert headers["Content-Disposition"].startswith("attachment;")
     assert "Tax return 2025.pdf" in headers["Content-Disposition"]
     assert headers["Last-Modified"] and headers["Content-Length"] == str(len(content))
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    typed = node.request("HEAD", f"/download/{node.token(key, content_type='image/jpeg')}")
+    assert typed.headers["Content-Type"] == "image/jpeg"  # the type the grant carries
 
 
 def test_a_download_answers_multiple_ranges_416_and_if_range(

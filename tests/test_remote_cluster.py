@@ -236,7 +236,11 @@ def test_a_file_uploaded_over_tus_is_listed_replicated_mirrored_and_downloadable
     source.write_bytes(data)
     uploader = tus_client.TusClient(
         f"{cluster.proxy.url}/files/", headers={"Authorization": f"JWT {cluster.token}"}
-    ).uploader(str(source), chunk_size=2**20, metadata={"filename": "tus.bin"})
+    ).uploader(
+        str(source),
+        chunk_size=2**20,
+        metadata={"filename": "tus.pdf", "filetype": "application/pdf"},
+    )
     uploader.upload()
     assert uploader.url is not None
     status, upload = cluster.user("GET", f"/storage/tmp-upload/{uploader.url.rsplit('/', 1)[1]}/")
@@ -251,6 +255,15 @@ def test_a_file_uploaded_over_tus_is_listed_replicated_mirrored_and_downloadable
     assert stored == data
     code, body, _ = cluster.download(file_id)
     assert code == 200 and body == data
+    # The node serves it with the type its uploader gave, carried in the signed redirect.
+    headers = subprocess.run(
+        ["curl", "-s", "-L", "-o", "/dev/null", "-D", "-",
+         "-H", f"Authorization: JWT {cluster.token}",
+         f"{cluster.proxy.url}/storage/download/{file_id}/"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    last = headers.strip().split("\n\n")[-1]  # text mode has made each CRLF a newline
+    assert last.startswith("HTTP/1.1 200") and "Content-Type: application/pdf" in last
 
 
 def test_a_part_corrupted_in_s3_fails_the_restore_and_nothing_wrong_is_served(

@@ -201,6 +201,11 @@ async def test_metadata_names_the_file_and_may_make_it_a_new_version(
     assert first["filename"] == "cat.jpg"
     row = await running_proxy.proxy.uploads.status(1, url.rsplit("/", 1)[1])
     assert row.content_type == "image/jpeg" and row.dialect == "tus"
+    assert first["content_type"] == "image/jpeg"
+    download = await treq.get(first["download_url"], headers=auth(token))
+    assert await download.content() == b"cat"
+    assert h(download, "content-type") == "image/jpeg"
+    assert h(download, "x-content-type-options") == "nosniff"
     _, url = await create(
         running_proxy, token, 4, Upload_Metadata=meta(filename="cat.jpg", parent=first["id"])
     )
@@ -215,6 +220,23 @@ async def test_metadata_names_the_file_and_may_make_it_a_new_version(
         running_proxy, token, 1, Upload_Metadata=meta(filename="x", parent="0" * 32)
     )
     assert missing.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_filetype_that_is_not_a_plain_media_type_is_not_kept(
+    running_proxy: RunningProxy,
+) -> None:
+    token = await running_proxy.register_and_login()
+    for filetype in ("text/html\r\nSet-Cookie: x=1", "html", "image/jpeg; charset=x"):
+        _, url = await create(
+            running_proxy, token, 1, Upload_Metadata=meta(filename="x.bin", filetype=filetype)
+        )
+        await patch(url, token, 0, b"x")
+        found = await stored_file(running_proxy, token, url.rsplit("/", 1)[1])
+        assert found["content_type"] == "", filetype
+        download = await treq.get(found["download_url"], headers=auth(token))
+        await download.content()
+        assert h(download, "content-type") == "application/octet-stream"
 
 
 @pytest_twisted.ensureDeferred

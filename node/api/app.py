@@ -155,6 +155,7 @@ class NodeApp:
                 etag=f'"{key_sha256(grant.replica)}"',
                 last_modified=info.st_mtime,
                 filename=grant.filename,
+                content_type=grant.content_type or "application/octet-stream",
             )
         except FileNotFoundError:  # deleted since the stat; nothing is written yet
             raise NotFound("This node does not hold that file (any more)") from None

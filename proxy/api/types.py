@@ -315,6 +315,16 @@ class File(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     created_at: Time
     download_url: Uri
     versions: Annotated[list[Version], Meta(description="Newest first.")]
+    content_type: (
+        Annotated[
+            str,
+            Meta(
+                description="The current version's type, as its uploader said (tus `filetype`)"
+                "; downloads are served with it. Empty: not said (`application/octet-stream`)."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
     # The file detail's fields; a file in a FileList has none of them.
     version: Annotated[VersionNumber, Meta(description="The current version.")] | UnsetType = UNSET
     updated_at: Time | UnsetType = UNSET

@@ -65,6 +65,7 @@ def file_json(
         "created_at": isotime(stored.created_at),
         "updated_at": isotime(stored.updated_at),
         "download_url": f"{base_url}/storage/download/{stored.id}/",
+        "content_type": current.content_type,
         "versions": [_version_json(stored.id, v, base_url) for v in stored.versions],
     }
 

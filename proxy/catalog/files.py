@@ -123,7 +123,9 @@ class FileService:
         version = found.version(number)
         if version is None:
             raise NotFound(f"File has no version {number}", field="version")
-        store.add_version(txn, user_id, file_id, "", version.filename, version.blob, now)
+        store.add_version(
+            txn, user_id, file_id, "", version.filename, version.blob, now, version.content_type
+        )
 
     async def for_download(
         self, user_id: int, file_id: str, number: object

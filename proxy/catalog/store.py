@@ -119,6 +119,7 @@ class Version:
     filename: str
     created_at: float
     blob: Blob
+    content_type: str = ""  # as the client said (tus filetype); "" when it did not
 
 
 @dataclass(frozen=True)
@@ -150,14 +151,15 @@ def _versions(txn: Txn, file_ids: list[str]) -> dict[str, list[Version]]:
         return found
     marks = ", ".join("?" for _ in file_ids)
     rows = txn.all(
-        "SELECT v.file_id, v.number, v.filename, v.created_at, b.id, b.sha256, b.md5, b.size"
+        "SELECT v.file_id, v.number, v.filename, v.created_at, b.id, b.sha256, b.md5, b.size,"
+        " v.content_type"
         f" FROM versions v JOIN blobs b ON b.id = v.blob_id WHERE v.file_id IN ({marks})"
         " ORDER BY v.file_id, v.number DESC",
         file_ids,
     )
     for row in rows:
         blob = Blob(int(row[4]), row[5], row[6], int(row[7]))
-        found[row[0]].append(Version(int(row[1]), row[2], float(row[3]), blob))
+        found[row[0]].append(Version(int(row[1]), row[2], float(row[3]), blob, row[8]))
     return found
 
 
@@ -208,6 +210,7 @@ def add_version(
     filename: str,
     blob: Blob,
     now: float,
+    content_type: str = "",
 ) -> tuple[str, int]:
     """Add ``blob`` as the newest version of a file; returns (file id, version number).
 
@@ -236,9 +239,9 @@ def add_version(
             (number, now, file_id),
         )
     txn.execute(
-        "INSERT INTO versions (file_id, number, blob_id, filename, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (file_id, number, blob.id, filename, now),
+        "INSERT INTO versions (file_id, number, blob_id, filename, created_at, content_type)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (file_id, number, blob.id, filename, now, content_type),
     )
     return file_id, number
 

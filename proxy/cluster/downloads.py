@@ -42,7 +42,9 @@ class DownloadLocator:
         self._lifetime = token_lifetime
         self._zones = zones
 
-    async def locate(self, blob: Blob, filename: str, client_address: str) -> Redirect | Path:
+    async def locate(
+        self, blob: Blob, filename: str, client_address: str, content_type: str = ""
+    ) -> Redirect | Path:
         """A redirect to a live node holding a confirmed replica (the client's zone first,
         then the fastest), else the proxy's own copy; 503 when neither exists."""
         local, holders, urls = await self._db.run(self._holders, blob.id)
@@ -50,7 +52,7 @@ class DownloadLocator:
         if source is not None:
             grant = DownloadGrant(
                 replica_key(blob.id, blob.sha256), source.name, filename,
-                int(self._clock.seconds() + self._lifetime),
+                int(self._clock.seconds() + self._lifetime), content_type,
             )  # fmt: skip
             token = issue_download_token(self._secret, grant)
             return Redirect(f"{urls[source.name]}/download/{token}")

@@ -43,8 +43,9 @@ def complete_txn(
         staging.link_blob(upload.id, sha256, blob.id, upload.received)
     try:
         file_id, number = store.add_version(
-            txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now
-        )
+            txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now,
+            upload.content_type,
+        )  # fmt: skip
         uploadstore.mark_complete(txn, upload.id, upload.received, file_id, number, now)
     except BaseException:
         if created or revived:

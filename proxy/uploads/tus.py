@@ -8,6 +8,8 @@ bytes of a PATCH whose connection dropped kept instead of thrown away ("commit w
 
 from __future__ import annotations
 
+import re
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -24,6 +26,19 @@ from proxy.uploads.uploadstore import COMPLETE, Upload
 
 log = Logger()
 DEFAULT_NAME = "upload"  # the file's name when the metadata gives none
+
+
+_MIME = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}")
+
+
+def content_type(metadata: dict[str, str]) -> str:
+    """``filetype`` if it is a plain ``type/subtype``, else "" (served as octet-stream).
+
+    >>> content_type({"filetype": "image/jpeg"}), content_type({"filetype": "text/html\\r\\nX: y"})
+    ('image/jpeg', '')
+    """
+    found = metadata.get("filetype", "")
+    return found.lower() if _MIME.fullmatch(found) else ""
 
 
 def file_name(metadata: dict[str, str]) -> str:
@@ -81,7 +96,7 @@ class TusUploads:
             length,
             dialect="tus",
             metadata=raw_metadata,
-            content_type=metadata.get("filetype", "")[:255],
+            content_type=content_type(metadata),
             concat=concat,
         )
         if length == 0 and not concat:
@@ -111,7 +126,7 @@ class TusUploads:
             total,
             dialect="tus",
             metadata=raw_metadata,
-            content_type=metadata.get("filetype", "")[:255],
+            content_type=content_type(metadata),
             concat="final",
             parts=" ".join(part_ids),
         )

@@ -217,7 +217,7 @@ class FileRoutes(RouteBase):
             return respond(request, 409, body)
         client = request.getClientAddress()
         where = await self._downloads.locate(
-            chosen.blob, stored.filename, getattr(client, "host", "")
+            chosen.blob, stored.filename, getattr(client, "host", ""), chosen.content_type
         )
         if isinstance(where, Redirect):
             request.setHeader("Location", where.url)
@@ -232,4 +232,5 @@ class FileRoutes(RouteBase):
             etag=f'"{chosen.blob.sha256}"',
             last_modified=chosen.created_at,
             filename=stored.filename,
+            content_type=chosen.content_type or "application/octet-stream",
         )
