@@ -125,3 +125,16 @@ def test_a_bad_trusted_proxy_address_stops_the_start() -> None:
     with pytest.raises(ConfigError, match="PYARCHIVE_TRUSTED_PROXIES"):
         load(ProxyConfig, "proxy", environ={"PYARCHIVE_TRUSTED_PROXIES": "not-an-address"})
     assert [str(n) for n in parse_networks("::1, 192.168.0.0/16")] == ["::1/128", "192.168.0.0/16"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_public_url_names_every_location_whatever_is_forwarded(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with proxy_with(
+        database_url, tmp_path / "p", public_url="https://backup.example/",
+        trusted_proxies="127.0.0.1",
+    ) as proxy:  # fmt: skip
+        token = await proxy.register_and_login()
+        created = await create(proxy.url, token, **{"X-Forwarded-Host": "other.example"})
+        assert (h(created, "location") or "").startswith("https://backup.example/files/")

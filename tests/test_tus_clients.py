@@ -265,3 +265,53 @@ def test_tus_js_client_uploads_in_four_parallel_parts_and_resumes_them(
     assert _stored(proxy, token, str(resumed["url"]))["sha256"] == (
         hashlib.sha256(data[::-1]).hexdigest()
     )
+
+
+def test_a_refused_patch_is_answered_readably_and_the_connection_goes_on(
+    proxy: ProxyProcess,
+) -> None:
+    """A 4 MiB PATCH at the wrong offset: the client reads 409 with the right offset after
+    sending its body, and the same connection then serves the next request."""
+    token = proxy.login()
+    conn = socket.create_connection(("127.0.0.1", proxy.port))
+    conn.sendall(
+        f"POST /files/ HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Length: 0\r\n"
+        f"Upload-Length: {8 * MIB}\r\nAuthorization: JWT {token}\r\n\r\n".encode()
+    )
+    created = _read_answer(conn)
+    path = "/files/" + created["location"].rsplit("/", 1)[1]
+    body = os.urandom(4 * MIB)
+    conn.sendall(
+        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+        f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 5\r\n"
+        f"Content-Length: {len(body)}\r\nAuthorization: JWT {token}\r\n\r\n".encode()
+        + body
+    )
+    refused = _read_answer(conn)
+    assert refused["status"] == "409" and refused["upload-offset"] == "0"
+    conn.sendall(
+        f"HEAD {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+        f"Authorization: JWT {token}\r\n\r\n".encode()
+    )
+    probe = _read_answer(conn, has_body=False)
+    assert probe["status"] == "200" and probe["upload-offset"] == "0"
+    conn.close()
+
+
+def _read_answer(conn: socket.socket, has_body: bool = True) -> dict[str, str]:
+    """One HTTP/1.1 answer off a kept-alive connection: its status and headers (lower-case)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(65536)
+        assert piece, f"the connection closed before an answer: {data!r}"
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    found = {"status": lines[0].split(" ")[1]}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        found[name.strip().lower()] = value.strip()
+    length = int(found.get("content-length", "0")) if has_body else 0
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return found

@@ -158,6 +158,7 @@ async def test_versions_and_content_types_are_refused_as_tus_says(
         response = await treq.post(f"{running_proxy.url}/files/", headers=sent)
         await response.content()
         assert response.code == 412, version
+        assert h(response, "tus-version") == "1.0.0"
         probe = await treq.head(url, headers=sent)
         await probe.content()
         assert probe.code == 412

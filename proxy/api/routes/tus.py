@@ -27,6 +27,7 @@ from proxy.api.tus_headers import (
     TUS_VERSION,
     Checksum,
     ChecksumMismatch,
+    PreconditionFailed,
     check_version,
     http_date,
     number,
@@ -161,7 +162,7 @@ class TusRoutes(RouteBase):
         },
     )
     async def tus_create(self, request: IRequest, caller: TokenClaims) -> bytes:
-        check_version(header(request, "tus-resumable"))
+        self._check_version(request)
         length = number(header(request, "upload-length"), "Upload-Length")
         deferred = header(request, "upload-defer-length")
         concat, part_ids = parse_concat(header(request, "upload-concat"), self._tus.path)
@@ -235,7 +236,7 @@ class TusRoutes(RouteBase):
         },
     )
     async def tus_head(self, request: IRequest, caller: TokenClaims, upload_id: str) -> bytes:
-        check_version(header(request, "tus-resumable"))
+        self._check_version(request)
         request.setHeader("Cache-Control", "no-store")
         upload = await self._tus.status(caller.user_id, upload_id)
         if upload.metadata:
@@ -286,7 +287,7 @@ class TusRoutes(RouteBase):
     async def tus_patch(self, request: IRequest, caller: TokenClaims, upload_id: str) -> bytes:
         # Until the engine takes over an in-place body (synchronously, in ``append``), the
         # end of this request releases its claim: a refusal here needs no clean-up.
-        check_version(header(request, "tus-resumable"))
+        self._check_version(request)
         if content_type(header(request, "content-type")) != OFFSET_STREAM:
             raise ApiError(f"Content-Type must be {OFFSET_STREAM}", status=415)
         offset = number(header(request, "upload-offset"), "Upload-Offset")
@@ -350,7 +351,7 @@ class TusRoutes(RouteBase):
         },
     )
     async def tus_terminate(self, request: IRequest, caller: TokenClaims, upload_id: str) -> bytes:
-        check_version(header(request, "tus-resumable"))
+        self._check_version(request)
         await self._tus.terminate(caller.user_id, upload_id)
         request.setResponseCode(204)
         return b""
@@ -365,6 +366,15 @@ class TusRoutes(RouteBase):
         if body.too_large:
             return None  # created without it: the client PATCHes from offset 0
         return SpooledChunk(body.hand_over(), body.size)
+
+    @staticmethod
+    def _check_version(request: IRequest) -> None:
+        """412 with ``Tus-Version`` unless the request says ``Tus-Resumable: 1.0.0``."""
+        try:
+            check_version(header(request, "tus-resumable"))
+        except PreconditionFailed:
+            request.setHeader("Tus-Version", TUS_VERSION)
+            raise
 
     def _upload_url(self, request: IRequest, upload_id: str) -> str:
         return f"{self._base_url(request)}{self._tus.path}{upload_id}"
