@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -105,15 +106,9 @@ class StagingArea:
     def hash_prefix(self, upload_id: str, length: int) -> tuple[hashlib._Hash, hashlib._Hash]:
         """md5 and sha256 of the first ``length`` bytes (after a restart lost the running ones)."""
         md5, sha256 = hashlib.md5(), hashlib.sha256()
-        with open(self.upload_path(upload_id), "rb") as source:
-            remaining = length
-            while remaining:
-                piece = source.read(min(4 * _COPY_PIECE, remaining))
-                if not piece:
-                    raise OSError(f"staging file is shorter than its {length} acknowledged bytes")
-                md5.update(piece)
-                sha256.update(piece)
-                remaining -= len(piece)
+        for piece in self._prefix(upload_id, length):
+            md5.update(piece)
+            sha256.update(piece)
         return md5, sha256
 
     def concatenate(self, upload_id: str, parts: list[tuple[str, int]]) -> tuple[str, str]:
@@ -125,17 +120,22 @@ class StagingArea:
         with open(self.upload_path(upload_id), "r+b") as target:
             target.truncate(0)
             for part_id, size in parts:
-                with open(self.upload_path(part_id), "rb") as source:
-                    remaining = size
-                    while remaining:
-                        piece = source.read(min(4 * _COPY_PIECE, remaining))
-                        if not piece:
-                            raise OSError(f"partial upload {part_id} is shorter than {size}")
-                        target.write(piece)
-                        md5.update(piece)
-                        sha256.update(piece)
-                        remaining -= len(piece)
+                for piece in self._prefix(part_id, size):
+                    target.write(piece)
+                    md5.update(piece)
+                    sha256.update(piece)
         return md5.hexdigest(), sha256.hexdigest()
+
+    def _prefix(self, upload_id: str, length: int) -> Iterator[bytes]:
+        """The first ``length`` bytes of an upload's staging file, a few MiB at a time."""
+        with open(self.upload_path(upload_id), "rb") as source:
+            remaining = length
+            while remaining:
+                piece = source.read(min(4 * _COPY_PIECE, remaining))
+                if not piece:
+                    raise OSError(f"staging file {upload_id} is shorter than its {length} bytes")
+                yield piece
+                remaining -= len(piece)
 
     def link_blob(self, upload_id: str, sha256: str, blob_id: int, size: int) -> None:
         """Make the upload's first ``size`` bytes the content of blob ``blob_id``.

@@ -84,21 +84,7 @@ class TusUploads:
     ) -> Upload:
         """A new upload of ``length`` bytes (None: deferred); an empty one is a file at once,
         unless it is a partial upload (``concat``), which never becomes a file by itself."""
-        if length is not None and length > self.max_size:
-            raise PayloadTooLarge(
-                f"Upload-Length is above the largest upload, {self.max_size} bytes",
-                max_size=self.max_size,
-            )
-        upload = await self._engine.create(
-            user_id,
-            file_name(metadata),
-            metadata.get("parent") or None,
-            length,
-            dialect="tus",
-            metadata=raw_metadata,
-            content_type=content_type(metadata),
-            concat=concat,
-        )
+        upload = await self._new(user_id, length, metadata, raw_metadata, concat=concat)
         if length == 0 and not concat:
             return await self._engine.finish(user_id, upload.id)
         return upload
@@ -114,12 +100,27 @@ class TusUploads:
         parts = await self._concat.partials(user_id, part_ids)
         lengths = [part.total for part in parts]
         total = None if None in lengths else sum(n for n in lengths if n is not None)
+        final = await self._new(
+            user_id, total, metadata, raw_metadata, concat="final", parts=" ".join(part_ids)
+        )
+        self._progress.forget(final.id)  # it takes no PATCH: none is written in place
+        return await self._concat.assemble(user_id, final.id) or final
+
+    async def _new(
+        self,
+        user_id: int,
+        total: int | None,
+        metadata: dict[str, str],
+        raw_metadata: str,
+        **concat: str,
+    ) -> Upload:
+        """An upload row for tus, named and typed by its metadata; 413 above the maximum."""
         if total is not None and total > self.max_size:
             raise PayloadTooLarge(
-                f"The partial uploads add up to more than {self.max_size} bytes",
+                f"The upload would be larger than the largest upload, {self.max_size} bytes",
                 max_size=self.max_size,
             )
-        final = await self._engine.create(
+        return await self._engine.create(
             user_id,
             file_name(metadata),
             metadata.get("parent") or None,
@@ -127,11 +128,8 @@ class TusUploads:
             dialect="tus",
             metadata=raw_metadata,
             content_type=content_type(metadata),
-            concat="final",
-            parts=" ".join(part_ids),
+            **concat,
         )
-        self._progress.forget(final.id)  # it takes no PATCH: none is written in place
-        return await self._concat.assemble(user_id, final.id) or final
 
     async def status(self, user_id: int, upload_id: str) -> Upload:
         """The upload as HEAD reports it; its offset is learned for in-place PATCHes."""

@@ -182,10 +182,7 @@ class TusRoutes(RouteBase):
             upload = await self._tus.patch(caller.user_id, upload.id, 0, body, None)
         elif body is not None:
             body.close()
-        request.setResponseCode(201)
-        request.setHeader("Location", self._upload_url(request, upload.id))
-        self._progress_headers(request, upload)
-        return b""
+        return self._created(request, upload)
 
     async def _create_final(
         self,
@@ -205,10 +202,7 @@ class TusRoutes(RouteBase):
         upload = await self._tus.create_final(
             caller.user_id, part_ids, metadata, raw_metadata.strip()
         )
-        request.setResponseCode(201)
-        request.setHeader("Location", self._upload_url(request, upload.id))
-        self._progress_headers(request, upload)
-        return b""
+        return self._created(request, upload)
 
     @operation(
         method="HEAD",
@@ -375,6 +369,12 @@ class TusRoutes(RouteBase):
         except PreconditionFailed:
             request.setHeader("Tus-Version", TUS_VERSION)
             raise
+
+    def _created(self, request: IRequest, upload: Upload) -> bytes:
+        request.setResponseCode(201)
+        request.setHeader("Location", self._upload_url(request, upload.id))
+        self._progress_headers(request, upload)
+        return b""
 
     def _upload_url(self, request: IRequest, upload_id: str) -> str:
         return f"{self._base_url(request)}{self._tus.path}{upload_id}"
