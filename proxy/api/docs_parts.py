@@ -128,3 +128,59 @@ def download_parameters() -> tuple[Json, ...]:
             "allowEmptyValue": True,
         },
     )
+
+
+# ---------------------------------------------------------------- tus (proxy.api.routes.tus)
+
+
+def tus_headers(*names: str) -> Json:
+    """The named tus answer headers, described."""
+    described = {
+        "Tus-Resumable": "`1.0.0`.",
+        "Upload-Offset": "Bytes the server holds durably: the next PATCH starts here.",
+        "Upload-Length": "The upload's size, once known.",
+        "Upload-Defer-Length": "`1` while the size is not known yet.",
+        "Upload-Metadata": "The metadata as given at creation.",
+        "Upload-Expires": "When an unfinished upload is dropped (HTTP date).",
+        "Location": "The new upload's URL.",
+        "Cache-Control": "`no-store`.",
+        "Tus-Version": "`1.0.0`.",
+        "Tus-Extension": "The extensions this server supports.",
+        "Tus-Max-Size": "The largest upload, in bytes.",
+        "Tus-Checksum-Algorithm": "`sha1,md5,sha256`.",
+        "Upload-Concat": "`partial`, or `final;` and the partial uploads' URLs.",
+    }
+    return {name: {"description": described[name], "schema": {"type": "string"}} for name in names}
+
+
+def header_param(name: str, description: str, required: bool = False) -> Json:
+    """A request header the operation reads."""
+    return {
+        "in": "header",
+        "name": name,
+        "required": required,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+TUS_VERSION_PARAM = header_param("Tus-Resumable", "`1.0.0` (412 otherwise).", required=True)
+
+
+TUS_OLD_CLIENT = {
+    "description": "`Tus-Resumable` is missing or names a version this server does not speak.",
+    "headers": tus_headers("Tus-Version"),
+    "content": {"application/json": {"schema": ref("Error")}},
+}
+TUS_STREAM_BODY: Json = {
+    "required": False,
+    "content": {
+        "application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}
+    },
+}
+TUS_CAPABILITIES = {
+    "description": "What this server supports.",
+    "headers": tus_headers(
+        "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm"
+    ),
+}

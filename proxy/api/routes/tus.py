@@ -17,7 +17,15 @@ from common.errors import ApiError, BadRequest, Conflict
 from common.tokens import TokenClaims
 from common.web import header
 from proxy.api.contract import operation
-from proxy.api.docs_parts import error, ref
+from proxy.api.docs_parts import (
+    TUS_CAPABILITIES,
+    TUS_OLD_CLIENT,
+    TUS_STREAM_BODY,
+    TUS_VERSION_PARAM,
+    error,
+    header_param,
+    tus_headers,
+)
 from proxy.api.forms import content_type
 from proxy.api.routes.base import RouteBase
 from proxy.api.tus_headers import (
@@ -42,51 +50,8 @@ from proxy.uploads.uploadstore import COMPLETE, Upload
 Json = dict[str, Any]
 
 
-def _headers(*names: str) -> Json:
-    described = {
-        "Tus-Resumable": "`1.0.0`.",
-        "Upload-Offset": "Bytes the server holds durably: the next PATCH starts here.",
-        "Upload-Length": "The upload's size, once known.",
-        "Upload-Defer-Length": "`1` while the size is not known yet.",
-        "Upload-Metadata": "The metadata as given at creation.",
-        "Upload-Expires": "When an unfinished upload is dropped (HTTP date).",
-        "Location": "The new upload's URL.",
-        "Cache-Control": "`no-store`.",
-        "Tus-Version": "`1.0.0`.",
-        "Tus-Extension": "The extensions this server supports.",
-        "Tus-Max-Size": "The largest upload, in bytes.",
-        "Tus-Checksum-Algorithm": "`sha1,md5,sha256`.",
-        "Upload-Concat": "`partial`, or `final;` and the partial uploads' URLs.",
-    }
-    return {name: {"description": described[name], "schema": {"type": "string"}} for name in names}
-
-
-def _header_param(name: str, description: str, required: bool = False) -> Json:
-    return {
-        "in": "header",
-        "name": name,
-        "required": required,
-        "schema": {"type": "string"},
-        "description": description,
-    }
-
-
-_VERSION = _header_param("Tus-Resumable", "`1.0.0` (412 otherwise).", required=True)
 _NO_UPLOAD = error("No such upload, or it is someone else's.")
 _GONE = error("The upload expired and its bytes were dropped.")
-_OLD_CLIENT = {
-    "description": "`Tus-Resumable` is missing or names a version this server does not speak.",
-    "headers": _headers("Tus-Version"),
-    "content": {"application/json": {"schema": ref("Error")}},
-}
-_STREAM_BODY: Json = {
-    "required": False,
-    "content": {OFFSET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-}
-_CAPABILITIES = {
-    "description": "What this server supports.",
-    "headers": _headers("Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm"),
-}
 
 
 class TusRoutes(RouteBase):
@@ -106,7 +71,7 @@ class TusRoutes(RouteBase):
         summary="tus: what this server supports",
         access="public",
         status=204,
-        responses={204: _CAPABILITIES},
+        responses={204: TUS_CAPABILITIES},
     )
     async def tus_options(self, request: IRequest) -> bytes:
         return self._capabilities(request)
@@ -119,7 +84,7 @@ class TusRoutes(RouteBase):
         summary="tus: what this server supports (asked of an upload's URL)",
         access="public",
         status=204,
-        responses={204: _CAPABILITIES, 404: error("Not an upload's URL.")},
+        responses={204: TUS_CAPABILITIES, 404: error("Not an upload's URL.")},
     )
     async def tus_upload_options(self, request: IRequest, upload_id: str) -> bytes:
         validate_upload_id(upload_id)
@@ -135,13 +100,13 @@ class TusRoutes(RouteBase):
         "(`filename` or `name`, `path`, `parent`: a file id to add a version to, `filetype`). "
         "A body (`application/offset+octet-stream`) is the upload's first bytes.",
         status=201,
-        request_body=_STREAM_BODY,
+        request_body=TUS_STREAM_BODY,
         parameters=(
-            _VERSION,
-            _header_param("Upload-Length", "The upload's size in bytes."),
-            _header_param("Upload-Defer-Length", "`1`: the size comes with a later PATCH."),
-            _header_param("Upload-Metadata", "`key base64value` pairs, comma-separated."),
-            _header_param(
+            TUS_VERSION_PARAM,
+            header_param("Upload-Length", "The upload's size in bytes."),
+            header_param("Upload-Defer-Length", "`1`: the size comes with a later PATCH."),
+            header_param("Upload-Metadata", "`key base64value` pairs, comma-separated."),
+            header_param(
                 "Upload-Concat",
                 "`partial` (a part of a parallel upload), or `final;<url> <url> ...`: the file "
                 "is these partial uploads, in order (they may still be unfinished).",
@@ -150,14 +115,16 @@ class TusRoutes(RouteBase):
         responses={
             201: {
                 "description": "Created (a final upload of finished partials: stored).",
-                "headers": _headers("Location", "Upload-Offset", "Upload-Expires", "Upload-Concat"),
+                "headers": tus_headers(
+                    "Location", "Upload-Offset", "Upload-Expires", "Upload-Concat"
+                ),
             },
             400: error(
                 "Bad Upload-Length, Upload-Defer-Length, Upload-Metadata or Upload-Concat; a "
                 "final upload with a length or a body, or naming an upload that is not partial."
             ),
             404: error("No such `parent` file or partial upload, or it is someone else's."),
-            412: _OLD_CLIENT,
+            412: TUS_OLD_CLIENT,
             413: error("Upload-Length is above Tus-Max-Size."),
         },
     )
@@ -210,11 +177,11 @@ class TusRoutes(RouteBase):
         operation_id="tus_head",
         tag="tus",
         summary="tus: where to resume an upload",
-        parameters=(_VERSION,),
+        parameters=(TUS_VERSION_PARAM,),
         responses={
             200: {
                 "description": "The upload's offset (and length, metadata, expiry).",
-                "headers": _headers(
+                "headers": tus_headers(
                     "Upload-Offset",
                     "Upload-Length",
                     "Upload-Defer-Length",
@@ -226,7 +193,7 @@ class TusRoutes(RouteBase):
             },
             404: _NO_UPLOAD,
             410: _GONE,
-            412: _OLD_CLIENT,
+            412: TUS_OLD_CLIENT,
         },
     )
     async def tus_head(self, request: IRequest, caller: TokenClaims, upload_id: str) -> bytes:
@@ -253,17 +220,17 @@ class TusRoutes(RouteBase):
         "kept (ask with HEAD). With `Upload-Checksum` the bytes are checked first and dropped "
         "on a mismatch (460). When the last byte is in, the upload becomes a file.",
         status=204,
-        request_body=_STREAM_BODY,
+        request_body=TUS_STREAM_BODY,
         parameters=(
-            _VERSION,
-            _header_param("Upload-Offset", "Where these bytes start.", required=True),
-            _header_param("Upload-Length", "A deferred upload's size, said once."),
-            _header_param("Upload-Checksum", "`sha1|md5|sha256 <base64 digest>` of this body."),
+            TUS_VERSION_PARAM,
+            header_param("Upload-Offset", "Where these bytes start.", required=True),
+            header_param("Upload-Length", "A deferred upload's size, said once."),
+            header_param("Upload-Checksum", "`sha1|md5|sha256 <base64 digest>` of this body."),
         ),
         responses={
             204: {
                 "description": "Stored durably.",
-                "headers": _headers("Upload-Offset", "Upload-Expires"),
+                "headers": tus_headers("Upload-Offset", "Upload-Expires"),
             },
             400: error("Bad Upload-Offset, Upload-Length or Upload-Checksum."),
             403: error("A final upload takes no bytes: PATCH its partial uploads."),
@@ -273,7 +240,7 @@ class TusRoutes(RouteBase):
                 "request is writing to the upload.",
             ),
             410: _GONE,
-            412: _OLD_CLIENT,
+            412: TUS_OLD_CLIENT,
             413: error("The upload would pass Tus-Max-Size."),
             460: error("The body does not have the checksum in Upload-Checksum: dropped."),
         },
@@ -335,13 +302,13 @@ class TusRoutes(RouteBase):
         tag="tus",
         summary="tus: terminate an unfinished upload and drop its bytes",
         status=204,
-        parameters=(_VERSION,),
+        parameters=(TUS_VERSION_PARAM,),
         responses={
-            204: {"description": "Terminated.", "headers": _headers("Tus-Resumable")},
+            204: {"description": "Terminated.", "headers": tus_headers("Tus-Resumable")},
             400: error("The upload is finished: delete the file instead."),
             404: _NO_UPLOAD,
             409: error("Another request is writing to the upload."),
-            412: _OLD_CLIENT,
+            412: TUS_OLD_CLIENT,
         },
     )
     async def tus_terminate(self, request: IRequest, caller: TokenClaims, upload_id: str) -> bytes:
