@@ -154,17 +154,11 @@ class Database:
 def ddl(sql: str, dialect: str) -> str:
     """Fill the few type names that differ between the two databases into a DDL statement."""
     types = {
-        "sqlite": {
-            "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
-            "float": "REAL",
-            "bigint": "INTEGER",
-            "bytes": "BLOB",
-        },
+        "sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "float": "REAL", "bigint": "INTEGER"},
         "postgresql": {
             "id": "BIGSERIAL PRIMARY KEY",
             "float": "DOUBLE PRECISION",
             "bigint": "BIGINT",
-            "bytes": "BYTEA",
         },
     }[dialect]
     return sql.format(**types)

@@ -195,8 +195,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             # Bumped by a password change: tokens and sessions of an older version are refused.
             "ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE users ADD COLUMN last_login {float}",
-            # A re-encoded PNG, or NULL for the default picture.
-            "ALTER TABLE users ADD COLUMN avatar {bytes}",
+            # A re-encoded PNG in base64 (text, so snapshots stay JSON), or NULL: the default.
+            "ALTER TABLE users ADD COLUMN avatar TEXT",
             # A session is named by the sha256 of its cookie's secret part, never the secret.
             """CREATE TABLE sessions (
                 id_hash TEXT PRIMARY KEY,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from common.db import Row, Txn
 from proxy.cluster.nodestore import CONFIRMED
 from proxy.remote import states
-from proxy.uploads.uploadstore import UPLOADING
 
 
 @dataclass(frozen=True)
@@ -57,23 +56,6 @@ class FileRow:
     version: int
     versions: int
     state: FileState
-
-
-@dataclass(frozen=True)
-class UnfinishedUpload:
-    id: str
-    filename: str
-    total: int | None
-    received: int
-    created_at: float
-    dialect: str
-    metadata: str
-
-    @property
-    def percent(self) -> int | None:
-        if not self.total:
-            return None
-        return min(100, self.received * 100 // self.total)
 
 
 _ROWS = f"""
@@ -126,22 +108,3 @@ def file_rows(
 def file_row(txn: Txn, owner_id: int, file_id: str) -> FileRow | None:
     row = txn.one(f"{_ROWS} WHERE f.owner_id = ? AND f.id = ?", (owner_id, file_id))
     return None if row is None else _row(row)
-
-
-def unfinished_uploads(
-    txn: Txn, owner_id: int, now: float, limit: int = 100
-) -> list[UnfinishedUpload]:
-    """The user's uploads still in progress (not expired), newest first. A tus final upload
-    is left out: its partial uploads are what a client resumes."""
-    rows = txn.all(
-        "SELECT id, filename, total, received, created_at, dialect, metadata FROM uploads"
-        " WHERE owner_id = ? AND status = ? AND expires_at > ? AND concat <> 'final'"
-        " ORDER BY created_at DESC, id LIMIT ?",
-        (owner_id, UPLOADING, now, limit),
-    )
-    return [
-        UnfinishedUpload(
-            r[0], r[1], None if r[2] is None else int(r[2]), int(r[3]), float(r[4]), r[5], r[6]
-        )
-        for r in rows
-    ]

@@ -7,6 +7,7 @@ the disk or knows about HTTP. Rows come back as frozen dataclasses.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from common.db import Row, Txn
@@ -96,12 +97,14 @@ def note_login(txn: Txn, user_id: int, now: float) -> None:
 
 
 def set_avatar(txn: Txn, user_id: int, png: bytes | None) -> None:
-    txn.execute("UPDATE users SET avatar = ? WHERE id = ?", (png, user_id))
+    """The profile picture (a PNG the server made), kept as base64 text; None: the default."""
+    kept = None if png is None else base64.b64encode(png).decode("ascii")
+    txn.execute("UPDATE users SET avatar = ? WHERE id = ?", (kept, user_id))
 
 
 def avatar(txn: Txn, user_id: int) -> bytes | None:
     value = txn.scalar("SELECT avatar FROM users WHERE id = ?", (user_id,))
-    return None if value is None else bytes(value)
+    return None if value is None else base64.b64decode(value)
 
 
 def storage_used(txn: Txn, owner_id: int) -> int:

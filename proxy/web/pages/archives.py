@@ -17,6 +17,8 @@ from proxy.catalog import overview
 from proxy.catalog.files import paginate, parse_version, validate_file_id
 from proxy.catalog.sessions import Session
 from proxy.catalog.store import StoredFile
+from proxy.uploads import uploadstore
+from proxy.uploads.uploadstore import Upload
 from proxy.web.pages.accounts import _arg
 from proxy.web.pages.base import PageBase, Redirect, page
 
@@ -49,10 +51,11 @@ class ArchivePages(PageBase):
             page=where, unfinished=unfinished, link=link,
         )  # fmt: skip
 
-    async def _unfinished(self, session: Session) -> list[overview.UnfinishedUpload]:
+    async def _unfinished(self, session: Session) -> list[Upload]:
         return await self._db.run(
-            overview.unfinished_uploads, session.user_id, self._clock.seconds(), _UNFINISHED_SHOWN
-        )
+            uploadstore.unfinished_uploads, session.user_id, self._clock.seconds(),
+            _UNFINISHED_SHOWN,
+        )  # fmt: skip
 
     @page("/archives/new/", methods=["GET"])
     async def new_archive(self, request: IRequest) -> bytes:
