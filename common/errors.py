@@ -60,3 +60,7 @@ class RangeNotSatisfiable(ApiError):
 
 class ServiceUnavailable(ApiError):
     status = 503
+
+
+class TooManyRequests(ApiError):
+    status = 429

@@ -16,6 +16,9 @@ class TokenClaims:
     user_id: int
     username: str
     is_staff: bool
+    # The account's token version when the token was issued: a password change bumps the
+    # account's, and every older token is refused (``proxy.catalog.accounts``).
+    version: int = 0
 
 
 def issue_token(secret: str, claims: TokenClaims, *, now: float, lifetime: float) -> str:
@@ -23,6 +26,7 @@ def issue_token(secret: str, claims: TokenClaims, *, now: float, lifetime: float
         "sub": str(claims.user_id),
         "username": claims.username,
         "staff": claims.is_staff,
+        "ver": claims.version,
         "iat": int(now),
         "exp": int(now + lifetime),
     }
@@ -50,8 +54,13 @@ def verify_token(secret: str, token: str, *, now: float) -> TokenClaims:
     if not isinstance(payload["exp"], int) or payload["exp"] <= now:
         raise Unauthorized("Token has expired")
     try:
-        return TokenClaims(int(payload["sub"]), str(payload["username"]), bool(payload["staff"]))
-    except (KeyError, ValueError):
+        return TokenClaims(
+            int(payload["sub"]),
+            str(payload["username"]),
+            bool(payload["staff"]),
+            int(payload.get("ver", 0)),
+        )
+    except (KeyError, ValueError, TypeError):
         raise Unauthorized("Invalid token") from None
 
 

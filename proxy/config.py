@@ -25,7 +25,8 @@ def _tus_path_text(text: str) -> str:
     path = "/" + text.strip().strip("/") + "/"
     if path != "//" and not re.fullmatch(r"(/[A-Za-z0-9_.\-]+)+/", path):
         raise ValueError(f"not a path like /files/: {text!r}")
-    if path in {"//", "/storage/", "/api/", "/docs/"}:
+    taken = {"//", "/storage/", "/api/", "/docs/", "/static/", "/archives/", "/login/"}
+    if path in taken | {"/register/", "/logout/", "/profile/"}:
         raise ValueError(f"{path} is taken by the proxy's other routes")
     return path
 
@@ -99,6 +100,26 @@ class ProxyConfig:
         "/files/",
         _tus_path_text,
         "Where tus clients upload (the tus endpoint); /files/ answers too.",
+    )
+    session_lifetime: float = setting(
+        14 * 86400.0,
+        parse_duration,
+        "How long a browser session lasts after its last use (logging out ends it at once).",
+        shown="14d",
+    )
+    web_chunk_size: int = setting(
+        8 * 2**20,
+        parse_size,
+        "The size of each tus PATCH the upload page sends; its progress moves by what the "
+        "server acknowledged, one chunk at a time.",
+        shown="8MiB",
+    )
+    web_stall_timeout: float = setting(
+        30.0,
+        parse_duration,
+        "The upload page aborts and retries a request that has had no acknowledged progress "
+        "for this long.",
+        shown="30s",
     )
     max_upload_size: int = setting(
         2**40,

@@ -189,6 +189,34 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "a version's content type (tus metadata filetype), served with its downloads",
         ["ALTER TABLE versions ADD COLUMN content_type TEXT NOT NULL DEFAULT ''"],
     ),
+    (
+        "browser sessions, token versions, login failures, profile pictures",
+        [
+            # Bumped by a password change: tokens and sessions of an older version are refused.
+            "ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE users ADD COLUMN last_login {float}",
+            # A re-encoded PNG in base64 (text, so snapshots stay JSON), or NULL: the default.
+            "ALTER TABLE users ADD COLUMN avatar TEXT",
+            # A session is named by the sha256 of its cookie's secret part, never the secret.
+            """CREATE TABLE sessions (
+                id_hash TEXT PRIMARY KEY,
+                user_id {bigint} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                csrf_token TEXT NOT NULL,
+                token_version INTEGER NOT NULL,
+                created_at {float} NOT NULL,
+                seen_at {float} NOT NULL,
+                expires_at {float} NOT NULL)""",
+            "CREATE INDEX sessions_user ON sessions (user_id)",
+            "CREATE INDEX sessions_expiry ON sessions (expires_at)",
+            """CREATE TABLE login_failures (
+                id {id},
+                username TEXT NOT NULL,
+                address TEXT NOT NULL,
+                at {float} NOT NULL)""",
+            "CREATE INDEX login_failures_user ON login_failures (username, at)",
+            "CREATE INDEX login_failures_address ON login_failures (address, at)",
+        ],
+    ),
 ]
 
 

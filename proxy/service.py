@@ -19,6 +19,7 @@ from proxy.api.app import ProxyApp
 from proxy.api.edge import Cors, parse_networks
 from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
+from proxy.catalog.sessions import Sessions, session_key
 from proxy.cluster.admin import NodeAdmin
 from proxy.cluster.client import NodeClient, RsyncPusher
 from proxy.cluster.downloads import DownloadLocator
@@ -39,6 +40,11 @@ from proxy.uploads.progress import UploadProgress
 from proxy.uploads.site import ArchiveSite
 from proxy.uploads.staging import StagingArea
 from proxy.uploads.tus import TusUploads
+from proxy.web.app import PAGE_ROOTS, WebApp
+from proxy.web.auth import WebAuth
+from proxy.web.pages.base import UploadSettings
+from proxy.web.render import Renderer
+from proxy.web.root import Root
 
 log = Logger()
 EXPIRE_INTERVAL = 600.0
@@ -88,6 +94,7 @@ class Proxy:
     site: ArchiveSite
     uploads: UploadEngine
     accounts: Accounts
+    sessions: Sessions
     port: IListeningPort | None = None
     monitor: NodeMonitor | None = None
     replicator: Replicator | None = None
@@ -136,7 +143,8 @@ class Proxy:
             self._expire,
             EXPIRE_INTERVAL,
             now=False,
-            description="Drop unfinished uploads past their expiry; prune the system log.",
+            description="Drop unfinished uploads past their expiry; prune the system log; end "
+            "expired browser sessions and forget old failed logins.",
         )
 
         assert self.remote is not None and self.backup is not None
@@ -168,7 +176,14 @@ class Proxy:
             log.info("removed {count} expired uploads", count=count)
         assert self.syslog is not None
         pruned = await self.syslog.prune(self.config.system_log_retention)
-        return {"expired_uploads": count, "pruned_log_entries": pruned}
+        sessions = await self.sessions.prune()
+        failures = await self.accounts.throttle.prune()
+        return {
+            "expired_uploads": count,
+            "pruned_log_entries": pruned,
+            "expired_sessions": sessions,
+            "forgotten_login_failures": failures,
+        }
 
     async def stop(self) -> None:
         if self.scheduler is not None:
@@ -204,6 +219,8 @@ def build_proxy(
     accounts = Accounts(
         db=db, clock=clock, secret=secret, token_lifetime=config.token_lifetime, syslog=syslog
     )
+    sessions = Sessions(db, clock, session_key(secret), lifetime=config.session_lifetime)
+    auth = WebAuth(accounts, sessions, secure=config.public_url.startswith("https://"))
     scheduler = JobScheduler(db, clock, syslog)
     box = connection_box(config.encryption_key or secret)
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
@@ -260,6 +277,7 @@ def build_proxy(
     )  # fmt: skip
     app = ProxyApp(
         accounts=accounts,
+        auth=auth,
         uploads=uploads,
         files=files,
         nodes=NodeAdmin(db=db, clock=clock),
@@ -287,12 +305,21 @@ def build_proxy(
         tus_path=config.tus_path,
         keep_arrived=lambda sink: defer.ensureDeferred(tus.keep_arrived(sink)),
     )
-    site = ArchiveSite(
-        app.app.resource(), intake, Cors.parse(config.cors_origins), tus_path=config.tus_path
-    )
+    pages = WebApp(
+        auth=auth, accounts=accounts, files=files, remote=remote, db=db, clock=clock,
+        staging=staging, renderer=Renderer(), threads=reactor, pool=pool,
+        uploads=UploadSettings(
+            tus_endpoint=config.tus_path,
+            chunk_size=config.web_chunk_size,
+            stall_seconds=max(1, int(config.web_stall_timeout)),
+        ),
+        page_size=config.page_size,
+    )  # fmt: skip
+    root = Root(app.app.resource(), pages.app.resource(), PAGE_ROOTS)
+    site = ArchiveSite(root, intake, Cors.parse(config.cors_origins), tus_path=config.tus_path)
     site.displayTracebacks = False
     proxy = Proxy(
-        config, reactor, clock, db, pool, site, uploads, accounts,
+        config, reactor, clock, db, pool, site, uploads, accounts, sessions,
         monitor=monitor, replicator=replicator, scrubber=scrubber,
         scheduler=scheduler, syslog=syslog, s3_connections=s3_connections,
         remote=remote, backup=backup,

@@ -83,6 +83,8 @@ ADDED = {
     ("HEAD", "/files/{upload_id}"),
     ("PATCH", "/files/{upload_id}"),
     ("DELETE", "/files/{upload_id}"),
+    # the unfinished uploads, for the web application's resume (issue 11)
+    ("GET", "/storage/tmp-upload/"),
 }
 
 

@@ -128,7 +128,8 @@ def _guarded(handler: Callable[..., Any], op: Operation, authenticate: str) -> C
     async def endpoint(instance: Any, request: IRequest, **params: Any) -> Any:
         args: list[Any] = [instance, request]
         if op.access != "public":
-            caller: TokenClaims = getattr(instance, authenticate)(request)
+            found = getattr(instance, authenticate)(request)
+            caller: TokenClaims = await found if inspect.isawaitable(found) else found
             if op.access == "staff" and not caller.is_staff:
                 raise Forbidden("Staff only")
             args.append(caller)

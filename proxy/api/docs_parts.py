@@ -90,6 +90,17 @@ def busy() -> Json:
     return answer
 
 
+def throttled() -> Json:
+    """429 for a login while its account's (or address's) wait after failed logins runs."""
+    answer = error(
+        "Too many failed logins for this account (or from this address): wait `Retry-After` "
+        "seconds. The wait grows with each failure and always ends.",
+        throttled={"detail": "Too many failed logins; try again in 4 s", "retry_after": 4},
+    )
+    answer["headers"] = dict(RETRY_AFTER)
+    return answer
+
+
 def download_headers() -> Json:
     return {
         name: ref(name, "headers")

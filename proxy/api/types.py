@@ -235,6 +235,30 @@ class Upload(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     total: Annotated[
         int | None, Meta(description="The file's size, once a Content-Range has said it.")
     ] = None
+    # In the list of unfinished uploads only.
+    dialect: (
+        Annotated[
+            Literal["seed", "tus"],
+            Meta(description="How it was started: the chunked API (`seed`) or tus."),
+        ]
+        | UnsetType
+    ) = UNSET
+    tus_url: (
+        Annotated[Uri, Meta(description="A tus upload's URL, where a tus client resumes it.")]
+        | UnsetType
+    ) = UNSET
+
+
+class UnfinishedUploads(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The caller's uploads still in progress, newest first."""
+
+    results: Annotated[
+        list[Upload],
+        Meta(
+            description="At most 100, newest first; a tus final upload is not listed (its "
+            "partial uploads are)."
+        ),
+    ]
 
 
 class ChunkForm(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -7,6 +7,7 @@ the disk or knows about HTTP. Rows come back as frozen dataclasses.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from common.db import Row, Txn
@@ -24,13 +25,14 @@ class User:
     email: str
     password_hash: str
     is_staff: bool
+    token_version: int = 0
 
 
-_USER_COLUMNS = "id, username, email, password_hash, is_staff"
+_USER_COLUMNS = "id, username, email, password_hash, is_staff, token_version"
 
 
 def _user(row: Row) -> User:
-    return User(int(row[0]), row[1], row[2], row[3], bool(row[4]))
+    return User(int(row[0]), row[1], row[2], row[3], bool(row[4]), int(row[5]))
 
 
 def create_user(
@@ -51,7 +53,8 @@ def set_staff_user(txn: Txn, username: str, password_hash: str, now: float) -> t
     if created is not None:
         return created, True
     txn.execute(
-        "UPDATE users SET password_hash = ?, is_staff = 1 WHERE username = ?",
+        "UPDATE users SET password_hash = ?, is_staff = 1, token_version = token_version + 1"
+        " WHERE username = ?",
         (password_hash, username),
     )
     user = user_by_name(txn, username)
@@ -62,6 +65,56 @@ def set_staff_user(txn: Txn, username: str, password_hash: str, now: float) -> t
 def user_by_name(txn: Txn, username: str) -> User | None:
     row = txn.one(f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,))
     return None if row is None else _user(row)
+
+
+def user_by_id(txn: Txn, user_id: int) -> User | None:
+    row = txn.one(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+    return None if row is None else _user(row)
+
+
+def token_version(txn: Txn, user_id: int) -> int | None:
+    """The account's token version, None if there is no such account."""
+    value = txn.scalar("SELECT token_version FROM users WHERE id = ?", (user_id,))
+    return None if value is None else int(value)
+
+
+def set_password(txn: Txn, user_id: int, password_hash: str) -> int:
+    """A new password and a new token version (every older token and session ends); returns
+    the new version."""
+    txn.execute(
+        "UPDATE users SET password_hash = ?, token_version = token_version + 1 WHERE id = ?",
+        (password_hash, user_id),
+    )
+    return int(txn.scalar("SELECT token_version FROM users WHERE id = ?", (user_id,)))
+
+
+def set_email(txn: Txn, user_id: int, email: str) -> None:
+    txn.execute("UPDATE users SET email = ? WHERE id = ?", (email, user_id))
+
+
+def note_login(txn: Txn, user_id: int, now: float) -> None:
+    txn.execute("UPDATE users SET last_login = ? WHERE id = ?", (now, user_id))
+
+
+def set_avatar(txn: Txn, user_id: int, png: bytes | None) -> None:
+    """The profile picture (a PNG the server made), kept as base64 text; None: the default."""
+    kept = None if png is None else base64.b64encode(png).decode("ascii")
+    txn.execute("UPDATE users SET avatar = ? WHERE id = ?", (kept, user_id))
+
+
+def avatar(txn: Txn, user_id: int) -> bytes | None:
+    value = txn.scalar("SELECT avatar FROM users WHERE id = ?", (user_id,))
+    return None if value is None else base64.b64decode(value)
+
+
+def storage_used(txn: Txn, owner_id: int) -> int:
+    """Bytes the user's files hold: every version counts (a shared blob once per version)."""
+    value = txn.scalar(
+        "SELECT COALESCE(SUM(b.size), 0) FROM versions v JOIN files f ON f.id = v.file_id"
+        " JOIN blobs b ON b.id = v.blob_id WHERE f.owner_id = ?",
+        (owner_id,),
+    )
+    return int(value or 0)
 
 
 # ---------------------------------------------------------------- blobs, files, versions

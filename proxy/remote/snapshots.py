@@ -55,6 +55,8 @@ SKIPPED_TABLES = {
     "uploads": "an unfinished upload's bytes were in the lost staging area",
     "system_log": "an operational diary; the restore starts a new one",
     "schema_migrations": "implied by the header's schema_version",
+    "sessions": "browser sessions: a restored cluster starts with everyone signed out",
+    "login_failures": "a few minutes of throttling state, not worth keeping",
 }
 
 _SNAPSHOT_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}\.jsonl\.gz")

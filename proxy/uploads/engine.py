@@ -83,6 +83,12 @@ class UploadEngine:
             raise NotFound("Upload not found")
         return upload
 
+    async def unfinished(self, user_id: int, limit: int = 100) -> list[Upload]:
+        """The caller's uploads in progress and not expired, newest first."""
+        return await self._db.run(
+            uploadstore.unfinished_uploads, user_id, self._clock.seconds(), limit
+        )
+
     async def resumable(self, user_id: int, upload_id: str) -> Upload:
         """The upload a client asks about to resume it: 410 once it has expired unfinished."""
         upload = await self.status(user_id, upload_id)

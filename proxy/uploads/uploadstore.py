@@ -98,6 +98,17 @@ def get_upload(txn: Txn, upload_id: str, owner_id: int, *, lock: bool = False) -
     return None if row is None else _upload(row)
 
 
+def unfinished_uploads(txn: Txn, owner_id: int, now: float, limit: int = 100) -> list[Upload]:
+    """The caller's uploads still in progress (not expired), newest first. A tus final
+    upload is left out: its partial uploads are what a client resumes."""
+    rows = txn.all(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE owner_id = ? AND status = ?"
+        " AND expires_at > ? AND concat <> 'final' ORDER BY created_at DESC, id LIMIT ?",
+        (owner_id, UPLOADING, now, limit),
+    )
+    return [_upload(row) for row in rows]
+
+
 def set_received(txn: Txn, upload_id: str, received: int, total: int | None) -> None:
     txn.execute(
         "UPDATE uploads SET received = ?, total = ? WHERE id = ?", (received, total, upload_id)

@@ -7,7 +7,7 @@ from twisted.web.iweb import IRequest
 from common.web import respond
 from proxy.api import types as t
 from proxy.api.contract import operation
-from proxy.api.docs_parts import error
+from proxy.api.docs_parts import error, throttled
 from proxy.api.routes.base import RouteBase
 
 
@@ -53,8 +53,9 @@ class AccountRoutes(RouteBase):
         answer_description="A token.",
         body=t.Credentials,
         body_media=("application/x-www-form-urlencoded", "application/json"),
-        responses={400: error("Wrong or missing credentials.")},
+        responses={400: error("Wrong or missing credentials."), 429: throttled()},
     )
     async def token(self, request: IRequest, body: t.Credentials) -> bytes:
-        token = await self._accounts.login(body.username, body.password)
+        address = str(getattr(request.getClientAddress(), "host", ""))
+        token = await self._accounts.login(body.username, body.password, address)
         return respond(request, 200, {"token": token})

@@ -23,6 +23,7 @@ from proxy.remote.tier import RemoteTier
 from proxy.uploads.engine import UploadEngine
 from proxy.uploads.staging import StagingArea
 from proxy.uploads.tus import TusUploads
+from proxy.web.auth import WebAuth
 
 
 class RouteBase:
@@ -30,6 +31,7 @@ class RouteBase:
         self,
         *,
         accounts: Accounts,
+        auth: WebAuth,
         uploads: UploadEngine,
         files: FileService,
         nodes: NodeAdmin,
@@ -46,6 +48,7 @@ class RouteBase:
         trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self._accounts = accounts
+        self._auth = auth
         self._uploads = uploads
         self._files = files
         self._nodes = nodes
@@ -74,9 +77,10 @@ class RouteBase:
             host = f"{address.host}:{address.port}"
         return f"{scheme}://{host}"
 
-    def _caller(self, request: IRequest) -> TokenClaims:
-        """The caller's claims (401 without a valid token); the contract calls it."""
-        return self._accounts.authenticate(header(request, "authorization"))
+    async def _caller(self, request: IRequest) -> TokenClaims:
+        """The caller's claims: a valid token, or a browser session whose state-changing
+        requests carry its CSRF token (401/403 otherwise); the contract calls it."""
+        return await self._auth.caller(request)
 
     def _spool(self) -> IO[bytes]:
         return self._staging.spool_file(256 * 1024)

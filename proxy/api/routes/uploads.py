@@ -26,6 +26,28 @@ _STANDING = "The upload as it now stands."
 
 class UploadRoutes(RouteBase):
     @operation(
+        method="GET",
+        path="/storage/tmp-upload/",
+        operation_id="upload_list",
+        tag="uploads",
+        summary="List your unfinished uploads, to resume one",
+        description="Both dialects' uploads still in progress and not expired, newest first, "
+        "each with where it stands (`offset` of `total`). A tus upload also says its `tus_url`.",
+        answer=t.UnfinishedUploads,
+        answer_description="Your unfinished uploads.",
+    )
+    async def list_uploads(self, request: IRequest, caller: TokenClaims) -> bytes:
+        uploads = await self._uploads.unfinished(caller.user_id)
+        base = self._base_url(request)
+        results = []
+        for upload in uploads:
+            shown = {**upload_json(upload, base), "dialect": upload.dialect}
+            if upload.dialect == "tus":
+                shown["tus_url"] = f"{base}{self._tus.path}{upload.id}"
+            results.append(shown)
+        return respond(request, 200, {"results": results})
+
+    @operation(
         method="PUT",
         path="/storage/tmp-upload/",
         operation_id="upload_start",

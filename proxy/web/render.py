@@ -1,0 +1,76 @@
+"""Pages from Jinja2 templates (autoescaped: user text is always shown as text), with the
+headers every page carries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from twisted.web.iweb import IRequest
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# No inline script or style anywhere: scripts and the stylesheet are files the proxy serves.
+# 'wasm-unsafe-eval' lets the upload page's worker compile hash-wasm's sha256 (WebAssembly),
+# and nothing else.
+CSP = (
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+    "style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'; frame-ancestors 'none'"
+)
+
+
+def page_headers(request: IRequest) -> None:
+    request.setHeader("Content-Security-Policy", CSP)
+    request.setHeader("X-Content-Type-Options", "nosniff")
+    request.setHeader("Referrer-Policy", "same-origin")
+    request.setHeader("X-Frame-Options", "DENY")
+    request.setHeader("Cache-Control", "no-store")
+
+
+def human_size(size: int | None) -> str:
+    """Bytes as people read them.
+
+    >>> human_size(0), human_size(1023), human_size(1536), human_size(40 * 2**20)
+    ('0 B', '1023 B', '1.5 KiB', '40.0 MiB')
+    """
+    if size is None:
+        return "unknown"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def when(timestamp: float | str | None) -> str:
+    """A time as ``2026-12-01 14:05 UTC``."""
+    if timestamp is None or timestamp == "":
+        return ""
+    if isinstance(timestamp, str):
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    else:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Renderer:
+    def __init__(self, directory: Path = TEMPLATES) -> None:
+        self.env = Environment(
+            loader=FileSystemLoader(directory),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["size"] = human_size
+        self.env.filters["when"] = when
+
+    def page(self, request: IRequest, name: str, status: int = 200, **context: Any) -> bytes:
+        page_headers(request)
+        request.setResponseCode(status)
+        request.setHeader("Content-Type", "text/html; charset=utf-8")
+        return self.env.get_template(name).render(**context).encode("utf-8")
