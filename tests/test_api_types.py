@@ -92,7 +92,8 @@ ANSWERS: list[type] = [
 # What the document lacked although the proxy sent it (drift the generated document fixed):
 # the file detail's replicas and mirror fields, and the type of a replica.
 ADDED: dict[type, set[str]] = {
-    types.File: {"replicas", "mirror_node", "mirror_detail", "content_type"}  # content_type: tus
+    types.File: {"replicas", "mirror_node", "mirror_detail", "content_type"},  # content_type: tus
+    types.Upload: {"dialect", "tus_url"},  # the list of unfinished uploads (issue 11)
 }
 NEW_TYPES: set[type] = {types.FileReplica}
 
