@@ -59,6 +59,9 @@ export class Transfer {
     this.total = file.size;
     this.acked = options.initialOffset ?? 0;
     this.detail = "";
+    /** Stalls detected and retries begun so far (shown on the row for tests and curious users). */
+    this.stalls = 0;
+    this.retries = 0;
     this.meter = new RateMeter();
     /** Bytes of the current request handed to the socket: only a sign of life. */
     this.sent = 0;
@@ -219,6 +222,7 @@ export class Transfer {
     if (!isRetryable(error)) return false;
     this.stall.disarm();
     this.waiting = true;
+    this.retries += 1;
     this.#set("retrying", this.#retryDetail(error));
     return true;
   }
@@ -229,6 +233,7 @@ export class Transfer {
     if (isRetryable(error)) {
       // tus-js-client's delays are used up: go on at the pace of the last one.
       this.waiting = true;
+      this.retries += 1;
       this.#clearRetryTimer();
       const delay = this.retryDelays.at(-1) ?? 30_000;
       this.retryTimer = this.clock.setTimeout(() => {
@@ -242,6 +247,7 @@ export class Transfer {
   }
 
   #stalled() {
+    this.stalls += 1;
     const seconds = Math.round(this.stallMs / 1000);
     this.#set("stalled", `no progress for ${seconds} s; trying again`);
     this.#restart();

@@ -48,6 +48,8 @@ export function showStoredName(li, storedName) {
  */
 export function renderRow(li, view) {
   li.dataset.state = view.state;
+  li.dataset.stalls = String(view.stalls);
+  li.dataset.retries = String(view.retries);
   const bar = /** @type {HTMLProgressElement} */ (part(li, "progress"));
   bar.max = view.max;
   bar.value = view.value;

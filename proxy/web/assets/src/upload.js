@@ -85,6 +85,8 @@ class Item {
       detail: this.phase === "transfer" ? (this.transfer?.detail ?? "") : this.detail,
       canResume:
         state === "paused" || (this.phase === "transfer" && this.transfer?.state === "error"),
+      stalls: this.transfer?.stalls ?? 0,
+      retries: this.transfer?.retries ?? 0,
     };
   }
 }

@@ -25,12 +25,14 @@ export const TRANSFERRED = new Set(["verifying", "verified", "mismatch"]);
  * @property {number | null} rate acknowledged bytes per second lately
  * @property {string} detail
  * @property {boolean} canResume whether "Resume" can do something (paused, or a retry after an error)
+ * @property {number} [stalls] stalls detected so far
+ * @property {number} [retries] retries begun so far
  */
 
 /**
  * @param {RowModel} row
  */
-export function rowView({ state, acked, total, rate, detail, canResume }) {
+export function rowView({ state, acked, total, rate, detail, canResume, stalls = 0, retries = 0 }) {
   const active = ACTIVE.has(state);
   const done = TRANSFERRED.has(state) ? total : Math.min(acked, total);
   const value = TRANSFERRED.has(state) ? 100 : percent(done, total);
@@ -44,6 +46,8 @@ export function rowView({ state, acked, total, rate, detail, canResume }) {
     eta: active ? formatTimeLeft(secondsLeft(total - done, rate)) : "",
     canPause: active,
     canResume,
+    stalls,
+    retries,
   };
 }
 

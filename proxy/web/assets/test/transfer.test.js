@@ -137,6 +137,7 @@ describe("Transfer: stalls", () => {
     assert.match(transfer.detail, /no progress for 30 s/);
     assert.equal(upload.aborts, 1);
     assert.equal(upload.starts, 2);
+    assert.equal(transfer.stalls, 1);
   });
 
   it("stays 'stalled' until the server answers again, then is 'uploading'", () => {
@@ -230,6 +231,7 @@ describe("Transfer: retries", () => {
       assert.equal(upload.starts, round + 1);
       assert.equal(upload.aborts, round);
     }
+    assert.equal(transfer.retries, DELAYS.length + 5);
   });
 
   it("offline, it says so and keeps trying", () => {

@@ -23,6 +23,8 @@ describe("rowView", () => {
     assert.equal(view.eta, "10 s left");
     assert.equal(view.canPause, true);
     assert.equal(view.state, "uploading");
+    assert.equal(view.stalls, 0);
+    assert.equal(rowView(row({ stalls: 2, retries: 5 })).retries, 5);
   });
 
   it("paused: no rate, no time left, resume instead of pause", () => {
