@@ -447,3 +447,28 @@ async def test_a_profile_picture_that_is_not_a_png_or_jpeg_is_refused(
     )
     assert page.status == status and words in page.text
     assert (await browser.get("/profile/picture.png")).status == 303  # still the default
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upload_page_lists_unfinished_tus_uploads_with_their_fingerprint(
+    site: RunningProxy,
+) -> None:
+    browser = WebClient(site.url)
+    await browser.register("walt")
+    token = await token_of(site, "walt")
+    metadata = "filename YmlnLmlzbw==,fingerprint YWJjMTIz"  # big.iso, abc123
+    response = await treq.post(
+        f"{site.url}/files/",
+        headers={**auth(token), "Tus-Resumable": "1.0.0", "Upload-Length": "10",
+                 "Upload-Metadata": metadata, "Content-Type": "application/offset+octet-stream"},
+        data=b"1234",
+    )  # fmt: skip
+    assert response.code == 201
+    upload_id = response.headers.getRawHeaders("location")[0].rsplit("/", 1)[1]
+    page = await browser.get("/archives/new/")
+    assert page.status == 200
+    assert 'data-tus-endpoint="/files/"' in page.text
+    assert f'data-upload-url="/files/{upload_id}"' in page.text
+    assert 'data-fingerprint="abc123"' in page.text and 'data-offset="4"' in page.text
+    assert 'data-size="10"' in page.text and "choose this file again to resume" in page.text
+    assert '<script type="module" src="/static/dist/upload.js"></script>' in page.text
