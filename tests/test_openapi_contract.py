@@ -83,6 +83,9 @@ ADDED = {
     ("HEAD", "/files/{upload_id}"),
     ("PATCH", "/files/{upload_id}"),
     ("DELETE", "/files/{upload_id}"),
+    # live events (issue 11)
+    ("GET", "/api/events"),
+    ("GET", "/api/changes"),
 }
 
 
