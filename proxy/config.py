@@ -221,3 +221,25 @@ class ProxyConfig:
         "pruned by the expire-uploads job.",
         shown="30d",
     )
+    event_retention: float = setting(
+        7 * 86400.0,
+        parse_duration,
+        "How long users' live events (GET /api/events, GET /api/changes) are kept; the "
+        "events-prune job drops older ones, and a client whose cursor is older is told to "
+        "reset (reload what it shows).",
+        shown="7d",
+    )
+    events_poll_interval: float = setting(
+        2.0,
+        parse_duration,
+        "How often open event streams and long polls look for events recorded by other "
+        "proxies sharing the database (this proxy's own arrive at once).",
+        shown="2s",
+    )
+    events_keepalive: float = setting(
+        15.0,
+        parse_duration,
+        "How often an open event stream sends a comment line, so that proxies and load "
+        "balancers do not close it as idle.",
+        shown="15s",
+    )

@@ -217,6 +217,25 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX login_failures_address ON login_failures (address, at)",
         ],
     ),
+    (
+        "live events: a durable, ordered feed per user (proxy.events)",
+        [
+            # One row per user: the newest sequence number handed out (taken under this
+            # row's lock, so one user's events commit in order) and the newest one pruned.
+            """CREATE TABLE event_counters (
+                user_id {bigint} PRIMARY KEY,
+                last_seq {bigint} NOT NULL,
+                pruned_through {bigint} NOT NULL DEFAULT 0)""",
+            """CREATE TABLE events (
+                user_id {bigint} NOT NULL,
+                seq {bigint} NOT NULL,
+                type TEXT NOT NULL,
+                data TEXT NOT NULL,
+                created_at {float} NOT NULL,
+                PRIMARY KEY (user_id, seq))""",
+            "CREATE INDEX events_created ON events (created_at)",
+        ],
+    ),
 ]
 
 

@@ -27,6 +27,7 @@ from proxy.cluster.monitor import NodeMonitor, Scrubber
 from proxy.cluster.placement import parse_zone_map
 from proxy.cluster.replication import Replicator
 from proxy.config import ProxyConfig
+from proxy.events.hub import EventHub
 from proxy.migrations import migrate
 from proxy.ops.jobs import JobScheduler
 from proxy.ops.systemlog import SystemLog
@@ -48,6 +49,7 @@ from proxy.web.root import Root
 
 log = Logger()
 EXPIRE_INTERVAL = 600.0
+EVENTS_PRUNE_INTERVAL = 3600.0
 
 
 def database_url(config: ProxyConfig) -> str:
@@ -104,6 +106,7 @@ class Proxy:
     s3_connections: S3Connections | None = None
     remote: RemoteTier | None = None
     backup: MetadataBackup | None = None
+    events: EventHub | None = None
 
     async def start(self) -> IListeningPort:
         await self.db.run(migrate)
@@ -169,6 +172,15 @@ class Proxy:
             description="Write a consistent snapshot of the metadata database to the active "
             "bucket under <prefix>/metadata/, keeping the newest backup_keep.",
         )
+        assert self.events is not None
+        add(
+            "events-prune",
+            self._prune_events,
+            EVENTS_PRUNE_INTERVAL,
+            now=False,
+            description="Drop users' live events older than event_retention (a client whose "
+            "cursor is older is told to reset).",
+        )
 
     async def _expire(self) -> dict[str, int]:
         count = await self.uploads.expire()
@@ -185,9 +197,15 @@ class Proxy:
             "forgotten_login_failures": failures,
         }
 
+    async def _prune_events(self) -> dict[str, int]:
+        assert self.events is not None
+        return await self.events.prune(self.config.event_retention)
+
     async def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.events is not None:
+            self.events.close()  # open streams and long polls end
         if self.port is not None:
             await defer.maybeDeferred(self.port.stopListening)
         self.db.close()
@@ -216,6 +234,9 @@ def build_proxy(
     staging = StagingArea(data_dir)
     progress = UploadProgress(reactor, pool)
     syslog = SystemLog(db, clock)
+    events = EventHub(
+        db, clock, poll_interval=config.events_poll_interval, keepalive=config.events_keepalive
+    )
     accounts = Accounts(
         db=db, clock=clock, secret=secret, token_lifetime=config.token_lifetime, syslog=syslog
     )
@@ -234,7 +255,7 @@ def build_proxy(
     )  # fmt: skip
     replicator = Replicator(
         db=db, staging=staging, client=node_client, rsync=rsync, clock=clock,
-        target=config.replicas, grace=config.replica_grace, syslog=syslog,
+        target=config.replicas, grace=config.replica_grace, syslog=syslog, waker=events,
     )  # fmt: skip
     monitor = NodeMonitor(
         db=db, client=node_client, clock=clock, down_after=config.node_down_after, syslog=syslog
@@ -256,20 +277,24 @@ def build_proxy(
         max_chunk_size=config.max_chunk_size,
         claim_wait=config.claim_wait,
         on_completed=replicator.kick,
+        waker=events,
     )
     concat = Concatenation(
         db=db, staging=staging, progress=progress, clock=clock, threads=reactor, pool=pool,
-        on_completed=replicator.kick,
+        on_completed=replicator.kick, waker=events,
     )  # fmt: skip
     tus = TusUploads(
         engine=uploads, db=db, progress=progress, clock=clock, max_size=config.max_upload_size,
         concat=concat, path=config.tus_path,
     )  # fmt: skip
-    files = FileService(db=db, staging=staging, clock=clock, page_size=config.page_size)
+    files = FileService(
+        db=db, staging=staging, clock=clock, page_size=config.page_size, waker=events
+    )
     remote = RemoteTier(
         db=db, clock=clock, client=node_client, active=s3_connections.active,
         events=syslog, jobs=scheduler, restore_retry_after=config.restore_retry_after,
         cluster_secret=cluster_secret, grace=config.replica_grace, threads=reactor, pool=pool,
+        waker=events,
     )  # fmt: skip
     backup = MetadataBackup(
         db=db, clock=clock, threads=reactor, pool=pool, settings=s3_connections.active,
@@ -288,6 +313,7 @@ def build_proxy(
         downloads=downloads,
         staging=staging,
         tus=tus,
+        events=events,
         threads=reactor,
         pool=pool,
         public_url=config.public_url,
@@ -322,7 +348,7 @@ def build_proxy(
         config, reactor, clock, db, pool, site, uploads, accounts, sessions,
         monitor=monitor, replicator=replicator, scrubber=scrubber,
         scheduler=scheduler, syslog=syslog, s3_connections=s3_connections,
-        remote=remote, backup=backup,
+        remote=remote, backup=backup, events=events,
     )  # fmt: skip
     proxy.add_builtin_jobs()
     return proxy

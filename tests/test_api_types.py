@@ -87,6 +87,8 @@ ANSWERS: list[type] = [
     types.JobRun,
     types.LogEntry,
     types.S3Connection,
+    types.Event,
+    types.Changes,
 ]
 
 # What the document lacked although the proxy sent it (drift the generated document fixed):
@@ -95,7 +97,7 @@ ADDED: dict[type, set[str]] = {
     types.File: {"replicas", "mirror_node", "mirror_detail", "content_type"},  # content_type: tus
     types.Upload: {"dialect", "tus_url"},  # the list of unfinished uploads (issue 11)
 }
-NEW_TYPES: set[type] = {types.FileReplica}
+NEW_TYPES: set[type] = {types.FileReplica, types.Event, types.Changes}  # events: issue 11
 
 # (type, property, keyword) -> the value msgspec writes that today's document does not have.
 EXCEPTIONS: dict[tuple[type, str, str], Any] = {

@@ -85,6 +85,9 @@ ADDED = {
     ("DELETE", "/files/{upload_id}"),
     # the unfinished uploads, for the web application's resume (issue 11)
     ("GET", "/storage/tmp-upload/"),
+    # live events (issue 11)
+    ("GET", "/api/events"),
+    ("GET", "/api/changes"),
 }
 
 

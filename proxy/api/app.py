@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from common.weberrors import answer_errors_as_json
 from proxy.api.contract import install_routes
 from proxy.api.routes.accounts import AccountRoutes
+from proxy.api.routes.events import EventRoutes
 from proxy.api.routes.files import FileRoutes
 from proxy.api.routes.s3 import S3Routes
 from proxy.api.routes.service import ServiceRoutes
@@ -24,7 +25,14 @@ log = Logger()
 
 
 class ProxyApp(
-    ServiceRoutes, AccountRoutes, UploadRoutes, TusRoutes, FileRoutes, StaffRoutes, S3Routes
+    ServiceRoutes,
+    AccountRoutes,
+    UploadRoutes,
+    TusRoutes,
+    FileRoutes,
+    EventRoutes,
+    StaffRoutes,
+    S3Routes,
 ):
     app = Klein()
 

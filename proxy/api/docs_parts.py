@@ -195,3 +195,60 @@ TUS_CAPABILITIES = {
         "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm"
     ),
 }
+
+
+# ---------------------------------------------------------------- events (proxy.api.routes.events)
+
+_EVENT_ID: Json = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+
+SINCE_PARAM: Json = {
+    "in": "query",
+    "name": "since",
+    "schema": _EVENT_ID,
+    "description": "The newest event id you have (`0`: all that are kept). Left out: start "
+    "from now.",
+    "allowEmptyValue": True,
+}
+LAST_EVENT_ID_PARAM = {
+    **header_param(
+        "Last-Event-ID",
+        "The newest event id you have, as a reconnecting `EventSource` sends it; wins over "
+        "`since`.",
+    ),
+    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+}
+TIMEOUT_PARAM: Json = {
+    "in": "query",
+    "name": "timeout",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 60, "default": 30},
+    "description": "Seconds to wait for an event when there is none yet; `0` answers at once.",
+    "allowEmptyValue": True,
+}
+
+_STREAM_EXAMPLE = (
+    ": connected\n\n"
+    "id: 41\nevent: upload.progress\n"
+    'data: {"filename": "a.iso", "offset": 1048576, "total": 5242880, "upload_id": "…"}\n\n'
+    "id: 42\nevent: file.created\n"
+    'data: {"file_id": "…", "filename": "a.iso", "size": 5242880, "version": 1}\n\n'
+    ": keep-alive\n\n"
+)
+
+
+def event_stream() -> Json:
+    """The answer of ``GET /api/events``: a stream that stays open."""
+    return {
+        "description": "Server-sent events, for as long as you stay: each event's `id` is its "
+        "number among your events, `event` its type and `data` its JSON payload (as in the "
+        "`Event` schema's `data`). A message with only an `id` moves your `Last-Event-ID` (at "
+        "the start without a cursor, and after a reset). `event: reset` (no id, `data: {}`) "
+        "says your cursor is older than the events kept or is not one of yours: reload what "
+        "you show. A `: keep-alive` comment comes every 15 s.",
+        "headers": {
+            "Cache-Control": {"description": "`no-store`.", "schema": {"type": "string"}},
+            "X-Accel-Buffering": {"description": "`no`.", "schema": {"type": "string"}},
+        },
+        "content": {
+            "text/event-stream": {"schema": {"type": "string"}, "example": _STREAM_EXAMPLE}
+        },
+    }

@@ -584,6 +584,55 @@ class S3ConnectionChange(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
 S3ConnectionPatch = Annotated[S3ConnectionChange, Meta(extra_json_schema={"minProperties": 1})]
 
 
+# ---------------------------------------------------------------- live events
+
+EventType = Literal[
+    "upload.progress",
+    "upload.complete",
+    "file.created",
+    "file.updated",
+    "file.deleted",
+    "file.rolled_back",
+    "replica.confirmed",
+    "part.mirrored",
+    "file.backed_up",
+    "restore.progress",
+    "file.restored",
+]
+EventId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One event of your feed. `data` by `type`: `upload.progress` {upload_id, filename,
+    offset, total}; `upload.complete` {upload_id, file_id, filename, size, version};
+    `file.created` and `file.updated` (a new version) {file_id, filename, size, version};
+    `file.deleted` {file_id}; `file.rolled_back` {file_id, version: the new current one};
+    `replica.confirmed` {file_id, replicas: confirmed copies now}; `part.mirrored` {file_id,
+    index, parts_done, parts_total}; `file.backed_up` {file_id}: mirrored to S3 and verified;
+    `restore.progress` {file_id, parts_done, parts_total}; `file.restored` {file_id}."""
+
+    id: Annotated[
+        int, Meta(ge=1, le=2**63 - 1, description="Its number among your events, in order.")
+    ]
+    type: EventType
+    data: dict[str, Any]
+    created_at: Time
+
+
+class Changes(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Your events after `since`, oldest first (at most 100: ask again from `last_id`)."""
+
+    events: list[Event]
+    last_id: Annotated[EventId, Meta(description="What to send as `since` next time.")]
+    reset: Annotated[
+        bool,
+        Meta(
+            description="`since` is older than the events kept, or is not one of yours: "
+            "reload what you show, then go on from `last_id`."
+        ),
+    ]
+
+
 COMPONENTS: tuple[type, ...] = (
     Error,
     Health,
@@ -613,4 +662,6 @@ COMPONENTS: tuple[type, ...] = (
     S3Connection,
     NewS3Connection,
     S3ConnectionChange,
+    Event,
+    Changes,
 )

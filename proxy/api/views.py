@@ -1,4 +1,4 @@
-"""JSON shapes of uploads and files, as the seed's API showed them."""
+"""JSON shapes of uploads and files, as the seed's API showed them, and of the events."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from proxy.catalog.files import Page
 from proxy.catalog.store import StoredFile, Version
+from proxy.events.eventstore import Slice
 from proxy.uploads.uploadstore import COMPLETE, Upload
 
 
@@ -79,4 +80,16 @@ def file_page_json(
         "next": f"{link}{page.number + 1}" if page.has_next else None,
         "previous": f"{link}{page.number - 1}" if page.has_previous else None,
         "results": [file_json(f, base_url) for f in files],
+    }
+
+
+def changes_json(found: Slice) -> dict[str, Any]:
+    """The long poll's answer: the events, the cursor to send next, and whether to reload."""
+    return {
+        "events": [
+            {"id": e.seq, "type": e.type, "data": e.data, "created_at": isotime(e.created_at)}
+            for e in found.events
+        ],
+        "last_id": found.cursor,
+        "reset": found.reset,
     }

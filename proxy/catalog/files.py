@@ -15,6 +15,8 @@ from common.hex32 import is_hex32
 from proxy.catalog import store
 from proxy.catalog.store import StoredFile, Version
 from proxy.cluster import nodestore
+from proxy.events import kinds
+from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.uploads.staging import StagingArea
 
 # ASCII digits only: str.isdigit() also says yes to "²" (which int() refuses) and "١".
@@ -73,12 +75,19 @@ def parse_version(value: object) -> int | None:
 
 class FileService:
     def __init__(
-        self, *, db: Database, staging: StagingArea, clock: IReactorTime, page_size: int
+        self,
+        *,
+        db: Database,
+        staging: StagingArea,
+        clock: IReactorTime,
+        page_size: int,
+        waker: Waker = NO_WAKING,
     ) -> None:
         self._db = db
         self._staging = staging
         self._clock = clock
         self.page_size = page_size
+        self._waker = waker
 
     async def page(self, user_id: int, page: str | None) -> tuple[int, Page, list[StoredFile]]:
         count, _ = await self._db.run(store.list_files, user_id, 0, 0)
@@ -94,38 +103,44 @@ class FileService:
         return found
 
     async def delete(self, user_id: int, file_id: str) -> None:
-        orphans = await self._db.run(
-            self._delete_txn, user_id, validate_file_id(file_id), self._clock.seconds()
-        )
+        emitter = Emitter(self._clock.seconds())
+        orphans = await self._db.run(self._delete_txn, user_id, validate_file_id(file_id), emitter)
+        self._waker.wake(emitter.users)
         if orphans:
             await deferToThread(self._staging.remove_blobs, orphans)
 
     @staticmethod
-    def _delete_txn(txn: Txn, user_id: int, file_id: str, now: float) -> list[tuple[str, int]]:
+    def _delete_txn(
+        txn: Txn, user_id: int, file_id: str, emitter: Emitter
+    ) -> list[tuple[str, int]]:
         if store.get_file(txn, file_id, user_id, lock=True) is None:
             raise NotFound("File not found")
-        return store.delete_file(txn, file_id, now)
+        orphans = store.delete_file(txn, file_id, emitter.now)
+        emitter.emit(txn, user_id, kinds.FILE_DELETED, file_id=file_id)
+        return orphans
 
     async def rollback(self, user_id: int, file_id: str, number: object) -> StoredFile:
         wanted = parse_version(number)
         if wanted is None:
             raise BadRequest("version is required", field="version")
-        await self._db.run(
-            self._rollback_txn, user_id, validate_file_id(file_id), wanted, self._clock.seconds()
-        )
+        emitter = Emitter(self._clock.seconds())
+        await self._db.run(self._rollback_txn, user_id, validate_file_id(file_id), wanted, emitter)
+        self._waker.wake(emitter.users)
         return await self.get(user_id, file_id)
 
     @staticmethod
-    def _rollback_txn(txn: Txn, user_id: int, file_id: str, number: int, now: float) -> None:
+    def _rollback_txn(txn: Txn, user_id: int, file_id: str, number: int, emitter: Emitter) -> None:
         found = store.get_file(txn, file_id, user_id, lock=True)
         if found is None:
             raise NotFound("File not found")
         version = found.version(number)
         if version is None:
             raise NotFound(f"File has no version {number}", field="version")
-        store.add_version(
-            txn, user_id, file_id, "", version.filename, version.blob, now, version.content_type
-        )
+        _, current = store.add_version(
+            txn, user_id, file_id, "", version.filename, version.blob, emitter.now,
+            version.content_type,
+        )  # fmt: skip
+        emitter.emit(txn, user_id, kinds.FILE_ROLLED_BACK, file_id=file_id, version=current)
 
     async def for_download(
         self, user_id: int, file_id: str, number: object

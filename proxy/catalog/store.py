@@ -255,6 +255,19 @@ def list_files(txn: Txn, owner_id: int, limit: int, offset: int) -> tuple[int, l
     return count, _files(txn, rows)
 
 
+def files_using_blob(txn: Txn, blob_id: int) -> list[tuple[int, str]]:
+    """(owner, file id) of every file whose current version is this blob's content, ordered
+    by owner (so a transaction that records events for several owners locks their event
+    counters in one order)."""
+    rows = txn.all(
+        "SELECT f.owner_id, f.id FROM files f JOIN versions v"
+        " ON v.file_id = f.id AND v.number = f.current_version"
+        " WHERE v.blob_id = ? ORDER BY f.owner_id, f.id",
+        (blob_id,),
+    )
+    return [(int(row[0]), str(row[1])) for row in rows]
+
+
 def add_version(
     txn: Txn,
     owner_id: int,

@@ -177,6 +177,14 @@ def replicas_of(txn: Txn, blob_ids: list[int]) -> dict[int, list[Replica]]:
     return found
 
 
+def confirmed_count(txn: Txn, blob_id: int) -> int:
+    return int(
+        txn.scalar(
+            "SELECT COUNT(*) FROM replicas WHERE blob_id = ? AND state = ?", (blob_id, CONFIRMED)
+        )
+    )
+
+
 def set_replica(
     txn: Txn,
     blob_id: int,

@@ -28,6 +28,8 @@ from proxy.cluster.nodeapi import NodeApi, ReplicaPusher
 from proxy.cluster.nodestore import CONFIRMED, COPYING, FAILED, PENDING, UP, Replica
 from proxy.cluster.placement import choose_nodes
 from proxy.cluster.rules import LOST_NOTE, candidates, keepers_first, leaving_nodes, lost_nodes
+from proxy.events import kinds
+from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.uploads.staging import StagingArea
 
 if TYPE_CHECKING:
@@ -69,8 +71,10 @@ class Replicator:
         batch: int = 8,
         stale_after: float = 600.0,
         syslog: SystemLog | None = None,
+        waker: Waker = NO_WAKING,
     ) -> None:
         self._syslog = syslog
+        self._waker = waker
         self._db = db
         self._staging = staging
         self._client = client
@@ -182,9 +186,9 @@ class Replicator:
                 failed=True,
             )  # fmt: skip
             return
-        await self._db.run(
-            nodestore.set_replica, copy.blob_id, copy.node, CONFIRMED, self._clock.seconds()
-        )
+        emitter = Emitter(self._clock.seconds())
+        await self._db.run(confirmed_txn, copy.blob_id, copy.node, emitter)
+        self._waker.wake(emitter.users)
         self._in_flight.discard((copy.blob_id, copy.node))
         await note(
             self._syslog, "info", "replication.confirmed",
@@ -293,3 +297,10 @@ class Replicator:
                 await self._db.run(nodestore.deletion_failed, node_name, key, retry)
             else:
                 await self._db.run(nodestore.deletion_done, node_name, key)
+
+
+def confirmed_txn(txn: Txn, blob_id: int, node: str, emitter: Emitter) -> None:
+    """Record a confirmed replica, and tell the owners of the files it holds the count."""
+    nodestore.set_replica(txn, blob_id, node, CONFIRMED, emitter.now)
+    replicas = nodestore.confirmed_count(txn, blob_id)
+    emitter.for_blob(txn, blob_id, kinds.REPLICA_CONFIRMED, replicas=replicas)

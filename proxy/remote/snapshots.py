@@ -20,9 +20,11 @@ pending S3 object deletions (else objects of deleted files would stay in the buc
 and the staff's job intervals. **Left out** (``SKIPPED_TABLES``): uploads (an unfinished
 upload's bytes are in one proxy's staging area, which the disaster took; a finished one is only
 a receipt), the system log (an operational diary that grows without bound; the restore writes
-one entry saying where the new history starts) and ``schema_migrations`` (implied by
-``schema_version``). A table that a later migration adds and nobody classified is still dumped,
-after the known ones; a test fails until it is classified.
+one entry saying where the new history starts), ``schema_migrations`` (implied by
+``schema_version``) and the live events (``events``, ``event_counters``: a feed for clients
+connected now; after a restore their cursors are too new, and they are told to reset). A
+table that a later migration adds and nobody classified is still dumped, after the known
+ones; a test fails until it is classified.
 
 Writing one is ``proxy.remote.dump``'s job, the job that does it every so often is
 ``proxy.remote.backup``'s, and restoring one is ``proxy.remote.restore``'s.
@@ -57,6 +59,8 @@ SKIPPED_TABLES = {
     "schema_migrations": "implied by the header's schema_version",
     "sessions": "browser sessions: a restored cluster starts with everyone signed out",
     "login_failures": "a few minutes of throttling state, not worth keeping",
+    "events": "a live feed for connected clients; a restored cluster starts a new one",
+    "event_counters": "the live feed's positions: clients' old cursors are answered reset",
 }
 
 _SNAPSHOT_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}\.jsonl\.gz")

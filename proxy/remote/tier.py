@@ -39,6 +39,7 @@ from common.backoff import retry_delay
 from common.db import Database
 from common.s3 import S3Settings, make_client, settings_to_wire
 from proxy.cluster.nodeapi import NodeApi
+from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.ops.systemlog import EventLog
 from proxy.remote import tierstore
 from proxy.remote.mirrorplan import NodeWork, plan
@@ -82,6 +83,7 @@ class RemoteTier:
         events: EventLog | None = None,
         jobs: JobReports | None = None,
         restore_retry_after: int = 30,
+        waker: Waker = NO_WAKING,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -94,6 +96,7 @@ class RemoteTier:
         self._events = events
         self._jobs = jobs
         self.restore_retry_after = restore_retry_after
+        self._waker = waker  # the users' live events (``events`` is the system log)
         self._running = False
 
     async def _record(self, level: str, event: str, message: str, **data: Any) -> None:
@@ -147,7 +150,9 @@ class RemoteTier:
             return False
         if self._jobs is not None and isinstance(body.get("job"), dict):
             self._jobs.report_remote(job, {**body["job"], "where": name})
-        changes = await self._db.run(ingest, name, work, body, self._clock.seconds())
+        emitter = Emitter(self._clock.seconds())
+        changes = await self._db.run(ingest, name, work, body, emitter)
+        self._waker.wake(emitter.users)
         for level, event, message, data in changes:
             await self._record(level, event, message, job=job, node=name, **data)
         for event in body.get("events") or []:

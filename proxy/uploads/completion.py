@@ -1,4 +1,5 @@
-"""The transaction that turns a whole upload into a stored file version (both dialects)."""
+"""The transaction that turns a whole upload into a stored file version (both dialects), and
+records its events (``upload.complete``, then ``file.created`` or ``file.updated``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import replace
 from common.db import Txn
 from common.errors import BadRequest, NotFound
 from proxy.catalog import store
+from proxy.events import kinds
+from proxy.events.emit import Emitter
 from proxy.uploads import uploadstore
 from proxy.uploads.rules import check_completable
 from proxy.uploads.staging import StagingArea
@@ -21,10 +24,11 @@ def complete_txn(
     seen: Upload,
     md5: str,
     sha256: str,
-    now: float,
+    emitter: Emitter,
 ) -> Upload:
     """Record the blob (or reuse the one with this content), add the version, mark the upload
     complete. ``seen`` is the upload as the hashes were taken: if it has moved on, refuse."""
+    now = emitter.now
     upload = uploadstore.get_upload(txn, seen.id, user_id, lock=True)
     if upload is None:
         raise NotFound("Upload not found")
@@ -47,6 +51,7 @@ def complete_txn(
             upload.content_type,
         )  # fmt: skip
         uploadstore.mark_complete(txn, upload.id, upload.received, file_id, number, now)
+        _emit(txn, emitter, upload, file_id, number)
     except BaseException:
         if created or revived:
             staging.remove_blobs([(sha256, blob.id)])
@@ -58,4 +63,16 @@ def complete_txn(
         completed_at=now,
         file_id=file_id,
         version=number,
+    )
+
+
+def _emit(txn: Txn, emitter: Emitter, upload: Upload, file_id: str, number: int) -> None:
+    size, name = upload.received, upload.filename
+    emitter.emit(
+        txn, upload.owner_id, kinds.UPLOAD_COMPLETE,
+        upload_id=upload.id, file_id=file_id, filename=name, size=size, version=number,
+    )  # fmt: skip
+    kind = kinds.FILE_CREATED if number == 1 else kinds.FILE_UPDATED  # add_version's first is 1
+    emitter.emit(
+        txn, upload.owner_id, kind, file_id=file_id, filename=name, size=size, version=number
     )

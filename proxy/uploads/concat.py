@@ -21,6 +21,7 @@ from twisted.python.threadpool import ThreadPool
 
 from common.db import Database, Txn
 from common.errors import BadRequest, NotFound
+from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.uploads import uploadstore
 from proxy.uploads.completion import complete_txn
 from proxy.uploads.progress import UploadProgress
@@ -40,6 +41,7 @@ class Concatenation:
         threads: IReactorThreads,
         pool: ThreadPool,
         on_completed: Callable[[], None],
+        waker: Waker = NO_WAKING,
     ) -> None:
         self._db = db
         self._staging = staging
@@ -48,6 +50,7 @@ class Concatenation:
         self._threads = threads
         self._pool = pool
         self._on_completed = on_completed
+        self._waker = waker
 
     async def partials(self, user_id: int, part_ids: list[str]) -> list[Upload]:
         """The caller's partial uploads a final one names (404 for another's or a gone one)."""
@@ -95,11 +98,13 @@ class Concatenation:
                 [(part.id, part.received) for part in parts],
             )
             total = sum(part.received for part in parts)
+            emitter = Emitter(self._clock.seconds())
             done = await self._db.run(
-                self._complete_txn, user_id, final, total, md5, sha256, self._clock.seconds()
+                self._complete_txn, user_id, final, total, md5, sha256, emitter
             )
         finally:
             self._progress.release(final_id, owner)
+        self._waker.wake(emitter.users)
         self._progress.forget(final_id)
         await self._in_thread(self._staging.remove, final_id)
         for part_id in dict.fromkeys(final.parts.split()):  # the partials' work is done
@@ -110,11 +115,18 @@ class Concatenation:
         return done
 
     def _complete_txn(
-        self, txn: Txn, user_id: int, final: Upload, total: int, md5: str, sha256: str, now: float
+        self,
+        txn: Txn,
+        user_id: int,
+        final: Upload,
+        total: int,
+        md5: str,
+        sha256: str,
+        emitter: Emitter,
     ) -> Upload:
         uploadstore.set_received(txn, final.id, total, total)
         whole = replace(final, received=total, total=total)
-        return complete_txn(txn, self._staging, user_id, whole, md5, sha256, now)
+        return complete_txn(txn, self._staging, user_id, whole, md5, sha256, emitter)
 
     def _in_thread(self, fn, *args):  # type: ignore[no-untyped-def]
         return deferToThreadPool(self._threads, self._pool, fn, *args)

@@ -26,6 +26,9 @@ from common.contentrange import ContentRange
 from common.db import Database, Txn
 from common.errors import BadRequest, Conflict, Gone, NotFound
 from proxy.catalog import store
+from proxy.events import kinds
+from proxy.events.emit import NO_WAKING, Emitter, Waker
+from proxy.events.throttle import Throttle
 from proxy.uploads import uploadstore
 from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpooledChunk, closing_spool
 from proxy.uploads.completion import complete_txn
@@ -47,6 +50,8 @@ from proxy.uploads.uploadstore import COMPLETE, Upload
 HASH_CARRY = 4 << 20
 # What a request that waited ``claim_wait`` for another one is told to do.
 BUSY_RETRY_AFTER = 1
+# At most one upload.progress event per upload this often (and always at the last byte).
+PROGRESS_EVERY = 1.0
 
 
 class UploadEngine:
@@ -63,6 +68,7 @@ class UploadEngine:
         max_chunk_size: int,
         claim_wait: float = 5.0,
         on_completed: Callable[[], None] = lambda: None,
+        waker: Waker = NO_WAKING,
     ) -> None:
         self._db = db
         self._staging = staging
@@ -74,6 +80,8 @@ class UploadEngine:
         self.max_chunk_size = max_chunk_size
         self._claim_wait = claim_wait
         self._on_completed = on_completed  # e.g. start replicating at once
+        self._waker = waker
+        self._progress_events = Throttle(reactor, PROGRESS_EVERY)
 
     # -- reading
 
@@ -146,19 +154,30 @@ class UploadEngine:
             check_body(chunk, body, self.max_chunk_size)
             upload = self._new_upload(user_id, filename, parent_id, chunk.total)
             hashes = HashState.empty()
+            emitter, due = self._emitter(upload.id)
             try:
-                accepted = await self._db.run(self._create_txn, upload, chunk, body, hashes)
+                accepted = await self._db.run(
+                    self._create_txn, upload, chunk, body, hashes, emitter, due
+                )
             except BaseException:
                 await self._in_thread(self._staging.remove, upload.id)
                 raise
             self._progress.acknowledged(upload.id, 0, accepted.received, hashes)
+            self._emitted(upload.id, emitter)
             return accepted
 
     def _create_txn(
-        self, txn: Txn, upload: Upload, chunk: ContentRange, body: ChunkBody, hashes: HashState
+        self,
+        txn: Txn,
+        upload: Upload,
+        chunk: ContentRange,
+        body: ChunkBody,
+        hashes: HashState,
+        emitter: Emitter,
+        progress_due: bool,
     ) -> Upload:
         self._create_empty_txn(txn, upload)
-        return self._write_txn(txn, upload, chunk, body, hashes)
+        return self._write_txn(txn, upload, chunk, body, hashes, emitter, progress_due)
 
     async def append(
         self,
@@ -204,8 +223,12 @@ class UploadEngine:
                 await self._progress.hashes_settled(upload_id)
                 hashes = self._progress.hashes_at(upload_id, chunk.start)
             check_body(chunk, body, limit)
-            accepted = await self._db.run(self._append_txn, user_id, upload_id, chunk, body, hashes)
+            emitter, due = self._emitter(upload_id)
+            accepted = await self._db.run(
+                self._append_txn, user_id, upload_id, chunk, body, hashes, emitter, due
+            )
             self._progress.acknowledged(upload_id, chunk.start, accepted.received, hashes)
+            self._emitted(upload_id, emitter)
             return accepted
         finally:
             self._progress.release(upload_id, owner)
@@ -250,12 +273,14 @@ class UploadEngine:
         chunk: ContentRange,
         body: ChunkBody,
         hashes: HashState | None,
+        emitter: Emitter,
+        progress_due: bool,
     ) -> Upload:
         upload = uploadstore.get_upload(txn, upload_id, user_id, lock=True)
         if upload is None:
             raise NotFound("Upload not found")
         check_chunk(upload, chunk, self._clock.seconds())
-        return self._write_txn(txn, upload, chunk, body, hashes)
+        return self._write_txn(txn, upload, chunk, body, hashes, emitter, progress_due)
 
     def _write_txn(
         self,
@@ -264,6 +289,8 @@ class UploadEngine:
         chunk: ContentRange,
         body: ChunkBody,
         hashes: HashState | None,
+        emitter: Emitter,
+        progress_due: bool,
     ) -> Upload:
         if isinstance(body, PlacedChunk):
             self._staging.sync(upload.id)  # bytes are in place; make them durable
@@ -273,8 +300,24 @@ class UploadEngine:
             if hashes is not None:
                 hashes.offset = chunk.end + 1
         total = upload.total if upload.total is not None else chunk.total
-        uploadstore.set_received(txn, upload.id, chunk.end + 1, total)
-        return replace(upload, received=chunk.end + 1, total=total)
+        received = chunk.end + 1
+        uploadstore.set_received(txn, upload.id, received, total)
+        if progress_due or received == total:  # the last byte is always told
+            emitter.emit(
+                txn, upload.owner_id, kinds.UPLOAD_PROGRESS,
+                upload_id=upload.id, filename=upload.filename, offset=received, total=total,
+            )  # fmt: skip
+        return replace(upload, received=received, total=total)
+
+    def _emitter(self, upload_id: str) -> tuple[Emitter, bool]:
+        """The events of a chunk's transaction, and whether its progress may be told."""
+        return Emitter(self._clock.seconds()), self._progress_events.due(upload_id)
+
+    def _emitted(self, upload_id: str, emitter: Emitter) -> None:
+        """A chunk's transaction has committed: readers learn of its events now."""
+        if emitter.users:
+            self._progress_events.done(upload_id)
+            self._waker.wake(emitter.users)
 
     # -- finishing
 
@@ -311,6 +354,7 @@ class UploadEngine:
     async def _complete_claimed(
         self, user_id: int, upload: Upload, hashes: HashState, owner: object
     ) -> Upload:
+        emitter = Emitter(self._clock.seconds())
         try:
             done = await self._db.run(
                 complete_txn,
@@ -319,10 +363,11 @@ class UploadEngine:
                 upload,
                 hashes.md5.final.hexdigest(),
                 hashes.sha256.final.hexdigest(),
-                self._clock.seconds(),
+                emitter,
             )
         finally:
             self._progress.release(upload.id, owner)
+        self._waker.wake(emitter.users)
         self._progress.forget(upload.id)
         await self._in_thread(self._staging.remove, upload.id)
         self._on_completed()

@@ -16,6 +16,7 @@ from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
 from proxy.cluster.admin import NodeAdmin
 from proxy.cluster.downloads import DownloadLocator
+from proxy.events.hub import EventHub
 from proxy.ops.jobs import JobScheduler
 from proxy.ops.systemlog import SystemLog
 from proxy.remote.connections import S3Connections
@@ -42,6 +43,7 @@ class RouteBase:
         s3_connections: S3Connections,
         staging: StagingArea,
         tus: TusUploads,
+        events: EventHub,
         threads: IReactorThreads,
         pool: ThreadPool,
         public_url: str = "",
@@ -59,6 +61,7 @@ class RouteBase:
         self._downloads = downloads
         self._staging = staging
         self._tus = tus
+        self._events = events
         self._threads = threads
         self._pool = pool
         self._public_url = public_url.rstrip("/")

@@ -1,0 +1,54 @@
+"""Recording events inside the transactions that make the changes, and waking readers after.
+
+Code that changes something a user sees makes an ``Emitter`` on the reactor thread, passes it
+into its transaction function, which records events with it (``emit``, ``for_blob``), and
+once the transaction has committed hands ``emitter.users`` to its ``Waker`` (the hub), which
+wakes the streams and long polls of those users in this process. Readers in other proxies
+find the events by re-reading the table (``proxy.events.hub``). An event recorded in a
+transaction that rolls back was never there: no reader can have seen it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from common.db import Txn
+from proxy.catalog import store
+from proxy.events import eventstore
+
+
+class Waker(Protocol):
+    """What recording code needs of the hub: wake these users' readers (reactor thread)."""
+
+    def wake(self, user_ids: Iterable[int]) -> None: ...
+
+
+class NoWaking:
+    """For parts built without a hub (tests, command-line tools): readers poll instead."""
+
+    def wake(self, user_ids: Iterable[int]) -> None:
+        pass
+
+
+NO_WAKING = NoWaking()
+
+
+@dataclass
+class Emitter:
+    """Records one transaction's events at one time; remembers whose they were."""
+
+    now: float
+    users: set[int] = field(default_factory=set)
+
+    def emit(self, txn: Txn, user_id: int, kind: str, **data: Any) -> int:
+        seq = eventstore.record(txn, user_id, kind, data, self.now)
+        self.users.add(user_id)
+        return seq
+
+    def for_blob(self, txn: Txn, blob_id: int, kind: str, **data: Any) -> None:
+        """One event per (owner, file) whose current version is this content (a blob may be
+        shared by several files and users), each naming its ``file_id``."""
+        for user_id, file_id in store.files_using_blob(txn, blob_id):
+            self.emit(txn, user_id, kind, file_id=file_id, **data)

@@ -1,0 +1,29 @@
+"""The event types, exactly as clients see them (SSE ``event:``, the long poll's ``type``).
+
+Payloads stay small: a page re-fetches ``GET /storage/files/<file_id>/`` on any event that
+names its file.
+"""
+
+from __future__ import annotations
+
+UPLOAD_PROGRESS = "upload.progress"  # {upload_id, filename, offset, total}
+UPLOAD_COMPLETE = "upload.complete"  # {upload_id, file_id, filename, size, version}
+FILE_CREATED = "file.created"  # {file_id, filename, size, version}
+FILE_UPDATED = "file.updated"  # {file_id, filename, size, version}: a new version
+FILE_DELETED = "file.deleted"  # {file_id}
+FILE_ROLLED_BACK = "file.rolled_back"  # {file_id, version}: the new current version
+REPLICA_CONFIRMED = "replica.confirmed"  # {file_id, replicas}: confirmed copies now
+PART_MIRRORED = "part.mirrored"  # {file_id, index, parts_done, parts_total}
+FILE_BACKED_UP = "file.backed_up"  # {file_id}: mirrored to S3 and verified there
+RESTORE_PROGRESS = "restore.progress"  # {file_id, parts_done, parts_total}
+FILE_RESTORED = "file.restored"  # {file_id}: back on a storage node from S3
+
+# Control, never stored: the client's cursor is too old (pruned) or from another database;
+# it reloads its view and goes on from the stream's new position. SSE only, without an id.
+RESET = "reset"
+
+RECORDED = (
+    UPLOAD_PROGRESS, UPLOAD_COMPLETE, FILE_CREATED, FILE_UPDATED, FILE_DELETED,
+    FILE_ROLLED_BACK, REPLICA_CONFIRMED, PART_MIRRORED, FILE_BACKED_UP, RESTORE_PROGRESS,
+    FILE_RESTORED,
+)  # fmt: skip
