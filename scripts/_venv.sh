@@ -5,6 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
+# Playwright drives Debian's Chromium (/usr/bin/chromium); it must never fetch a browser.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 if [ ! -x "$PY" ]; then
   if ! command -v python3 >/dev/null; then
@@ -25,8 +27,8 @@ if [ "$(cat .venv/.pyarchive-installed 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > .venv/.pyarchive-installed
 fi
 
-# need_system_package COMMAND DEBIAN_PACKAGE WHY: install it with apt-get when missing and
-# running as root; otherwise stop with one clear line.
+# need_system_package COMMAND DEBIAN_PACKAGE WHY: install it with apt-get when COMMAND (a name
+# on PATH, or an absolute path) is missing and running as root; otherwise stop with one clear line.
 need_system_package() {
   local command_name="$1" package="$2" why="$3"
   command -v "$command_name" >/dev/null && return 0

@@ -157,7 +157,7 @@ def the_whole_cycle_works(url: str, password: str, tmp_path: Path) -> None:
     """Out of the box: upload -> two replicas -> mirrored to the local S3 endpoint ->
     uncache -> cache -> the same bytes downloaded."""
     from client import PyArchiveClient
-    from tests.test_cluster import eventually
+    from tests.clusterkit import eventually
 
     port = int(url.rsplit(":", 1)[1])
     proxy = ProxyProcess(tmp_path, "", port=port)

@@ -8,137 +8,18 @@ with ``task.Clock`` in ``tests/test_replication.py``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
 from client import PyArchiveClient
-from tests.nodeproc import SECRET, NodeProcess
-from tests.proc import BIN, ProxyProcess
+from tests.clusterkit import Cluster, eventually
+from tests.nodeproc import NodeProcess
 
 pytestmark = pytest.mark.slow
-T = TypeVar("T")
-
-FAST = {
-    "PYARCHIVE_CLUSTER_SECRET": SECRET,
-    "PYARCHIVE_NODE_PING_INTERVAL": "0.2s",
-    "PYARCHIVE_NODE_PING_TIMEOUT": "1s",
-    "PYARCHIVE_NODE_DOWN_AFTER": "2",
-    "PYARCHIVE_REPLICATION_INTERVAL": "0.2s",
-    "PYARCHIVE_REPLICA_GRACE": "1.5s",
-    "PYARCHIVE_RSYNC_TIMEOUT": "10s",
-}
-STAFF = ("boss", "Staff-Pass-2024")
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 20.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if result:
-                return result
-            last = result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
-
-
-class Cluster:
-    def __init__(self, root: Path, database_url: str, node_count: int) -> None:
-        self.root = root
-        self.proxy = ProxyProcess(root / "proxy", database_url, env=FAST)
-        self.nodes = [
-            NodeProcess(root / f"node{i}", name=f"node{i}", zone="ab"[i % 2])
-            for i in range(1, node_count + 1)
-        ]
-        self.staff_token = ""
-        self.token = ""
-
-    def start(self) -> Cluster:
-        self.proxy.data_dir.mkdir(parents=True)
-        subprocess.run(
-            [str(BIN / "pyarchive-proxy"), "--data-dir", str(self.proxy.data_dir),
-             "--database", self.proxy.database_url, "create-admin", STAFF[0]],
-            env={**os.environ, "PYARCHIVE_ADMIN_PASSWORD": STAFF[1]}, check=True,
-            capture_output=True,
-        )  # fmt: skip
-        self.proxy.start()
-        _, body = self.proxy.request(
-            "POST", "/api-token-auth/",
-            json.dumps({"username": STAFF[0], "password": STAFF[1]}),
-            {"Content-Type": "application/json"},
-        )  # fmt: skip
-        self.staff_token = body["token"]
-        self.token = self.proxy.login()
-        for node in self.nodes:
-            node.start()
-            self.register(node)
-        return self
-
-    def register(self, node: NodeProcess) -> None:
-        status, body = self.staff("POST", "/api/nodes/", {
-            "name": node.name, "url": node.url, "zone": node.zone,
-            "rsync_url": f"rsync://pyarchive@127.0.0.1:{node.rsync_port}/incoming",
-        })  # fmt: skip
-        assert status == 201, body
-
-    def staff(self, method: str, path: str, data: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"JWT {self.staff_token}", "Content-Type": "application/json"}
-        return self.proxy.request(method, path, None if data is None else json.dumps(data), headers)
-
-    def user(self, method: str, path: str) -> tuple[int, Any]:
-        return self.proxy.request(method, path, headers={"Authorization": f"JWT {self.token}"})
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        self.proxy.stop()
-
-    def upload(self, content: bytes, name: str = "data.bin") -> dict[str, Any]:
-        path = self.root / name
-        path.write_bytes(content)
-        with PyArchiveClient(self.proxy.url, self.token) as client:
-            return client.upload(path, chunk_size=1 << 20)
-
-    def replicas(self, file_id: str) -> list[dict[str, str]]:
-        status, body = self.user("GET", f"/storage/files/{file_id}/")
-        assert status == 200, body
-        return list(body["replicas"])
-
-    def confirmed(self, file_id: str, count: int) -> list[str] | None:
-        nodes = [r["node"] for r in self.replicas(file_id) if r["state"] == "confirmed"]
-        return nodes if len(nodes) == count else None
-
-    def node(self, name: str) -> NodeProcess:
-        return next(n for n in self.nodes if n.name == name)
-
-    def node_status(self, name: str) -> str:
-        _, body = self.staff("GET", "/api/nodes/")
-        return str(next(n for n in body if n["name"] == name)["status"])
-
-    def download(self, file_id: str, byte_range: str | None = None) -> tuple[int, bytes, str]:
-        """``curl -L`` through the redirect, as a user would; (status, body, final URL)."""
-        out = self.root / "download.out"
-        args = ["curl", "-s", "-L", "-o", str(out), "-w", "%{http_code} %{url_effective}",
-                "-H", f"Authorization: JWT {self.token}"]  # fmt: skip
-        if byte_range:
-            args += ["--range", byte_range]
-        done = subprocess.run(
-            [*args, f"{self.proxy.url}/storage/download/{file_id}/"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        code, url = done.stdout.split(" ", 1)
-        return int(code), out.read_bytes() if out.exists() else b"", url
 
 
 def stored_copies(node: NodeProcess, sha256: str) -> list[Path]:

@@ -27,80 +27,23 @@ import pytest
 from tusclient import client as tus_client
 
 from common.s3 import S3Settings, make_client
+from tests.clusterkit import (
+    MIRROR_FAST,
+    NODE_FAST,
+    STAFF,
+    RemoteCluster,
+    eventually,
+    remote_cluster,
+)
 from tests.conftest import _database_url
 from tests.nodeproc import NodeProcess
 from tests.proc import BIN, ProxyProcess
 from tests.s3server import S3Server
-from tests.test_cluster import FAST, STAFF, Cluster, eventually
 
 pytestmark = pytest.mark.slow
 
 S3_SECRET = "moto-secret-Vd93kQzLw0PaRtXu"
 PART = 5 * 2**20
-MIRROR_FAST = {
-    **FAST,
-    "PYARCHIVE_MIRROR_SYNC_INTERVAL": "0.3s",
-    "PYARCHIVE_S3_CLEANUP_INTERVAL": "0.3s",
-    "PYARCHIVE_RESTORE_RETRY_AFTER": "1",
-}
-NODE_FAST = {"PYARCHIVE_MIRROR_INTERVAL": "0.3s", "PYARCHIVE_MIRROR_PART_SIZE": "5MiB"}
-
-
-class RemoteCluster(Cluster):
-    """``tests.test_cluster.Cluster`` with mirror settings, an S3 connection, and a record
-    of every answer (to look for secrets in)."""
-
-    def __init__(self, root: Path, database_url: str, s3: S3Settings) -> None:
-        super().__init__(root, database_url, 2)
-        self.s3 = s3
-        self.proxy = ProxyProcess(root / "proxy", database_url, env=MIRROR_FAST)
-        for node in self.nodes:
-            node.env = NODE_FAST
-        self.answers: list[str] = []
-
-    def staff(self, method: str, path: str, data: Any = None) -> tuple[int, Any]:
-        status, body = super().staff(method, path, data)
-        self.answers.append(json.dumps(body, default=str))
-        return status, body
-
-    def user(self, method: str, path: str) -> tuple[int, Any]:
-        status, body = super().user(method, path)
-        self.answers.append(json.dumps(body, default=str))
-        return status, body
-
-    def connect_s3(self) -> None:
-        status, body = self.staff("POST", "/api/s3-connections/", {
-            "name": self.s3.name, "endpoint_url": self.s3.endpoint_url, "region": self.s3.region,
-            "bucket": self.s3.bucket, "prefix": self.s3.prefix,
-            "access_key": self.s3.access_key, "secret_key": self.s3.secret_key,
-        })  # fmt: skip
-        assert status == 201, body
-        status, body = self.staff("POST", f"/api/s3-connections/{self.s3.name}/validate")
-        assert status == 200 and body["validation_ok"] is True, body
-        status, body = self.staff("POST", f"/api/s3-connections/{self.s3.name}/activate")
-        assert status == 200 and body["active"] is True, body
-
-    def detail(self, file_id: str) -> dict[str, Any]:
-        status, body = self.user("GET", f"/storage/files/{file_id}/")
-        assert status == 200, body
-        return dict(body)
-
-    def remote_state(self, file_id: str, wanted: str) -> dict[str, Any] | None:
-        found = self.detail(file_id)
-        return found if found["remote_state"] == wanted else None
-
-    def post(self, path: str) -> tuple[int, Any]:
-        return self.user_request("POST", path)
-
-    def user_request(self, method: str, path: str) -> tuple[int, Any]:
-        status, body = self.proxy.request(
-            method, path, headers={"Authorization": f"JWT {self.token}"}
-        )
-        self.answers.append(json.dumps(body, default=str))
-        return status, body
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.root.glob("*.log"))
 
 
 @pytest.fixture
@@ -116,13 +59,8 @@ def s3() -> Iterator[S3Settings]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, s3: S3Settings) -> Iterator[RemoteCluster]:
-    running = RemoteCluster(tmp_path, f"sqlite:///{tmp_path}/meta.sqlite3", s3)
-    running.start()
-    try:
-        running.connect_s3()
+    with remote_cluster(tmp_path, f"sqlite:///{tmp_path}/meta.sqlite3", s3) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def content(seed: int, size: int) -> bytes:
