@@ -27,6 +27,8 @@ class FileState:
         ('local', 'stored locally (2 replicas)')
         >>> FileState(2, "mirroring", False, 4, 1, 0).badge
         ('backing-up', 'backing up to S3 (1 of 4 parts)')
+        >>> FileState(2, "mirroring", False, 0, 0, 0).badge
+        ('backing-up', 'backing up to S3')
         >>> FileState(0, "restoring", True, 4, 4, 3).badge
         ('restoring', 'restoring (3 of 4 parts)')
         """
@@ -41,6 +43,8 @@ class FileState:
             return "backed-up", "backed up"
         if state in (states.MIRRORING, states.MIRRORED):
             done, total = self.parts_uploaded, self.parts_total
+            if not total:  # no part reported yet
+                return "backing-up", "backing up to S3"
             return "backing-up", f"backing up to S3 ({done} of {total} parts)"
         copies = "1 replica" if self.replicas == 1 else f"{self.replicas} replicas"
         return "local", f"stored locally ({copies})"

@@ -1,0 +1,21 @@
+"""The worked examples in the web application's and the accounts' pure helpers hold."""
+
+from __future__ import annotations
+
+import doctest
+from types import ModuleType
+
+import pytest
+
+from proxy.catalog import overview, sessions, throttle
+from proxy.web import render
+from proxy.web.pages import archives, base
+
+MODULES = [overview, sessions, throttle, render, archives, base]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=[m.__name__ for m in MODULES])
+def test_the_examples_in_the_docstrings_hold(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.attempted > 0, f"{module.__name__} has no examples"
+    assert result.failed == 0
