@@ -11,12 +11,12 @@ called from a running event loop" (tried: a plain test calling ``asyncio.run`` a
 drove a page), and so would an asyncio reactor. The async API is no way out: it needs the
 asyncio reactor under the whole suite.
 
-So every Playwright object is made and used on one dedicated thread (``BrowserThread``): the
-browser fixtures make their objects there, and ``tests/browser/conftest.py`` runs the body of
-every test that uses them there too, so a test reads as plain synchronous Playwright code. A
-test using the browser must be a plain ``def``. Fixtures that are not Playwright's (the
-cluster) are made on the main thread as ever and are safe to use from the browser thread:
-they block on sockets and subprocesses, and touch no reactor.
+So every Playwright object is made and used on one dedicated thread (``BrowserThread``):
+``tests/browser/conftest.py`` runs each test marked ``browser`` there, from its fixtures'
+setup to their teardown, so tests and fixtures alike read as plain synchronous Playwright
+code. Such a test must be a plain ``def``, and cannot use pytest-twisted's async fixtures
+(the reactor's greenlet lives on the main thread). The cluster and the other blocking
+helpers work from any thread: they block on sockets and subprocesses and touch no reactor.
 
 Browsers are never downloaded (``PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1``, and ``launch`` always
 names ``/usr/bin/chromium``, which ``scripts/test`` installs from Debian when it is missing).
@@ -39,8 +39,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 # Playwright already passes --disable-background-networking, --disable-component-update,
 # --disable-sync and --no-first-run. The rest: no GPU on these machines, no QUIC probes on a
-# closed network, and /dev/shm may be small in a container.
-CHROMIUM_ARGS = ("--headless=new", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage")
+# closed network, /dev/shm may be small in a container, and no host name but the cluster's
+# 127.0.0.1 resolves, so the browser never looks a name up outside (a page that asks for a
+# CDN still shows the request, which ``assert_only_local`` reports).
+CHROMIUM_ARGS = (
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
@@ -65,9 +73,24 @@ class BrowserThread:
     Playwright's sync objects cannot move between threads.
     """
 
+    _shared: BrowserThread | None = None
+
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
         self._ident = self._pool.submit(threading.get_ident).result()
+
+    @classmethod
+    def shared(cls) -> BrowserThread:
+        """The test session's one browser thread, started the first time it is asked for."""
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    @classmethod
+    def close_shared(cls) -> None:
+        if cls._shared is not None:
+            cls._shared.close()
+            cls._shared = None
 
     @property
     def current(self) -> bool:

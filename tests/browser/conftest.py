@@ -5,11 +5,13 @@
   intervals. SQLite unless the module overrides ``cluster_database_kind``.
 - ``browser`` (one per session), and a fresh ``context`` and ``page`` per test: 1280x800,
   downloads accepted, 20 s timeouts, every request and console line recorded
-  (``tests.browser.kit``). When a test fails, its page is saved as ``failure.png`` in the
-  test's tmp dir and the console is printed with the report.
+  (``tests.browser.kit``). When a test with a page fails, before any fixture is torn down,
+  the page is saved as ``failure.png`` in the test's tmp dir with ``console.log``, and the
+  report shows both, under "Chromium at the failure".
 
-Playwright runs on a thread of its own and so do the bodies of the tests that use it: see
-``tests/browser/chromium.py`` for why.
+Playwright runs on a thread of its own, and so does every test marked ``browser``, fixtures
+and all: see ``tests/browser/chromium.py`` for why. A test that uses ``page`` or ``context``
+without the mark fails with a line that says so.
 
 Without ``/usr/bin/chromium`` the tests that need it are skipped with the reason, except when
 ``CI`` is set: then they fail.
@@ -23,6 +25,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from _pytest.runner import runtestprotocol
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.chromium import BrowserThread, Chromium, chromium_problem
@@ -32,7 +35,6 @@ from tests.conftest import _database_url
 from tests.s3server import S3Server
 
 TIMEOUT_MS = 20_000
-_CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 
 # -- the cluster
@@ -62,12 +64,9 @@ def cluster(
 
 
 @pytest.fixture(scope="session")
-def browser_thread() -> Iterator[BrowserThread]:
-    thread = BrowserThread()
-    try:
-        yield thread
-    finally:
-        thread.close()
+def browser_thread() -> BrowserThread:
+    """The thread every Playwright call runs on (``tests/browser/chromium.py`` says why)."""
+    return BrowserThread.shared()
 
 
 @pytest.fixture(scope="session")
@@ -83,78 +82,97 @@ def browser(browser_thread: BrowserThread) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def context(browser: Browser, browser_thread: BrowserThread) -> Iterator[BrowserContext]:
+def context(
+    request: pytest.FixtureRequest, browser: Browser, browser_thread: BrowserThread
+) -> Iterator[BrowserContext]:
     """A fresh profile: no cookies, no storage; its requests and console recorded."""
-
-    def new() -> BrowserContext:
-        made = browser.new_context(
-            viewport={"width": DESKTOP["width"], "height": DESKTOP["height"]},
-            accept_downloads=True,
-            locale="en-GB",
-            timezone_id="UTC",
+    if not browser_thread.current:
+        pytest.fail(
+            f"{request.node.nodeid} uses the browser, so it must be marked"
+            " @pytest.mark.browser (its Playwright calls can only run on the browser's thread)",
+            pytrace=False,
         )
-        made.set_default_timeout(TIMEOUT_MS)
-        made.set_default_navigation_timeout(TIMEOUT_MS)
-        watch(made)
-        return made
-
-    made = browser_thread.call(new)
+    made = browser.new_context(
+        viewport={"width": DESKTOP["width"], "height": DESKTOP["height"]},
+        accept_downloads=True,
+        locale="en-GB",
+        timezone_id="UTC",
+    )
+    made.set_default_timeout(TIMEOUT_MS)
+    made.set_default_navigation_timeout(TIMEOUT_MS)
+    watch(made)
     try:
         yield made
     finally:
-        browser_thread.call(made.close)
+        made.close()
 
 
 @pytest.fixture
-def page(
-    request: pytest.FixtureRequest,
-    context: BrowserContext,
-    browser_thread: BrowserThread,
-    tmp_path: Path,
-) -> Iterator[Page]:
-    opened = browser_thread.call(context.new_page)
-    yield opened
-    report = request.node.stash.get(_CALL_REPORT, None)
-    if report is not None and report.failed:
-        browser_thread.call(_keep_evidence, opened, tmp_path)
+def page(context: BrowserContext, tmp_path: Path) -> Page:
+    """A page of its own for the test. When the test fails, ``failure.png`` and
+    ``console.log`` are left in ``tmp_path``, and the console is in the report."""
+    return context.new_page()
 
 
-def _keep_evidence(page: Page, directory: Path) -> None:
-    """The failed test's page as a screenshot and its console in ``directory``; printed
-    too, so the report shows where and what."""
+def _keep_evidence(page: Page, directory: Path) -> str:
+    """The failed test's page as a screenshot and its console, in ``directory``; what the
+    report should say about them."""
     lines = watch(page.context).console
     (directory / "console.log").write_text("".join(f"{line}\n" for line in lines))
     shot = directory / "failure.png"
     try:
         page.screenshot(path=shot, full_page=True)
     except Exception as exc:  # a page that crashed still has a console worth reading
-        print(f"no screenshot of {page.url}: {exc}")
+        said = [f"no screenshot of {page.url}: {exc}"]
     else:
-        print(f"screenshot of {page.url} at the failure: {shot}")
-    print(f"browser console ({len(lines)} lines, also in {directory / 'console.log'}):")
-    for line in lines:
-        print(f"  {line}")
+        said = [f"screenshot of {page.url} at the failure: {shot}"]
+    said.append(f"console ({len(lines)} lines, also in {directory / 'console.log'}):")
+    return "\n".join(said + [f"  {line}" for line in lines])
 
 
-# -- running the tests that use the browser on its thread
+# -- the tests marked ``browser`` run on the browser's thread, from setup to teardown
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Run a test marked ``browser`` (its fixtures' setup, the test, their teardown) on the
+    browser's thread, so that fixtures can use Playwright as freely as tests do. What the
+    hook wrappers around this (warnings, logging, capture) do stays on the main thread,
+    which waits meanwhile."""
+    if item.get_closest_marker("browser") is None:
+        return None
+    thread = BrowserThread.shared()
+    if thread.current:
+        return None
+
+    def protocol() -> None:
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        runtestprotocol(item, nextitem=nextitem)
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+    thread.call(protocol)
+    return True
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """When a test with a page fails, keep its evidence before any fixture is torn down."""
     report = yield
-    if report.when == "call":
-        item.stash[_CALL_REPORT] = report
+    funcargs = getattr(item, "funcargs", {})
+    opened, directory = funcargs.get("page"), funcargs.get("tmp_path")
+    if report.failed and report.when != "teardown" and isinstance(opened, Page):
+        assert isinstance(directory, Path)
+        report.sections.append(("Chromium at the failure", _keep_evidence(opened, directory)))
     return report
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Call a test that uses the browser on the browser's thread (instead of in Twisted's
-    greenlet, where pytest-twisted would call it)."""
-    thread = pyfuncitem.funcargs.get("browser_thread")
-    if not isinstance(thread, BrowserThread):
+    """Call a test marked ``browser`` right here, on the browser's thread: pytest-twisted
+    would hand it to the reactor's greenlet, which lives on the main thread."""
+    if pyfuncitem.get_closest_marker("browser") is None:
         return None
     test = pyfuncitem.obj
     if inspect.iscoroutinefunction(test):
@@ -164,5 +182,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         for name in inspect.signature(test).parameters
         if name in pyfuncitem.funcargs
     }
-    thread.call(test, **arguments)
+    test(**arguments)
     return True
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    BrowserThread.close_shared()

@@ -1,13 +1,16 @@
-"""The browser tests' own helpers, without a browser: what counts as staying on this machine,
-and files of known content."""
+"""The browser tests' own helpers, on the main thread: what counts as staying on this
+machine, files of known content, and Playwright kept on its own thread."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser
 
+from tests.browser.chromium import BrowserThread
 from tests.browser.kit import is_local, screenshot
 from tests.browser.pages import file_sha256, make_file
 
@@ -60,3 +63,21 @@ def test_make_file_writes_the_bytes_its_seed_and_size_fix(tmp_path: Path) -> Non
 def test_a_screenshot_name_is_lowercase_words_joined_by_dashes(name: str) -> None:
     with pytest.raises(ValueError, match="lowercase words"):
         screenshot(None, name)  # type: ignore[arg-type]  # refused before the page is used
+
+
+def test_playwright_on_its_own_thread_leaves_asyncio_on_the_main_thread_free(
+    browser: Browser, browser_thread: BrowserThread
+) -> None:
+    """Playwright's sync API leaves its loop set as the running loop of the thread that calls
+    it; on its own thread that stays out of the way of asyncio here."""
+
+    def open_and_close_a_page() -> str:
+        opened = browser.new_page()
+        opened.set_content("<p>hello</p>")
+        text = opened.inner_text("p")
+        opened.close()
+        return text
+
+    assert not browser_thread.current
+    assert browser_thread.call(open_and_close_a_page) == "hello"
+    asyncio.run(asyncio.sleep(0))

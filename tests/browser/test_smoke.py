@@ -3,7 +3,6 @@ API documentation renders in Chromium from the proxy alone."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import pytest
@@ -57,10 +56,3 @@ def test_the_api_documentation_renders_in_chromium_with_nothing_from_elsewhere(
     assert screenshot(page, "api-docs").name == "api-docs.png"
     assert screenshot_phone(page, "api-docs").name == "api-docs-phone.png"
     assert page.viewport_size == {"width": 1280, "height": 800}
-
-
-def test_the_main_thread_has_no_event_loop_of_playwright_afterwards() -> None:
-    """Playwright's sync API leaves its loop set as its thread's running loop; on its own
-    thread that stays out of the way of asyncio on the main one (``tests/browser/chromium.py``).
-    """
-    asyncio.run(asyncio.sleep(0))
