@@ -472,3 +472,48 @@ async def test_the_upload_page_lists_unfinished_tus_uploads_with_their_fingerpri
     assert 'data-fingerprint="abc123"' in page.text and 'data-offset="4"' in page.text
     assert 'data-size="10"' in page.text and "choose this file again to resume" in page.text
     assert '<script type="module" src="/static/dist/upload.js"></script>' in page.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_session_cookie_is_secure_when_the_public_url_is_https(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with proxy_with(
+        database_url, tmp_path / "p", public_url="https://archive.example.org"
+    ) as proxy:
+        browser = WebClient(proxy.url)
+        await browser.register("xena")
+        line = next(line for line in browser.set_cookie_lines if "pyarchive_session=" in line)
+        assert "Secure" in line and "HttpOnly" in line
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_failures_from_one_address_slow_it_down_but_never_lock_it_out(
+    database_url: str, tmp_path: Path
+) -> None:
+    clock = Clock()
+    clock.advance(1_000_000)
+    async with proxy_with(database_url, tmp_path / "p", clock=clock) as proxy:
+        await WebClient(proxy.url).register("yuri")
+        # 21 failures spread over many names (none of them throttled on its own)...
+        for index in range(21):
+            page = await WebClient(proxy.url).login(f"guess{index}", "wrong-password")
+            assert page.status == 400, index
+        # ...and the address waits a little, even for a right password.
+        page = await WebClient(proxy.url).login("yuri")
+        assert page.status == 429
+        wait = int(re.search(r"try again in (\d+) s", page.text)[1])  # type: ignore[index]
+        assert 1 <= wait <= 60
+        clock.advance(wait + 1)
+        assert (await WebClient(proxy.url).login("yuri")).status == 303
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_profile_shows_the_storage_used_by_every_version(site: RunningProxy) -> None:
+    browser = WebClient(site.url)
+    await browser.register("zora")
+    token = await token_of(site, "zora")
+    await upload(site, token, "a.bin", b"x" * 1000)
+    await upload(site, token, "a.bin", b"y" * 600)  # a second version counts too
+    page = await browser.get("/profile/")
+    assert '<strong id="storage-used">1.6 KiB</strong>' in page.text

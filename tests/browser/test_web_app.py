@@ -351,3 +351,22 @@ def test_a_filename_with_markup_is_shown_as_text(page: Page, cluster: RemoteClus
     page.wait_for_timeout(500)
     assert dialogs == []
     assert json.dumps(NASTY) in json.dumps(stored["filename"])
+
+
+def test_logging_in_works_with_the_keyboard_alone(page: Page, cluster: RemoteCluster) -> None:
+    base = cluster.proxy.url
+    register(page, base, "ulla", "Correct-Horse-allu")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{base}/login/")
+    page.goto(f"{base}/archives/new/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/archives/new/$"))
+    page.keyboard.press("Tab")  # the skip link comes first
+    expect(page.locator(".skip")).to_be_focused()
+    page.get_by_label("Username", exact=True).focus()
+    page.keyboard.type("ulla")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password", exact=True)).to_be_focused()
+    page.keyboard.type("Correct-Horse-allu")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{base}/archives/new/")
+    expect(page.get_by_label("Files", exact=True)).to_be_visible()
