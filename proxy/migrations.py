@@ -236,6 +236,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX events_created ON events (created_at)",
         ],
     ),
+    (
+        "account state kept in the database: disabled accounts, quotas, a password to change",
+        [
+            "ALTER TABLE users ADD COLUMN is_active INTEGER NOT NULL DEFAULT 1",
+            # Bytes the user's files (every version) and open uploads may take; NULL: no limit.
+            "ALTER TABLE users ADD COLUMN quota {bigint}",
+            "ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 

@@ -107,6 +107,16 @@ def avatar(txn: Txn, user_id: int) -> bytes | None:
     return None if value is None else base64.b64decode(value)
 
 
+def user_quota(txn: Txn, user_id: int) -> int | None:
+    """The account's quota in bytes, None for no limit (or no such account)."""
+    value = txn.scalar("SELECT quota FROM users WHERE id = ?", (user_id,))
+    return None if value is None else int(value)
+
+
+def set_quota(txn: Txn, user_id: int, quota: int | None) -> None:
+    txn.execute("UPDATE users SET quota = ? WHERE id = ?", (quota, user_id))
+
+
 def storage_used(txn: Txn, owner_id: int) -> int:
     """Bytes the user's files hold: every version counts (a shared blob once per version)."""
     value = txn.scalar(
