@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from common.config import parse_duration, parse_size, setting
+from common.config import parse_bool, parse_duration, parse_size, setting
 from proxy.api.edge import parse_networks
 from proxy.cluster.placement import parse_zone_map
 
@@ -100,6 +100,13 @@ class ProxyConfig:
         "/files/",
         _tus_path_text,
         "Where tus clients upload (the tus endpoint); /files/ answers too.",
+    )
+    allow_registration: bool = setting(
+        True,
+        parse_bool,
+        "Whether anyone may create an account (/register/ and POST /api/auth/register); "
+        "when off, staff create accounts (POST /api/users/).",
+        shown="true",
     )
     session_lifetime: float = setting(
         14 * 86400.0,

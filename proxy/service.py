@@ -20,6 +20,7 @@ from proxy.api.edge import Cors, parse_networks
 from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
 from proxy.catalog.sessions import Sessions, session_key
+from proxy.catalog.users import UserAdmin
 from proxy.cluster.admin import NodeAdmin
 from proxy.cluster.client import NodeClient, RsyncPusher
 from proxy.cluster.downloads import DownloadLocator
@@ -238,8 +239,9 @@ def build_proxy(
         db, clock, poll_interval=config.events_poll_interval, keepalive=config.events_keepalive
     )
     accounts = Accounts(
-        db=db, clock=clock, secret=secret, token_lifetime=config.token_lifetime, syslog=syslog
-    )
+        db=db, clock=clock, secret=secret, token_lifetime=config.token_lifetime, syslog=syslog,
+        allow_registration=config.allow_registration,
+    )  # fmt: skip
     sessions = Sessions(db, clock, session_key(secret), lifetime=config.session_lifetime)
     auth = WebAuth(accounts, sessions, secure=config.public_url.startswith("https://"))
     scheduler = JobScheduler(db, clock, syslog)
@@ -303,6 +305,7 @@ def build_proxy(
     app = ProxyApp(
         accounts=accounts,
         auth=auth,
+        users=UserAdmin(db, clock),
         uploads=uploads,
         files=files,
         nodes=NodeAdmin(db=db, clock=clock),

@@ -85,6 +85,14 @@ ADDED = {
     ("DELETE", "/files/{upload_id}"),
     # the unfinished uploads, for the web application's resume (issue 11)
     ("GET", "/storage/tmp-upload/"),
+    # accounts administered by staff, and one's own (issue 12)
+    ("GET", "/api/users/"),
+    ("POST", "/api/users/"),
+    ("GET", "/api/users/{username}/"),
+    ("PATCH", "/api/users/{username}/"),
+    ("POST", "/api/users/{username}/password"),
+    ("GET", "/api/me"),
+    ("POST", "/api/me/sign-out-everywhere"),
     # live events (issue 11)
     ("GET", "/api/events"),
     ("GET", "/api/changes"),

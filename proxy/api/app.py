@@ -20,6 +20,7 @@ from proxy.api.routes.service import ServiceRoutes
 from proxy.api.routes.staff import StaffRoutes
 from proxy.api.routes.tus import TusRoutes
 from proxy.api.routes.uploads import UploadRoutes
+from proxy.api.routes.users import UserRoutes
 
 log = Logger()
 
@@ -31,6 +32,7 @@ class ProxyApp(
     TusRoutes,
     FileRoutes,
     EventRoutes,
+    UserRoutes,
     StaffRoutes,
     S3Routes,
 ):

@@ -80,6 +80,7 @@ def _document() -> str:
             {"name": "uploads", "description": "Resumable, chunked uploads."},
             {"name": "files", "description": "Stored files, their versions and downloads."},
             {"name": "events", "description": "Your live events: a stream and a long poll."},
+            {"name": "users", "description": "Accounts and their quotas (staff only)."},
             {"name": "nodes", "description": "Storage nodes (staff only)."},
             {"name": "jobs", "description": "Periodic jobs and the system log (staff only)."},
             {"name": "s3", "description": "S3 connections (staff only)."},

@@ -633,6 +633,84 @@ class Changes(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     ]
 
 
+# ---------------------------------------------------------------- accounts, for staff and oneself
+
+Quota = Annotated[
+    int | None,
+    Meta(description="Bytes the account's files and open uploads may take; null: no limit."),
+]
+
+
+class UserAccount(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """An account as staff see it."""
+
+    username: str
+    email: str
+    is_staff: bool
+    is_active: Annotated[bool, Meta(description="False: disabled, cannot log in.")]
+    quota: Quota
+    used: Annotated[Size, Meta(description="Bytes of every version of the account's files.")]
+    last_login: Time | None
+    created_at: Time
+    must_change_password: Annotated[
+        bool, Meta(description="Staff reset the password: its owner must choose a new one.")
+    ]
+
+
+class UserAccounts(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Every account, by username."""
+
+    results: list[UserAccount]
+
+
+class UserChange(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """What staff change of an account (any of the fields)."""
+
+    is_staff: bool | UnsetType = UNSET
+    is_active: (
+        Annotated[bool, Meta(description="False disables it and signs it out everywhere.")]
+        | UnsetType
+    ) = UNSET
+    quota: Annotated[int, Meta(ge=0)] | UnsetType | None = UNSET
+
+
+class NewUserAccount(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """An account staff create."""
+
+    username: Annotated[
+        str, Meta(min_length=1, max_length=150, pattern="^[A-Za-z0-9_.@+-]{1,150}$")
+    ]
+    password: Annotated[str, Meta(min_length=8, max_length=1024)]
+    email: (
+        Annotated[Email | Literal[""] | None, Meta(description="Empty or null: none.")] | UnsetType
+    ) = UNSET
+    is_staff: bool = False
+    quota: Annotated[int, Meta(ge=0)] | None = None
+
+
+class PasswordReset(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A password staff set; its owner must change it at the next login."""
+
+    password: Annotated[str, Meta(min_length=8, max_length=1024)]
+
+
+class Me(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The caller's own account."""
+
+    username: str
+    email: str
+    is_staff: bool
+    used: Annotated[Size, Meta(description="Bytes of every version of your files.")]
+    quota: Quota
+    must_change_password: bool
+
+
+class SignedOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Every session and token of the account was ended."""
+
+    detail: str
+
+
 COMPONENTS: tuple[type, ...] = (
     Error,
     Health,
@@ -664,4 +742,11 @@ COMPONENTS: tuple[type, ...] = (
     S3ConnectionChange,
     Event,
     Changes,
+    UserAccount,
+    UserAccounts,
+    UserChange,
+    NewUserAccount,
+    PasswordReset,
+    Me,
+    SignedOut,
 )

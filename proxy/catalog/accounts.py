@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
 from common.db import Database
-from common.errors import BadRequest, Conflict, Unauthorized
+from common.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from common.passwords import check_password_strength, hash_password, verify_password
 from common.tokens import TokenClaims, issue_token, token_from_header, verify_token
 from proxy.catalog import store
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 _USERNAME = re.compile(r"[A-Za-z0-9_.@+-]{1,150}")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
 _BAD_LOGIN = "Unable to log in with provided credentials."
-_REVOKED = "This token was signed out (the password changed); log in again"
+_REVOKED = "This token was signed out (a new password, or signed out everywhere); log in again"
+REGISTRATION_CLOSED = "Registration is closed here: ask the people who run this server"
+_DISABLED = "This account is disabled; ask the people who run this server"
 
 
 def validate_username(username: object) -> str:
@@ -52,6 +54,7 @@ class Accounts:
         secret: str,
         token_lifetime: float,
         syslog: SystemLog | None = None,
+        allow_registration: bool = True,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -59,10 +62,13 @@ class Accounts:
         self._lifetime = token_lifetime
         self._syslog = syslog
         self.throttle = LoginThrottle(db, clock)
+        self.allow_registration = allow_registration
 
     async def register(self, username: str, password: str, email: str | None) -> store.User:
         """A new account. The request's types are checked by the contract; these are the
         rules a type cannot say (a password's strength, an address's form)."""
+        if not self.allow_registration:
+            raise Forbidden(REGISTRATION_CLOSED)
         validate_username(username)
         check_password_strength(password, username)
         email = validate_email(email)
@@ -95,6 +101,9 @@ class Accounts:
                 )  # fmt: skip
             raise BadRequest(_BAD_LOGIN)
         await self.throttle.succeeded(name)
+        state = await self._db.run(store.account_state, user.id)
+        if state is None or not state.is_active:
+            raise Forbidden(_DISABLED)
         await self._db.run(store.note_login, user.id, self._clock.seconds())
         return user
 
@@ -107,9 +116,13 @@ class Accounts:
         current token version (a password change signs every older token out)."""
         token = token_from_header(authorization)
         claims = verify_token(self._secret, token, now=self._clock.seconds())
-        if await self._db.run(store.token_version, claims.user_id) != claims.version:
+        state = await self._db.run(store.account_state, claims.user_id)
+        if state is None or state.token_version != claims.version:
             raise Unauthorized(_REVOKED)
-        return claims
+        if not state.is_active:
+            raise Unauthorized(_DISABLED)
+        # Staff rights as the database has them now, not as they were when it was issued.
+        return TokenClaims(claims.user_id, state.username, state.is_staff, state.token_version)
 
     async def user(self, user_id: int) -> store.User:
         found = await self._db.run(store.user_by_id, user_id)
@@ -132,6 +145,13 @@ class Accounts:
                 username=user.username,
             )  # fmt: skip
         return store.User(user.id, user.username, user.email, password_hash, user.is_staff, version)
+
+    def now(self) -> float:
+        return self._clock.seconds()
+
+    async def sign_out_everywhere(self, user_id: int) -> int:
+        """End every session and token of the account; returns the new token version."""
+        return await self._db.run(store.bump_token_version, user_id)
 
     async def set_email(self, user_id: int, email: str | None) -> str:
         checked = validate_email(email)

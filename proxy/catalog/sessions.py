@@ -81,10 +81,12 @@ def _insert(txn: Txn, id_hash: str, user: User, csrf: str, now: float, expires: 
 
 
 def _find(txn: Txn, id_hash: str, now: float, lifetime: float) -> Session | None:
-    """The live session of this hash whose token version is still the account's."""
+    """The live session of this hash whose token version is still the account's, of an
+    account not disabled; staff rights as the account has them now."""
     row = txn.one(
         f"SELECT {_COLUMNS}, s.seen_at FROM sessions s JOIN users u ON u.id = s.user_id"
-        " WHERE s.id_hash = ? AND s.expires_at > ? AND s.token_version = u.token_version",
+        " WHERE s.id_hash = ? AND s.expires_at > ? AND s.token_version = u.token_version"
+        " AND u.is_active = 1",
         (id_hash, now),
     )
     if row is None:

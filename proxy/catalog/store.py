@@ -72,18 +72,48 @@ def user_by_id(txn: Txn, user_id: int) -> User | None:
     return None if row is None else _user(row)
 
 
+@dataclass(frozen=True)
+class AccountState:
+    """What a request's rights are read from on every request (never from the token)."""
+
+    username: str
+    is_staff: bool
+    is_active: bool
+    token_version: int
+    must_change_password: bool
+
+
+def account_state(txn: Txn, user_id: int) -> AccountState | None:
+    row = txn.one(
+        "SELECT username, is_staff, is_active, token_version, must_change_password FROM users"
+        " WHERE id = ?",
+        (user_id,),
+    )
+    if row is None:
+        return None
+    return AccountState(row[0], bool(row[1]), bool(row[2]), int(row[3]), bool(row[4]))
+
+
 def token_version(txn: Txn, user_id: int) -> int | None:
     """The account's token version, None if there is no such account."""
     value = txn.scalar("SELECT token_version FROM users WHERE id = ?", (user_id,))
     return None if value is None else int(value)
 
 
-def set_password(txn: Txn, user_id: int, password_hash: str) -> int:
+def bump_token_version(txn: Txn, user_id: int) -> int:
+    """Sign the account out everywhere: every token and session issued before ends."""
+    txn.execute("UPDATE users SET token_version = token_version + 1 WHERE id = ?", (user_id,))
+    txn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+    return int(txn.scalar("SELECT token_version FROM users WHERE id = ?", (user_id,)))
+
+
+def set_password(txn: Txn, user_id: int, password_hash: str, must_change: bool = False) -> int:
     """A new password and a new token version (every older token and session ends); returns
-    the new version."""
+    the new version. ``must_change``: one staff set, which its owner must change."""
     txn.execute(
-        "UPDATE users SET password_hash = ?, token_version = token_version + 1 WHERE id = ?",
-        (password_hash, user_id),
+        "UPDATE users SET password_hash = ?, token_version = token_version + 1,"
+        " must_change_password = ? WHERE id = ?",
+        (password_hash, int(must_change), user_id),
     )
     return int(txn.scalar("SELECT token_version FROM users WHERE id = ?", (user_id,)))
 

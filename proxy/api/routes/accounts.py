@@ -29,6 +29,9 @@ class AccountRoutes(RouteBase):
                 "Missing or weak password, or a bad username.",
                 weak={"detail": "password cannot be entirely numeric", "field": "password"},
             ),
+            403: error(
+                "Registration is closed here (`allow_registration`): staff create accounts."
+            ),
             409: error("The username is taken."),
         },
     )
@@ -53,7 +56,11 @@ class AccountRoutes(RouteBase):
         answer_description="A token.",
         body=t.Credentials,
         body_media=("application/x-www-form-urlencoded", "application/json"),
-        responses={400: error("Wrong or missing credentials."), 429: throttled()},
+        responses={
+            400: error("Wrong or missing credentials."),
+            403: error("The account is disabled."),
+            429: throttled(),
+        },
     )
     async def token(self, request: IRequest, body: t.Credentials) -> bytes:
         address = str(getattr(request.getClientAddress(), "host", ""))

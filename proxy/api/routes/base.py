@@ -14,6 +14,7 @@ from proxy.api.edge import HOST, Network, forwarded
 from proxy.api.inputs import small_fields
 from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
+from proxy.catalog.users import UserAdmin
 from proxy.cluster.admin import NodeAdmin
 from proxy.cluster.downloads import DownloadLocator
 from proxy.events.hub import EventHub
@@ -33,6 +34,7 @@ class RouteBase:
         *,
         accounts: Accounts,
         auth: WebAuth,
+        users: UserAdmin,
         uploads: UploadEngine,
         files: FileService,
         nodes: NodeAdmin,
@@ -51,6 +53,7 @@ class RouteBase:
     ) -> None:
         self._accounts = accounts
         self._auth = auth
+        self._users = users
         self._uploads = uploads
         self._files = files
         self._nodes = nodes

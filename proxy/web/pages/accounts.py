@@ -16,7 +16,8 @@ class AccountPages(PageBase):
     async def register_page(self, request: IRequest) -> bytes:
         if await self._auth.session(request) is not None:
             raise Redirect("/archives/")
-        return self._page(request, "register.html", None, errors={}, values={})
+        closed = not self._accounts.allow_registration
+        return self._page(request, "register.html", None, errors={}, values={}, closed=closed)
 
     @page("/register/", methods=["POST"])
     async def register(self, request: IRequest) -> bytes:
@@ -31,7 +32,10 @@ class AccountPages(PageBase):
             )
         except ApiError as error:
             errors = field_errors(error, "username")
-            return self._page(request, "register.html", None, 400, errors=errors, values=values)
+            return self._page(
+                request, "register.html", None, error.status, errors=errors, values=values,
+                closed=not self._accounts.allow_registration,
+            )  # fmt: skip
         await self._auth.start_session(request, user)
         raise Redirect("/archives/")
 
@@ -53,13 +57,16 @@ class AccountPages(PageBase):
                 username, fields.get("password", ""), _address(request)
             )
         except ApiError as error:
-            status = error.status if error.status == 429 else 400
+            status = error.status if error.status in (403, 429) else 400
             errors = {"__all__": error.detail}
             return self._page(
                 request, "login.html", None, status, errors=errors,
                 values={"username": username}, next_path=next_path,
             )  # fmt: skip
         await self._auth.start_session(request, user)
+        state = await self._db.run(store.account_state, user.id)
+        if state is not None and state.must_change_password:
+            raise Redirect("/profile/")  # a password staff set: the owner chooses one first
         raise Redirect(next_path)
 
     @page("/logout/", methods=["POST"])
@@ -84,9 +91,12 @@ class AccountPages(PageBase):
         user = await self._accounts.user(session.user_id)
         used = await self._db.run(store.storage_used, session.user_id)
         has_avatar = await self._db.run(store.avatar, session.user_id) is not None
+        state = await self._db.run(store.account_state, session.user_id)
+        quota = await self._db.run(store.user_quota, session.user_id)
         return self._page(
-            request, "profile.html", session, status, account=user, used=used,
+            request, "profile.html", session, status, account=user, used=used, quota=quota,
             has_avatar=has_avatar, errors=errors, done=done,
+            must_change=state is not None and state.must_change_password,
         )  # fmt: skip
 
     @page("/profile/email", methods=["POST"])
