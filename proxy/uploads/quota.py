@@ -21,9 +21,9 @@ locking the owner's ``users`` row (PostgreSQL ``FOR NO KEY UPDATE``, which does 
 the inserts that reference the row; SQLite's ``BEGIN IMMEDIATE`` holds the whole database), so
 two concurrent requests cannot both take the last free bytes or the last open upload. The
 quota is read in that transaction: a change by staff applies to the next request. The cost:
-a chunk of unknown total holds its owner's row until it commits (after its fsync), so on
-PostgreSQL such chunks and new uploads of one account commit one at a time; chunks of
-uploads with a declared total take no such lock.
+a chunk of unknown total, and a seed upload's first chunk (the transaction that creates the
+upload writes it), hold the owner's row until they commit, after their copy and fsync; so on
+PostgreSQL those of one account commit one at a time. Other chunks take no such lock.
 """
 
 from __future__ import annotations
