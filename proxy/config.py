@@ -141,6 +141,12 @@ class ProxyConfig:
         "after that it is answered 409 with the upload's current offset and Retry-After.",
         shown="5s",
     )
+    max_open_uploads: int = setting(
+        20,
+        _at_least_one,
+        "Unfinished uploads (not expired) one account may have open, in both dialects (a tus "
+        "final upload is not counted: its partials are); creating one more is answered 429.",
+    )
     page_size: int = setting(20, int, "Files per page in GET /storage/files/.")
     db_pool_size: int = setting(
         5, int, "PostgreSQL connections in the pool (SQLite always uses one)."

@@ -278,6 +278,7 @@ def build_proxy(
         upload_expiry=config.upload_expiry,
         max_chunk_size=config.max_chunk_size,
         claim_wait=config.claim_wait,
+        max_open_uploads=config.max_open_uploads,
         on_completed=replicator.kick,
         waker=events,
     )

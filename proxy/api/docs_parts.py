@@ -74,6 +74,22 @@ UPLOAD_ERRORS: Json = {
 }
 
 
+QUOTA_EXCEEDED: Json = {"detail": "quota exceeded", "quota": 10737418240, "used": 10700000000}
+
+
+def too_many_uploads() -> Json:
+    """429 for an upload created while the account has ``max_open_uploads`` open already."""
+    return error(
+        "You have as many unfinished uploads open as this proxy allows (`max_open_uploads`): "
+        "finish or abort one first. Expired uploads do not count.",
+        too_many={
+            "detail": "too many open uploads: finish or cancel one first",
+            "open": 20,
+            "limit": 20,
+        },
+    )
+
+
 def busy() -> Json:
     """409 for a request that waited ``claim_wait`` for another one writing to the upload."""
     answer = error(

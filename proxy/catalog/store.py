@@ -137,9 +137,12 @@ def avatar(txn: Txn, user_id: int) -> bytes | None:
     return None if value is None else base64.b64decode(value)
 
 
-def user_quota(txn: Txn, user_id: int) -> int | None:
-    """The account's quota in bytes, None for no limit (or no such account)."""
-    value = txn.scalar("SELECT quota FROM users WHERE id = ?", (user_id,))
+def user_quota(txn: Txn, user_id: int, *, lock: bool = False) -> int | None:
+    """The account's quota in bytes, None for no limit (or no such account). ``lock``
+    serialises the transactions that check it (``proxy.uploads.quota``); on PostgreSQL it is
+    ``FOR NO KEY UPDATE``, which leaves inserts that reference the row free to go on."""
+    locking = " FOR NO KEY UPDATE" if lock and txn.dialect == "postgresql" else ""
+    value = txn.scalar("SELECT quota FROM users WHERE id = ?" + locking, (user_id,))
     return None if value is None else int(value)
 
 

@@ -8,6 +8,12 @@ read once and written once into the final's staging file, md5 and sha256 compute
 pass (a copy is needed in any case: a blob is one file, hard-linked into place). Then one
 transaction records the final's offset and completes it as any upload is completed, and the
 partials are dropped.
+
+For the quota (``proxy.uploads.quota``) the partials are the open uploads that count; the
+final counts nothing of its own. The transaction that makes the final a file also expires its
+partials, so their bytes are never counted twice (once as the partials, once as the version),
+not even between that commit and the partials' deletion; if the process stops in between,
+the expiry sweep deletes them and their staging files.
 """
 
 from __future__ import annotations
@@ -126,7 +132,10 @@ class Concatenation:
     ) -> Upload:
         uploadstore.set_received(txn, final.id, total, total)
         whole = replace(final, received=total, total=total)
-        return complete_txn(txn, self._staging, user_id, whole, md5, sha256, emitter)
+        done = complete_txn(txn, self._staging, user_id, whole, md5, sha256, emitter)
+        for part_id in dict.fromkeys(final.parts.split()):
+            uploadstore.expire_now(txn, part_id, emitter.now)
+        return done
 
     def _in_thread(self, fn, *args):  # type: ignore[no-untyped-def]
         return deferToThreadPool(self._threads, self._pool, fn, *args)

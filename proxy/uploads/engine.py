@@ -29,7 +29,7 @@ from proxy.catalog import store
 from proxy.events import kinds
 from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.events.throttle import Throttle
-from proxy.uploads import uploadstore
+from proxy.uploads import quota, uploadstore
 from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpooledChunk, closing_spool
 from proxy.uploads.completion import complete_txn
 from proxy.uploads.progress import HashHolder, HashState, UploadProgress
@@ -67,6 +67,7 @@ class UploadEngine:
         upload_expiry: float,
         max_chunk_size: int,
         claim_wait: float = 5.0,
+        max_open_uploads: int = quota.DEFAULT_MAX_OPEN_UPLOADS,
         on_completed: Callable[[], None] = lambda: None,
         waker: Waker = NO_WAKING,
     ) -> None:
@@ -79,6 +80,7 @@ class UploadEngine:
         self._expiry = upload_expiry
         self.max_chunk_size = max_chunk_size
         self._claim_wait = claim_wait
+        self._max_open = max_open_uploads
         self._on_completed = on_completed  # e.g. start replicating at once
         self._waker = waker
         self._progress_events = Throttle(reactor, PROGRESS_EVERY)
@@ -176,7 +178,7 @@ class UploadEngine:
         emitter: Emitter,
         progress_due: bool,
     ) -> Upload:
-        self._create_empty_txn(txn, upload)
+        self._create_empty_txn(txn, upload, chunk.length)
         return self._write_txn(txn, upload, chunk, body, hashes, emitter, progress_due)
 
     async def append(
@@ -292,6 +294,10 @@ class UploadEngine:
         emitter: Emitter,
         progress_due: bool,
     ) -> Upload:
+        total = upload.total if upload.total is not None else chunk.total
+        received = chunk.end + 1
+        # Before the bytes are copied or made durable: refused, they are not acknowledged.
+        quota.admit_growth_txn(txn, upload, total, received, self._clock.seconds())
         if isinstance(body, PlacedChunk):
             self._staging.sync(upload.id)  # bytes are in place; make them durable
         else:
@@ -299,8 +305,6 @@ class UploadEngine:
             self._staging.copy_in(upload.id, body.file, 0, chunk.length, chunk.start, hashers)
             if hashes is not None:
                 hashes.offset = chunk.end + 1
-        total = upload.total if upload.total is not None else chunk.total
-        received = chunk.end + 1
         uploadstore.set_received(txn, upload.id, received, total)
         if progress_due or received == total:  # the last byte is always told
             emitter.emit(
@@ -403,16 +407,24 @@ class UploadEngine:
             raise
 
     async def create(
-        self, user_id: int, filename: str, parent_id: str | None, total: int | None, **tus: str
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        total: int | None,
+        initial: int = 0,
+        **tus: str,
     ) -> Upload:
-        """An upload with no bytes yet, of ``total`` bytes (None: said later)."""
+        """An upload with no bytes yet, of ``total`` bytes (None: said later; then the quota
+        is checked for the ``initial`` bytes about to be sent with the creation)."""
         validate_filename(filename)
         upload = self._new_upload(user_id, filename, parent_id, total, **tus)
-        await self._db.run(self._create_empty_txn, upload)
+        await self._db.run(self._create_empty_txn, upload, initial)
         self._progress.acknowledged(upload.id, 0, 0, HashState.empty())
         return upload
 
-    def _create_empty_txn(self, txn: Txn, upload: Upload) -> None:
+    def _create_empty_txn(self, txn: Txn, upload: Upload, initial: int = 0) -> None:
+        quota.admit_upload_txn(txn, upload, initial, self._clock.seconds(), self._max_open)
         if upload.parent_id is not None:
             if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
                 raise NotFound("Parent file not found", field="parent")

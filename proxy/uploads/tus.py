@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from common.contentrange import ContentRange
 from common.db import Database, Txn
 from common.errors import BadRequest, NotFound, PayloadTooLarge
-from proxy.uploads import uploadstore
-from proxy.uploads.bodies import ChunkBody, PlacedChunk
+from proxy.uploads import quota, uploadstore
+from proxy.uploads.bodies import ChunkBody, PlacedChunk, SpooledChunk
 from proxy.uploads.concat import Concatenation
 from proxy.uploads.engine import UploadEngine
 from proxy.uploads.progress import UploadProgress
@@ -81,13 +81,33 @@ class TusUploads:
         metadata: dict[str, str],
         raw_metadata: str,
         concat: str = "",
+        body: SpooledChunk | None = None,
     ) -> Upload:
-        """A new upload of ``length`` bytes (None: deferred); an empty one is a file at once,
-        unless it is a partial upload (``concat``), which never becomes a file by itself."""
-        upload = await self._new(user_id, length, metadata, raw_metadata, concat=concat)
+        """A new upload of ``length`` bytes (None: deferred), with its first bytes if a
+        ``body`` came with the creation; an empty one is a file at once, unless it is a
+        partial upload (``concat``), which never becomes a file by itself."""
+        first = body.size if body is not None else 0
+        try:
+            upload = await self._new(
+                user_id, length, metadata, raw_metadata, initial=first, concat=concat
+            )
+        except BaseException:
+            if body is not None:
+                body.close()
+            raise
         if length == 0 and not concat:
+            if body is not None:
+                body.close()
             return await self._engine.finish(user_id, upload.id)
-        return upload
+        if body is None:
+            return upload
+        try:
+            return await self.patch(user_id, upload.id, 0, body, None)
+        except quota.QuotaExceeded:
+            # Only when another request took the space since the creation was admitted: the
+            # client never learns this upload's URL, so it must not stay open.
+            await self.terminate(user_id, upload.id)
+            raise
 
     async def create_final(
         self, user_id: int, part_ids: list[str], metadata: dict[str, str], raw_metadata: str
@@ -112,6 +132,7 @@ class TusUploads:
         total: int | None,
         metadata: dict[str, str],
         raw_metadata: str,
+        initial: int = 0,
         **concat: str,
     ) -> Upload:
         """An upload row for tus, named and typed by its metadata; 413 above the maximum."""
@@ -125,6 +146,7 @@ class TusUploads:
             file_name(metadata),
             metadata.get("parent") or None,
             total,
+            initial,
             dialect="tus",
             metadata=raw_metadata,
             content_type=content_type(metadata),
@@ -186,6 +208,7 @@ class TusUploads:
             raise BadRequest("Upload-Length is already set", total=upload.total)
         if length < upload.received:
             raise BadRequest("Upload-Length is below the bytes already received")
+        quota.admit_growth_txn(txn, upload, length, upload.received, self._clock.seconds())
         uploadstore.set_received(txn, upload.id, upload.received, length)
         return uploadstore.get_upload(txn, upload_id, user_id) or upload
 
@@ -212,5 +235,10 @@ class TusUploads:
                     "tus upload {upload} kept {size} bytes of a PATCH cut short (offset {end})",
                     upload=sink.upload_id, size=sink.size, end=upload.received,
                 )  # fmt: skip
+        except quota.QuotaExceeded:
+            log.info(
+                "tus upload {upload}: the bytes of a PATCH cut short would pass the quota",
+                upload=sink.upload_id,
+            )
         except Exception:
             log.failure("keeping the bytes of a PATCH cut short of {upload}", upload=sink.upload_id)

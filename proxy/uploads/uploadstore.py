@@ -109,6 +109,32 @@ def unfinished_uploads(txn: Txn, owner_id: int, now: float, limit: int = 100) ->
     return [_upload(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What an account holds (``proxy.uploads.quota``)."""
+
+    used: int  # bytes of every version of its files, and what its open uploads reserve
+    open_uploads: int  # unfinished, not expired, not tus finals (as ``unfinished_uploads``)
+
+
+def usage(txn: Txn, owner_id: int, now: float) -> Usage:
+    """One query: the bytes of every version of the owner's files (a shared blob counts once
+    per version, as ``store.storage_used``) plus each open upload's total, or its received
+    bytes while the total is unknown; and how many uploads are open. Expired uploads and tus
+    final uploads (whose partials are counted) count nothing."""
+    row = txn.one(
+        "SELECT (SELECT COALESCE(SUM(b.size), 0) FROM versions v"
+        " JOIN files f ON f.id = v.file_id JOIN blobs b ON b.id = v.blob_id"
+        " WHERE f.owner_id = ?),"
+        " COALESCE(SUM(CASE WHEN concat = 'final' THEN 0 ELSE COALESCE(total, received) END), 0),"
+        " COUNT(CASE WHEN concat <> 'final' THEN 1 END)"
+        " FROM uploads WHERE owner_id = ? AND status = ? AND expires_at > ?",
+        (owner_id, owner_id, UPLOADING, now),
+    )
+    assert row is not None
+    return Usage(int(row[0]) + int(row[1]), int(row[2]))
+
+
 def set_received(txn: Txn, upload_id: str, received: int, total: int | None) -> None:
     txn.execute(
         "UPDATE uploads SET received = ?, total = ? WHERE id = ?", (received, total, upload_id)
@@ -122,6 +148,13 @@ def mark_complete(
         "UPDATE uploads SET status = ?, total = ?, received = ?, completed_at = ?,"
         " file_id = ?, version = ? WHERE id = ?",
         (COMPLETE, total, total, now, file_id, version, upload_id),
+    )
+
+
+def expire_now(txn: Txn, upload_id: str, now: float) -> None:
+    """Make an unfinished upload expired (it counts nothing; ``expired_uploads`` finds it)."""
+    txn.execute(
+        "UPDATE uploads SET expires_at = ? WHERE id = ? AND status = ?", (now, upload_id, UPLOADING)
     )
 
 

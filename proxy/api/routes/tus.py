@@ -18,12 +18,14 @@ from common.tokens import TokenClaims
 from common.web import header
 from proxy.api.contract import operation
 from proxy.api.docs_parts import (
+    QUOTA_EXCEEDED,
     TUS_CAPABILITIES,
     TUS_OLD_CLIENT,
     TUS_STREAM_BODY,
     TUS_VERSION_PARAM,
     error,
     header_param,
+    too_many_uploads,
     tus_headers,
 )
 from proxy.api.forms import content_type
@@ -125,7 +127,14 @@ class TusRoutes(RouteBase):
             ),
             404: error("No such `parent` file or partial upload, or it is someone else's."),
             412: TUS_OLD_CLIENT,
-            413: error("Upload-Length is above Tus-Max-Size."),
+            413: error(
+                "Upload-Length is above Tus-Max-Size, or the upload (its Upload-Length, or with "
+                "a deferred length the body sent with the creation) would pass your quota; "
+                "nothing is created. The answer says your `quota` and the bytes `used` (your "
+                "files' versions and open uploads).",
+                quota_exceeded=QUOTA_EXCEEDED,
+            ),
+            429: too_many_uploads(),
         },
     )
     async def tus_create(self, request: IRequest, caller: TokenClaims) -> bytes:
@@ -143,12 +152,8 @@ class TusRoutes(RouteBase):
             raise BadRequest("Send either Upload-Length or Upload-Defer-Length: 1")
         body = self._stream_body(request)
         upload = await self._tus.create(
-            caller.user_id, length, metadata, raw_metadata.strip(), concat
+            caller.user_id, length, metadata, raw_metadata.strip(), concat, body
         )
-        if body is not None and body.size and upload.status != COMPLETE:
-            upload = await self._tus.patch(caller.user_id, upload.id, 0, body, None)
-        elif body is not None:
-            body.close()
         return self._created(request, upload)
 
     async def _create_final(
@@ -241,7 +246,12 @@ class TusRoutes(RouteBase):
             ),
             410: _GONE,
             412: TUS_OLD_CLIENT,
-            413: error("The upload would pass Tus-Max-Size."),
+            413: error(
+                "The upload would pass Tus-Max-Size, or, for an upload of deferred length, this "
+                "body or the Upload-Length said would pass your quota: nothing of it is kept, "
+                "the offset stays (HEAD); the bytes before it stay and the upload can go on.",
+                quota_exceeded=QUOTA_EXCEEDED,
+            ),
             460: error("The body does not have the checksum in Upload-Checksum: dropped."),
         },
     )

@@ -9,14 +9,28 @@ from common.tokens import TokenClaims
 from common.web import header, respond
 from proxy.api import types as t
 from proxy.api.contract import operation
-from proxy.api.docs_parts import UPLOAD_ERRORS, busy, chunk_body, error, param
+from proxy.api.docs_parts import (
+    QUOTA_EXCEEDED,
+    UPLOAD_ERRORS,
+    busy,
+    chunk_body,
+    error,
+    param,
+    too_many_uploads,
+)
 from proxy.api.inputs import chunk_input
 from proxy.api.routes.base import RouteBase
 from proxy.api.views import upload_json
 from proxy.uploads.bodies import SpooledChunk
 
 _CHUNK_FIELDS = {"filename", "parent"}
-_TOO_LARGE = error("The chunk is larger than this proxy accepts in one request.")
+_TOO_LARGE = error(
+    "The chunk is larger than this proxy accepts in one request. Also when the upload would "
+    "pass your quota (its total, or with a total of `*` this chunk): nothing is stored, and "
+    "the answer says your `quota` and the bytes `used` (your files' versions and open "
+    "uploads).",
+    quota_exceeded=QUOTA_EXCEEDED,
+)
 _NO_UPLOAD = error("No such upload, or it is someone else's.")
 _NO_PARENT = error("No such `parent` file, or it is someone else's.")
 _GONE = error("The upload expired and its bytes were dropped.")
@@ -67,6 +81,7 @@ class UploadRoutes(RouteBase):
             ),
             404: _NO_PARENT,
             413: _TOO_LARGE,
+            429: too_many_uploads(),
             503: _DISK,
         },
         parameters=(param("ContentRange"), param("FilenameQuery"), param("ParentQuery")),
@@ -96,6 +111,7 @@ class UploadRoutes(RouteBase):
             400: error("md5 mismatch, bad or missing filename or md5, or unknown fields."),
             404: _NO_PARENT,
             413: _TOO_LARGE,
+            429: too_many_uploads(),
             503: _DISK,
         },
         parameters=(param("FilenameQuery"), param("ParentQuery"), param("Md5Query")),
