@@ -191,3 +191,26 @@ async def test_sign_out_everywhere_ends_every_token(site: RunningProxy) -> None:
     assert code == 200
     assert (await call(site, "GET", "/api/me", first))[0] == 401
     assert (await call(site, "GET", "/api/me", second))[0] == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_quota_staff_set_is_enforced_at_the_next_upload(site: RunningProxy) -> None:
+    boss = await staff_token(site)
+    user = await site.register_and_login("hugo")
+    assert (await call(site, "PATCH", "/api/users/hugo/", boss, {"quota": 1000}))[0] == 200
+    response = await treq.post(
+        f"{site.url}/files/",
+        headers={**auth(user), "Tus-Resumable": "1.0.0", "Upload-Length": "1001"},
+    )
+    code, body = await answer(response)
+    assert code == 413 and (body["detail"], body["quota"], body["used"]) == (
+        "quota exceeded",
+        1000,
+        0,
+    )
+    assert (await call(site, "PATCH", "/api/users/hugo/", boss, {"quota": None}))[0] == 200
+    response = await treq.post(
+        f"{site.url}/files/",
+        headers={**auth(user), "Tus-Resumable": "1.0.0", "Upload-Length": "1001"},
+    )
+    assert response.code == 201
