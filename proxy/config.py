@@ -25,7 +25,7 @@ def _tus_path_text(text: str) -> str:
     path = "/" + text.strip().strip("/") + "/"
     if path != "//" and not re.fullmatch(r"(/[A-Za-z0-9_.\-]+)+/", path):
         raise ValueError(f"not a path like /files/: {text!r}")
-    taken = {"//", "/storage/", "/api/", "/docs/", "/static/", "/archives/", "/login/"}
+    taken = {"//", "/storage/", "/api/", "/docs/", "/static/", "/archives/", "/login/", "/admin/"}
     if path in taken | {"/register/", "/logout/", "/profile/"}:
         raise ValueError(f"{path} is taken by the proxy's other routes")
     return path

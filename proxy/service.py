@@ -303,10 +303,11 @@ def build_proxy(
         db=db, clock=clock, threads=reactor, pool=pool, settings=s3_connections.active,
         keep=config.backup_keep, log=syslog,
     )  # fmt: skip
+    users = UserAdmin(db, clock)
     app = ProxyApp(
         accounts=accounts,
         auth=auth,
-        users=UserAdmin(db, clock),
+        users=users,
         uploads=uploads,
         files=files,
         nodes=NodeAdmin(db=db, clock=clock),
@@ -336,7 +337,7 @@ def build_proxy(
         keep_arrived=lambda sink: defer.ensureDeferred(tus.keep_arrived(sink)),
     )
     pages = WebApp(
-        auth=auth, accounts=accounts, files=files, remote=remote, db=db, clock=clock,
+        auth=auth, accounts=accounts, users=users, files=files, remote=remote, db=db, clock=clock,
         staging=staging, renderer=Renderer(), threads=reactor, pool=pool,
         uploads=UploadSettings(
             tus_endpoint=config.tus_path,

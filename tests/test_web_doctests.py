@@ -9,9 +9,9 @@ import pytest
 
 from proxy.catalog import overview, sessions, throttle
 from proxy.web import render
-from proxy.web.pages import archives, base
+from proxy.web.pages import admin, archives, base
 
-MODULES = [overview, sessions, throttle, render, archives, base]
+MODULES = [overview, sessions, throttle, render, archives, base, admin]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=[m.__name__ for m in MODULES])

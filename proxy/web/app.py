@@ -18,13 +18,14 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 
 from common.errors import ApiError
 from proxy.web.pages.accounts import AccountPages
+from proxy.web.pages.admin import AdminPages
 from proxy.web.pages.archives import ArchivePages
 from proxy.web.pages.base import LoginRequired, Redirect, local_path, pages_of
 from proxy.web.render import page_headers
 
 log = Logger()
 STATIC = Path(__file__).parent / "static"
-PAGE_ROOTS = {b"", b"register", b"login", b"logout", b"profile", b"archives", b"static"}
+PAGE_ROOTS = {b"", b"register", b"login", b"logout", b"profile", b"archives", b"admin", b"static"}
 
 
 _TYPES = {
@@ -54,7 +55,7 @@ class StaticFiles(File):
         return self.childNotFound
 
 
-class WebApp(AccountPages, ArchivePages):
+class WebApp(AccountPages, ArchivePages, AdminPages):
     app = Klein()
 
     @app.route("/static/", branch=True, methods=["GET", "HEAD"])

@@ -19,6 +19,7 @@ from proxy.api.forms import Form, content_type, parse_multipart, parse_small_bod
 from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
 from proxy.catalog.sessions import Session
+from proxy.catalog.users import UserAdmin
 from proxy.remote.tier import RemoteTier
 from proxy.uploads.staging import StagingArea
 from proxy.web.auth import CSRF_FIELD, WebAuth, csrf_matches
@@ -100,6 +101,7 @@ class PageBase:
         *,
         auth: WebAuth,
         accounts: Accounts,
+        users: UserAdmin,
         files: FileService,
         remote: RemoteTier,
         db: Database,
@@ -113,6 +115,7 @@ class PageBase:
     ) -> None:
         self._auth = auth
         self._accounts = accounts
+        self._users = users
         self._files = files
         self._remote = remote
         self._db = db
