@@ -90,11 +90,16 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     )
 
 
+def client_address(request: IRequest) -> str:
+    """The address of the connection's peer ('' for a peer without one, e.g. a UNIX socket)."""
+    return str(getattr(request.getClientAddress(), "host", ""))
+
+
 def _from_trusted(request: IRequest, trusted: tuple[Network, ...]) -> bool:
     if not trusted:
         return False
     try:
-        peer = ipaddress.ip_address(getattr(request.getClientAddress(), "host", ""))
+        peer = ipaddress.ip_address(client_address(request))
     except ValueError:
         return False
     return any(peer in network for network in trusted)

@@ -8,6 +8,7 @@ from common.web import respond
 from proxy.api import types as t
 from proxy.api.contract import operation
 from proxy.api.docs_parts import error, throttled
+from proxy.api.edge import client_address
 from proxy.api.routes.base import RouteBase
 
 
@@ -63,6 +64,5 @@ class AccountRoutes(RouteBase):
         },
     )
     async def token(self, request: IRequest, body: t.Credentials) -> bytes:
-        address = str(getattr(request.getClientAddress(), "host", ""))
-        token = await self._accounts.login(body.username, body.password, address)
+        token = await self._accounts.login(body.username, body.password, client_address(request))
         return respond(request, 200, {"token": token})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from common.errors import ApiError, BadRequest
+from proxy.api.edge import client_address
 from proxy.catalog import store
 from proxy.catalog.sessions import Session
 from proxy.web.avatars import reencode
@@ -54,7 +55,7 @@ class AccountPages(PageBase):
         username = fields.get("username", "")
         try:
             user = await self._accounts.check_login(
-                username, fields.get("password", ""), _address(request)
+                username, fields.get("password", ""), client_address(request)
             )
         except ApiError as error:
             status = error.status if error.status in (403, 429) else 400
@@ -168,8 +169,3 @@ class AccountPages(PageBase):
 def _arg(request: IRequest, name: bytes) -> str | None:
     values = (request.args or {}).get(name)
     return values[0].decode("utf-8", "replace") if values else None
-
-
-def _address(request: IRequest) -> str:
-    peer = request.getClientAddress()
-    return str(getattr(peer, "host", ""))

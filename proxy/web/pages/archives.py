@@ -4,14 +4,13 @@ actions on it: download, uncache, cache, roll back and delete (those two confirm
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 from urllib.parse import urlencode
 
 from twisted.web.iweb import IRequest
 
-from common.errors import NotFound
+from common.errors import BadRequest, NotFound
+from proxy.api.tus_headers import parse_metadata
 from proxy.api.views import isotime
 from proxy.catalog import overview
 from proxy.catalog.files import paginate, parse_version, validate_file_id
@@ -69,7 +68,7 @@ class ArchivePages(PageBase):
                 "size": upload.total,
                 "offset": upload.received,
                 "created_at": isotime(upload.created_at) or "",
-                "fingerprint": metadata_value(upload.metadata, "fingerprint"),
+                "fingerprint": stored_metadata(upload.metadata).get("fingerprint", ""),
             }
             for upload in await self._unfinished(session)
             if upload.dialect == "tus"
@@ -161,17 +160,14 @@ class ArchivePages(PageBase):
         return await self._files.get(session.user_id, file_id)
 
 
-def metadata_value(raw: str, key: str) -> str:
-    """One value of a tus ``Upload-Metadata`` header as stored ('' if absent or unreadable).
+def stored_metadata(raw: str) -> dict[str, str]:
+    """A tus upload's ``Upload-Metadata`` as stored (it was read strictly when the upload was
+    created); {} if it cannot be read again.
 
-    >>> metadata_value("filename YS50eHQ=,fingerprint YWJj", "fingerprint")
+    >>> stored_metadata("filename YS50eHQ=,fingerprint YWJj")["fingerprint"]
     'abc'
     """
-    for pair in raw.split(","):
-        name, _, value = pair.strip().partition(" ")
-        if name == key:
-            try:
-                return base64.b64decode(value, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return ""
-    return ""
+    try:
+        return parse_metadata(raw)
+    except BadRequest:
+        return {}
