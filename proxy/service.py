@@ -304,13 +304,14 @@ def build_proxy(
         keep=config.backup_keep, log=syslog,
     )  # fmt: skip
     users = UserAdmin(db, clock)
+    node_admin = NodeAdmin(db=db, clock=clock)
     app = ProxyApp(
         accounts=accounts,
         auth=auth,
         users=users,
         uploads=uploads,
         files=files,
-        nodes=NodeAdmin(db=db, clock=clock),
+        nodes=node_admin,
         remote=remote,
         jobs=scheduler,
         syslog=syslog,
@@ -338,7 +339,8 @@ def build_proxy(
     )
     pages = WebApp(
         auth=auth, accounts=accounts, users=users, files=files, remote=remote, db=db, clock=clock,
-        staging=staging, renderer=Renderer(), threads=reactor, pool=pool,
+        staging=staging, renderer=Renderer(), threads=reactor, pool=pool, nodes=node_admin,
+        jobs=scheduler, syslog=syslog, s3_connections=s3_connections, events=events,
         uploads=UploadSettings(
             tus_endpoint=config.tus_path,
             chunk_size=config.web_chunk_size,

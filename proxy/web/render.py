@@ -12,6 +12,17 @@ from twisted.web.iweb import IRequest
 
 TEMPLATES = Path(__file__).parent / "templates"
 
+# (path, title) of every staff console page, in the order of the console's navigation
+# (``console.html``); each is a ``ConsolePage`` module in ``proxy/web/pages/``.
+CONSOLE_SECTIONS = (
+    ("/admin/overview/", "Overview"),
+    ("/admin/nodes/", "Nodes"),
+    ("/admin/s3/", "S3"),
+    ("/admin/jobs/", "Jobs"),
+    ("/admin/log/", "System log"),
+    ("/admin/users/", "Accounts"),
+)
+
 # No inline script or style anywhere: scripts and the stylesheet are files the proxy serves.
 # 'wasm-unsafe-eval' lets the upload page's worker compile hash-wasm's sha256 (WebAssembly),
 # and nothing else.
@@ -68,9 +79,11 @@ class Renderer:
         )
         self.env.filters["size"] = human_size
         self.env.filters["when"] = when
+        self.env.globals["console_sections"] = CONSOLE_SECTIONS
 
     def page(self, request: IRequest, name: str, status: int = 200, **context: Any) -> bytes:
         page_headers(request)
         request.setResponseCode(status)
         request.setHeader("Content-Type", "text/html; charset=utf-8")
-        return self.env.get_template(name).render(**context).encode("utf-8")
+        path = request.path.decode("utf-8", "replace") if request.path else "/"
+        return self.env.get_template(name).render(path=path, **context).encode("utf-8")

@@ -1,8 +1,6 @@
-"""The staff console (``/admin/``): for staff only, read from the database on every request,
-so someone demoted loses it at once; everyone else gets a 403 page that says why.
-
-Built so far: the accounts (list with storage used, quota and last login; create; make staff
-or not; disable or enable; set a quota), over the same ``UserAdmin`` as the API.
+"""The console's accounts page (``/admin/users/``): the list with storage used, quota and last
+login; create; make staff or not; disable or enable; set a quota, over the same ``UserAdmin``
+as the API. Staff only (``proxy.web.pages.console``).
 """
 
 from __future__ import annotations
@@ -12,14 +10,10 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from common.config import parse_size
-from common.errors import ApiError, BadRequest, Forbidden
+from common.errors import ApiError, BadRequest
 from proxy.catalog.sessions import Session
-from proxy.web.pages.base import PageBase, Redirect, field_errors, page
-
-NOT_STAFF = (
-    "This is the staff console, and your account is not staff. Ask the people who run this "
-    "server if you need it."
-)
+from proxy.web.pages.base import Redirect, field_errors, page
+from proxy.web.pages.console import ConsolePage
 
 
 def parse_quota(text: str) -> int | None:
@@ -39,13 +33,7 @@ def parse_quota(text: str) -> int | None:
         ) from None
 
 
-class AdminPages(PageBase):
-    async def _staff(self, request: IRequest) -> Session:
-        session = await self._viewer(request)
-        if not session.is_staff:
-            raise Forbidden(NOT_STAFF)
-        return session
-
+class AdminPages(ConsolePage):
     @page("/admin/", methods=["GET"])
     async def console(self, request: IRequest) -> bytes:
         await self._staff(request)

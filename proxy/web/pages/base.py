@@ -20,6 +20,11 @@ from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
 from proxy.catalog.sessions import Session
 from proxy.catalog.users import UserAdmin
+from proxy.cluster.admin import NodeAdmin
+from proxy.events.hub import EventHub
+from proxy.ops.jobs import JobScheduler
+from proxy.ops.systemlog import SystemLog
+from proxy.remote.connections import S3Connections
 from proxy.remote.tier import RemoteTier
 from proxy.uploads.staging import StagingArea
 from proxy.web.auth import CSRF_FIELD, WebAuth, csrf_matches
@@ -111,6 +116,11 @@ class PageBase:
         uploads: UploadSettings,
         threads: IReactorThreads,
         pool: ThreadPool,
+        nodes: NodeAdmin,
+        jobs: JobScheduler,
+        syslog: SystemLog,
+        s3_connections: S3Connections,
+        events: EventHub,
         page_size: int = 20,
     ) -> None:
         self._auth = auth
@@ -126,6 +136,11 @@ class PageBase:
         self._threads = threads
         self._pool = pool
         self._page_size = page_size
+        self._nodes = nodes
+        self._jobs = jobs
+        self._syslog = syslog
+        self._s3 = s3_connections
+        self._events = events
 
     async def _viewer(self, request: IRequest) -> Session:
         """The session looking at a members' page; the login page for anyone else."""
