@@ -244,7 +244,7 @@ def build_proxy(
     )  # fmt: skip
     sessions = Sessions(db, clock, session_key(secret), lifetime=config.session_lifetime)
     auth = WebAuth(accounts, sessions, secure=config.public_url.startswith("https://"))
-    scheduler = JobScheduler(db, clock, syslog)
+    scheduler = JobScheduler(db, clock, syslog, waker=events)
     box = connection_box(config.encryption_key or secret)
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
     cluster_secret = load_cluster_secret(config)
@@ -260,8 +260,9 @@ def build_proxy(
         target=config.replicas, grace=config.replica_grace, syslog=syslog, waker=events,
     )  # fmt: skip
     monitor = NodeMonitor(
-        db=db, client=node_client, clock=clock, down_after=config.node_down_after, syslog=syslog
-    )
+        db=db, client=node_client, clock=clock, down_after=config.node_down_after,
+        syslog=syslog, waker=events,
+    )  # fmt: skip
     scrubber = Scrubber(db=db, client=node_client, clock=clock)
     downloads = DownloadLocator(
         db=db, staging=staging, clock=clock, cluster_secret=cluster_secret,
@@ -304,7 +305,7 @@ def build_proxy(
         keep=config.backup_keep, log=syslog,
     )  # fmt: skip
     users = UserAdmin(db, clock)
-    node_admin = NodeAdmin(db=db, clock=clock)
+    node_admin = NodeAdmin(db=db, clock=clock, waker=events)
     app = ProxyApp(
         accounts=accounts,
         auth=auth,

@@ -598,6 +598,11 @@ EventType = Literal[
     "file.backed_up",
     "restore.progress",
     "file.restored",
+    # staff accounts only
+    "node.status",
+    "node.changed",
+    "job.started",
+    "job.finished",
 ]
 EventId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 

@@ -298,6 +298,12 @@ def list_files(txn: Txn, owner_id: int, limit: int, offset: int) -> tuple[int, l
     return count, _files(txn, rows)
 
 
+def staff_ids(txn: Txn) -> list[int]:
+    """Every active staff account, by id (the order event counters are locked in)."""
+    rows = txn.all("SELECT id FROM users WHERE is_staff = 1 AND is_active = 1 ORDER BY id")
+    return [int(row[0]) for row in rows]
+
+
 def files_using_blob(txn: Txn, blob_id: int) -> list[tuple[int, str]]:
     """(owner, file id) of every file whose current version is this blob's content, ordered
     by owner (so a transaction that records events for several owners locks their event

@@ -19,6 +19,7 @@ from common.errors import BadRequest, Conflict, NotFound
 from common.passwords import check_password_strength, hash_password
 from proxy.catalog import store
 from proxy.catalog.accounts import validate_email, validate_username
+from proxy.events import eventstore, kinds
 
 _LAST_STAFF = "This is the last staff account: make someone else staff first"
 
@@ -89,6 +90,8 @@ def change_txn(txn: Txn, username: str, changes: dict[str, Any]) -> Account:
         txn.execute(
             "UPDATE users SET is_staff = ? WHERE id = ?", (int(changes["is_staff"]), found.id)
         )
+        if changes["is_staff"] is False:  # what staff were told is not for them any more
+            eventstore.drop_kinds(txn, found.id, kinds.STAFF_ONLY)
     if "is_active" in changes:
         txn.execute(
             "UPDATE users SET is_active = ? WHERE id = ?", (int(changes["is_active"]), found.id)

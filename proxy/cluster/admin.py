@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
@@ -14,6 +15,10 @@ from proxy.api.forms import check_fields
 from proxy.api.views import isotime
 from proxy.cluster import nodestore
 from proxy.cluster.nodestore import ACTIVE, DRAINING, Node
+from proxy.events import kinds
+from proxy.events.emit import NO_WAKING, Emitter, Waker
+
+T = TypeVar("T")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -56,9 +61,23 @@ def node_json(node: Node, replicas: int) -> dict[str, Any]:
 
 
 class NodeAdmin:
-    def __init__(self, *, db: Database, clock: IReactorTime) -> None:
+    def __init__(self, *, db: Database, clock: IReactorTime, waker: Waker = NO_WAKING) -> None:
         self._db = db
         self._clock = clock
+        self._waker = waker
+
+    async def _told(self, name: str, change: str, work: Callable[[Txn], T]) -> T:
+        """Run ``work`` and, in its transaction, tell staff ``node.changed`` (live pages)."""
+        emitter = Emitter(self._clock.seconds())
+
+        def txn_work(txn: Txn) -> T:
+            done = work(txn)
+            emitter.for_staff(txn, kinds.NODE_CHANGED, node=name, change=change)
+            return done
+
+        done = await self._db.run(txn_work)
+        self._waker.wake(emitter.users)
+        return done
 
     async def add(self, data: dict[str, Any]) -> dict[str, Any]:
         check_fields(data, {"name", "url", "rsync_url", "zone"})
@@ -67,8 +86,9 @@ class NodeAdmin:
         rsync_url = _url(data.get("rsync_url"), "rsync_url", {"rsync"})
         zone = data.get("zone")
         zone = _name("default" if zone in (None, "") else zone, "zone")  # not {}, 0 or false
-        node = await self._db.run(
-            nodestore.add_node, name, url, rsync_url, zone, self._clock.seconds()
+        now = self._clock.seconds()
+        node = await self._told(
+            name, "added", lambda txn: nodestore.add_node(txn, name, url, rsync_url, zone, now)
         )
         return node_json(node, 0)
 
@@ -93,9 +113,16 @@ class NodeAdmin:
             changes["url"] = _url(data["url"], "url", {"http", "https"})
         if "rsync_url" in data:
             changes["rsync_url"] = _url(data["rsync_url"], "rsync_url", {"rsync"})
-        node = await self._db.run(nodestore.update_node, _name(name, "name"), **changes)
+        name = _name(name, "name")
+        change = {ACTIVE: "reactivated", DRAINING: "drained"}.get(
+            str(changes.get("state")), "moved"
+        )
+        node = await self._told(
+            name, change, lambda txn: nodestore.update_node(txn, name, **changes)
+        )
         counts = await self._db.run(nodestore.replica_counts)
         return node_json(node, counts.get(node.name, 0))
 
     async def remove(self, name: str) -> None:
-        await self._db.run(nodestore.remove_node, _name(name, "name"))
+        name = _name(name, "name")
+        await self._told(name, "removed", lambda txn: nodestore.remove_node(txn, name))

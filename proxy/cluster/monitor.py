@@ -16,6 +16,8 @@ from common.signing import replica_key
 from proxy.cluster import nodestore
 from proxy.cluster.nodeapi import NodeApi
 from proxy.cluster.nodestore import CONFIRMED, QUARANTINED, UP, Node
+from proxy.events import kinds
+from proxy.events.emit import NO_WAKING, Emitter, Waker
 
 if TYPE_CHECKING:
     from proxy.ops.systemlog import SystemLog
@@ -42,12 +44,14 @@ class NodeMonitor:
         clock: IReactorTime,
         down_after: int,
         syslog: SystemLog | None = None,
+        waker: Waker = NO_WAKING,
     ) -> None:
         self._db = db
         self._client = client
         self._clock = clock
         self._down_after = down_after
         self._syslog = syslog
+        self._waker = waker
 
     async def run_once(self) -> None:
         nodes = await self._db.run(nodestore.list_nodes)
@@ -64,11 +68,20 @@ class NodeMonitor:
         except Exception as exc:
             log.debug("ping of {node} failed: {exc}", node=node.name, exc=exc)
             ok, rtt, free, total = False, 0.0, 0, 0
-        old, new = await self._db.run(
-            nodestore.record_ping, node.name, now=self._clock.seconds(),
-            free_bytes=free if ok else None, total_bytes=total if ok else None,
-            rtt_ms=rtt if ok else None, down_after=self._down_after,
-        )  # fmt: skip
+        emitter = Emitter(self._clock.seconds())
+
+        def record(txn: Txn) -> tuple[str, str]:
+            old, new = nodestore.record_ping(
+                txn, node.name, now=emitter.now, free_bytes=free if ok else None,
+                total_bytes=total if ok else None, rtt_ms=rtt if ok else None,
+                down_after=self._down_after,
+            )  # fmt: skip
+            if old != new:
+                emitter.for_staff(txn, kinds.NODE_STATUS, node=node.name, status=new, was=old)
+            return old, new
+
+        old, new = await self._db.run(record)
+        self._waker.wake(emitter.users)
         if old != new:
             await note(
                 self._syslog, "info" if new == UP else "warn", f"node.{new}",

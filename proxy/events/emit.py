@@ -52,3 +52,8 @@ class Emitter:
         shared by several files and users), each naming its ``file_id``."""
         for user_id, file_id in store.files_using_blob(txn, blob_id):
             self.emit(txn, user_id, kind, file_id=file_id, **data)
+
+    def for_staff(self, txn: Txn, kind: str, **data: Any) -> None:
+        """One event in the feed of every active staff account (``kinds.STAFF_ONLY``)."""
+        for user_id in store.staff_ids(txn):
+            self.emit(txn, user_id, kind, **data)

@@ -122,3 +122,12 @@ def prune_user(txn: Txn, user_id: int, before: float) -> int:
         (int(through), user_id, int(through)),
     )
     return txn.execute("DELETE FROM events WHERE user_id = ? AND seq <= ?", (user_id, int(through)))
+
+
+def drop_kinds(txn: Txn, user_id: int, kinds: Sequence[str]) -> int:
+    """Drop the user's events of these types (staff events, from someone no longer staff).
+    Ids stay unique and in order; a reader's next read simply finds fewer."""
+    marks = ", ".join("?" for _ in kinds)
+    return txn.execute(
+        f"DELETE FROM events WHERE user_id = ? AND type IN ({marks})", (user_id, *kinds)
+    )

@@ -18,6 +18,16 @@ FILE_BACKED_UP = "file.backed_up"  # {file_id}: mirrored to S3 and verified ther
 RESTORE_PROGRESS = "restore.progress"  # {file_id, parts_done, parts_total}
 FILE_RESTORED = "file.restored"  # {file_id}: back on a storage node from S3
 
+# Staff only: recorded in the feed of every active staff account at the time (a household or
+# an office has a few), so that each reads them with its own cursor; demotion drops them from
+# the demoted account's feed (``proxy.catalog.users``).
+NODE_STATUS = "node.status"  # {node, status, was}: the monitor saw it go up or down
+NODE_CHANGED = "node.changed"  # {node, change}: added, drained, reactivated, moved, removed
+JOB_STARTED = "job.started"  # {job}: a run began (slow jobs, and runs staff asked for)
+JOB_FINISHED = "job.finished"  # {job, ok, result, duration}: that run ended
+
+STAFF_ONLY = (NODE_STATUS, NODE_CHANGED, JOB_STARTED, JOB_FINISHED)
+
 # Control, never stored: the client's cursor is too old (pruned) or from another database;
 # it reloads its view and goes on from the stream's new position. SSE only, without an id.
 RESET = "reset"
@@ -25,5 +35,5 @@ RESET = "reset"
 RECORDED = (
     UPLOAD_PROGRESS, UPLOAD_COMPLETE, FILE_CREATED, FILE_UPDATED, FILE_DELETED,
     FILE_ROLLED_BACK, REPLICA_CONFIRMED, PART_MIRRORED, FILE_BACKED_UP, RESTORE_PROGRESS,
-    FILE_RESTORED,
+    FILE_RESTORED, *STAFF_ONLY,
 )  # fmt: skip

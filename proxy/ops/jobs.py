@@ -30,9 +30,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from common.db import Database
+from common.db import Database, Txn
 from common.errors import BadRequest, Conflict, NotFound
 from proxy.api.views import isotime
+from proxy.events import kinds
+from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.ops import jobstore
 from proxy.ops.jobrules import (
     MAX_INTERVAL,
@@ -103,10 +105,13 @@ def _observe(run: Deferred[Outcome]) -> Deferred[Outcome]:
 class JobScheduler:
     """Runs added jobs on ``clock``; records runs in ``db`` and ``syslog``."""
 
-    def __init__(self, db: Database, clock: IReactorTime, syslog: SystemLog) -> None:
+    def __init__(
+        self, db: Database, clock: IReactorTime, syslog: SystemLog, waker: Waker = NO_WAKING
+    ) -> None:
         self._db = db
         self._clock = clock
         self._syslog = syslog
+        self._waker = waker
         self._jobs: dict[str, _Job] = {}
         self._remote: dict[str, _Remote] = {}
         self._started = False
@@ -180,18 +185,23 @@ class JobScheduler:
     def _tick(self, job: _Job) -> Deferred[None]:
         return self._run(job).addCallback(lambda _: None)
 
-    def _run(self, job: _Job) -> Deferred[Outcome]:
-        """The job's current run, started if none is going."""
+    def _run(self, job: _Job, *, asked: bool = False) -> Deferred[Outcome]:
+        """The job's current run, started if none is going (``asked``: by staff)."""
         if job.current is not None:
             return _observe(job.current)
-        run = ensureDeferred(self._execute(job))
+        run = ensureDeferred(self._execute(job, asked))
         if not run.called:  # a run that finished at once has already cleared ``current``
             job.current = run
         return _observe(run)
 
-    async def _execute(self, job: _Job) -> Outcome:
+    async def _execute(self, job: _Job, asked: bool) -> Outcome:
         try:
             started = self._clock.seconds()
+            # Staff watch the runs they asked for and those of slow jobs; a job every few
+            # seconds is shown live only when its outcome changes.
+            announced = asked or job.interval >= QUIET_BELOW
+            if announced:
+                await self._tell_staff(started, kinds.JOB_STARTED, job=job.name)
             try:
                 result = await job.work()
             except Exception as exc:
@@ -204,17 +214,38 @@ class JobScheduler:
             was_ok = job.last_ok
             job.last_run, job.last_duration = started, duration
             job.last_ok, job.last_result = outcome.ok, outcome.text
+            emitter = Emitter(now)
+            told = announced or (was_ok is not None and was_ok != outcome.ok)
+            next_run = self._next_run(job, now)  # here: the loop belongs to the reactor
+
+            def record(txn: Txn) -> None:
+                jobstore.record_run(
+                    txn, job.name, started, duration, outcome.ok, outcome.text, next_run
+                )
+                if told:
+                    emitter.for_staff(
+                        txn, kinds.JOB_FINISHED, job=job.name, ok=outcome.ok,
+                        result=outcome.text, duration=round(duration, 3),
+                    )  # fmt: skip
+
             try:
-                await self._db.run(
-                    jobstore.record_run, job.name, started, duration, outcome.ok, outcome.text,
-                    self._next_run(job, now),
-                )  # fmt: skip
+                await self._db.run(record)
             except Exception:
                 log.failure("could not record a run of job {job}", job=job.name)
+            self._waker.wake(emitter.users)
             await self._log_run(job, outcome, duration, was_ok)
             return outcome
         finally:
             job.current = None
+
+    async def _tell_staff(self, now: float, kind: str, **data: Any) -> None:
+        """A staff-only event in its own transaction; a failure is logged, never raised."""
+        emitter = Emitter(now)
+        try:
+            await self._db.run(lambda txn: emitter.for_staff(txn, kind, **data))
+        except Exception:
+            log.failure("could not tell staff {kind}", kind=kind)
+        self._waker.wake(emitter.users)
 
     @staticmethod
     def _next_run(job: _Job, now: float) -> float | None:
@@ -253,7 +284,7 @@ class JobScheduler:
                 when = f"; it runs every {every:g} s" if every is not None else ""
                 raise Conflict(f"{name} runs on node {remote.node}{when}", node=remote.node)
             raise NotFound(f"No job named {name!r}; jobs: {', '.join(self.names())}")
-        return await self._run(job)
+        return await self._run(job, asked=True)
 
     async def idle(self) -> None:
         """Wait until no run is in progress (for an orderly stop, and for tests)."""

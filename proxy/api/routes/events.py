@@ -38,8 +38,10 @@ class EventRoutes(RouteBase):
         summary="Your live events, as server-sent events",
         description="Upload progress and completion, files created, updated, deleted and "
         "rolled back, replicas confirmed, parts mirrored, files backed up to S3 and restored "
-        "from it: only your own. Reconnect with `Last-Event-ID` (an `EventSource` does) and "
-        "nothing is missed while the events are kept (`event_retention`, 7 days by default).",
+        "from it: only your own. Staff accounts also get the cluster's `node.status`, "
+        "`node.changed`, `job.started` and `job.finished`. Reconnect with `Last-Event-ID` (an "
+        "`EventSource` does) and nothing is missed while the events are kept "
+        "(`event_retention`, 7 days by default).",
         responses={200: event_stream(), 400: _BAD_CURSOR},
         parameters=(LAST_EVENT_ID_PARAM, SINCE_PARAM),
     )
