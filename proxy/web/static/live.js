@@ -1,6 +1,9 @@
 // Keeps a page current from the live event stream (/api/events, server-sent events).
 // The server renders; this only asks it again for the part of the page an event touches:
-// a file's page swaps in /archives/<id>/live, the archives list re-reads its own table.
+// a file's page swaps in /archives/<id>/live; any other page names the groups of events it
+// follows on its script tag (data-live-groups="files", or "nodes", "jobs": the staff
+// console's, which only staff accounts receive), re-reads itself when one arrives and swaps
+// in each element marked data-live-region (by id).
 // EventSource reconnects by itself and sends Last-Event-ID, so nothing is missed; a
 // "reset" event (the cursor is too old) simply refreshes the same way.
 
@@ -9,6 +12,11 @@ const FILE_EVENTS = [
   "file.rolled_back", "replica.confirmed", "part.mirrored", "file.backed_up",
   "restore.progress", "file.restored",
 ];
+const GROUPS = {
+  files: FILE_EVENTS,
+  nodes: ["node.status", "node.changed"],
+  jobs: ["job.started", "job.finished"],
+};
 
 let pending = null;
 
@@ -35,16 +43,36 @@ function fileRefresher(live) {
   };
 }
 
-function listRefresher() {
+function regionIds(doc) {
+  return [...doc.querySelectorAll("[data-live-region]")].map((region) => region.id).sort();
+}
+
+function followedEvents() {
+  const script = document.querySelector('script[src="/static/live.js"]');
+  const groups = (script && script.dataset.liveGroups) || "files";
+  return groups.split(" ").flatMap((group) => GROUPS[group] || []);
+}
+
+function regionRefresher() {
   return async () => {
     try {
       const page = new DOMParser().parseFromString(await fetchHtml(location.href), "text/html");
-      for (const id of ["files", "uploading"]) {
-        const fresh = page.getElementById(id);
-        const shown = document.getElementById(id);
-        if (fresh && shown) shown.replaceWith(fresh);
-        else if (fresh || shown) { location.reload(); return; }
+      // A region that came or went (the uploads section, say): the page as a whole changed.
+      if (regionIds(page).join(" ") !== regionIds(document).join(" ")) {
+        location.reload();
+        return;
       }
+      let typing = false;
+      for (const id of regionIds(page)) {
+        const shown = document.getElementById(id);
+        // Never under someone's cursor: a field being typed into waits for them to leave it.
+        if (shown.contains(document.activeElement) && document.activeElement.matches("input, select, textarea")) {
+          typing = true;
+          continue;
+        }
+        shown.replaceWith(page.getElementById(id));
+      }
+      if (typing) setTimeout(() => later(regionRefresher()), 2000);
     } catch (error) {
       console.warn("live update failed", error);
     }
@@ -54,7 +82,8 @@ function listRefresher() {
 function start() {
   const live = document.getElementById("live");
   const fileId = live ? live.dataset.fileId : null;
-  const refresh = live ? fileRefresher(live) : listRefresher();
+  const refresh = live ? fileRefresher(live) : regionRefresher();
+  const types = live ? FILE_EVENTS : followedEvents();
   const source = new EventSource("/api/events");
   const onEvent = (message) => {
     let data = {};
@@ -63,7 +92,7 @@ function start() {
       later(refresh);
     }
   };
-  for (const type of [...FILE_EVENTS, "reset"]) source.addEventListener(type, onEvent);
+  for (const type of [...types, "reset"]) source.addEventListener(type, onEvent);
   document.documentElement.dataset.live = "on";
   source.addEventListener("open", () => { document.documentElement.dataset.live = "on"; });
   source.addEventListener("error", () => { document.documentElement.dataset.live = "reconnecting"; });
