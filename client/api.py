@@ -165,9 +165,28 @@ class PyArchiveClient:
 
     # -- stored files -----------------------------------------------------------------------
 
-    def list_files(self, page: int = 1) -> Json:
-        """One page of the user's files: ``{count, next, previous, results}``."""
-        return self._json("GET", self._url("/storage/files/", {"page": str(page)}))
+    def list_files(self, page: int = 1, **query: str | int) -> Json:
+        """One page of the user's files: ``{count, next, previous, results}``; ``query`` adds
+        the listing's other arguments (``prefix``, ``page_size``, ``path``)."""
+        asked = {"page": str(page), **{k: str(v) for k, v in query.items()}}
+        return self._json("GET", self._url("/storage/files/", asked))
+
+    def me(self) -> Json:
+        """The caller's account: ``username``, ``used`` and ``quota`` among others."""
+        return self._json("GET", "/api/me")
+
+    def rollback(self, file_id: int | str, version: int) -> Json:
+        """Make ``version`` current again (as a new version); the file's JSON."""
+        return self._json("POST", self._file_url(file_id) + "rollback/", {"version": version})
+
+    def cache(self, file_id: int | str) -> Json:
+        """Bring a remote-only file back onto the storage nodes (a restore from S3)."""
+        return self._send("POST", self._file_url(file_id) + "cache").raise_for_status().json()
+
+    def uncache(self, file_id: int | str) -> Json:
+        """Release the local copies of a file that is backed up (and verified) in S3."""
+        url = self._file_url(file_id) + "uncache"
+        return self._send("POST", url).raise_for_status().json()
 
     def file_info(self, file_id: int | str) -> Json:
         return self._json("GET", self._file_url(file_id))
