@@ -1,4 +1,6 @@
-"""The md5 of a whole file, computed in a thread while its chunks are on the wire."""
+"""The md5 (and sha256) of a whole file, computed in a thread while its chunks are on the
+wire: the server checks the md5 at completion; the sha256 lets a caller compare what it read
+with what the server stored."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class BackgroundMd5:
     def __init__(self, view: memoryview) -> None:
         self._view = view
         self._md5 = hashlib.md5()
+        self._sha256 = hashlib.sha256()
         self._stopping = threading.Event()
         self._complete = False
         self._thread = threading.Thread(target=self._run, name="pyarchive-md5", daemon=True)
@@ -33,6 +36,11 @@ class BackgroundMd5:
             raise RuntimeError("md5 was stopped, or failed, before the end of the file")
         return self._md5.hexdigest()
 
+    def sha256_hexdigest(self) -> str:
+        """The sha256 of the same bytes (after :meth:`hexdigest` has waited for the end)."""
+        self.hexdigest()
+        return self._sha256.hexdigest()
+
     def stop(self) -> None:
         """Stop hashing (if still running) and wait for the thread to let go of the view."""
         self._stopping.set()
@@ -44,4 +52,5 @@ class BackgroundMd5:
                 return
             with self._view[start : start + _PIECE] as piece:
                 self._md5.update(piece)
+                self._sha256.update(piece)
         self._complete = True

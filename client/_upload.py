@@ -19,7 +19,11 @@ from client._ranges import content_range
 from client.errors import ApiError, ProtocolError
 
 ProgressCallback = Callable[[int, int], None]
-"""Called as ``on_progress(acknowledged_bytes, total_bytes)`` after each acknowledged chunk."""
+"""Called as ``on_progress(acknowledged_bytes, total_bytes)`` after each acknowledged chunk,
+and after learning the server's offset on resuming."""
+
+DigestsCallback = Callable[[str, str], None]
+"""Called as ``on_digests(md5, sha256)`` with the digests of the bytes read, before completion."""
 
 StartedCallback = Callable[[str], None]
 """Called with the upload's URL once the server has created it (persist it to resume later)."""
@@ -107,9 +111,10 @@ class ChunkedUpload:
         *,
         resume_url: str | None,
         chunk_size: int,
-        retries: int,
+        retries: int | None,
         on_progress: ProgressCallback | None,
         on_started: StartedCallback | None,
+        on_digests: DigestsCallback | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
@@ -127,6 +132,7 @@ class ChunkedUpload:
         self._failures = 0
         self._on_progress = on_progress
         self._on_started = on_started
+        self._on_digests = on_digests
 
     def run(self) -> Json:
         """Send every byte the server lacks, then complete with the md5; the completed JSON."""
@@ -149,10 +155,15 @@ class ChunkedUpload:
                     must_sync = False
                     if info.get("status") == STATUS_COMPLETE:
                         return info
+                    if self._on_progress is not None:  # where the server stands: resumed
+                        self._on_progress(self._offset, self._total)
                 elif self._url is None or self._offset < self._total:
                     self._send_chunk()
                 else:
-                    return self._complete(md5.hexdigest())
+                    digest = md5.hexdigest()
+                    if self._on_digests is not None:
+                        self._on_digests(digest, md5.sha256_hexdigest())
+                    return self._complete(digest)
             except _OffsetMismatch as mismatch:
                 self._count_failure(mismatch.error)
                 self._offset = self._checked_offset(mismatch.offset)
@@ -213,12 +224,15 @@ class ChunkedUpload:
         return offset
 
     def _count_failure(self, error: Exception) -> None:
+        """One more failure in a row; past ``retries`` (None: never) the error ends it."""
         self._failures += 1
-        if self._failures > self._retries:
+        if self._retries is not None and self._failures > self._retries:
             _reraise(error)
 
 
-def upload_empty(send: Sender, sleep: Callable[[float], None], url: str, retries: int) -> Json:
+def upload_empty(
+    send: Sender, sleep: Callable[[float], None], url: str, retries: int | None
+) -> Json:
     """Create a zero-byte file with one ``POST`` to ``url`` (which carries the empty md5)."""
     failures = 0
     while True:
@@ -228,7 +242,7 @@ def upload_empty(send: Sender, sleep: Callable[[float], None], url: str, retries
             raise mismatch.error from None
         except _Transient as failure:
             failures += 1
-            if failures > retries:
+            if retries is not None and failures > retries:
                 _reraise(failure.error)
             sleep(backoff(failures))
 

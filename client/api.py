@@ -8,6 +8,7 @@ a 5xx the client asks the server for its offset and continues from there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
@@ -24,6 +25,7 @@ from client._ranges import ByteRange
 from client._upload import (
     EMPTY_MD5,
     ChunkedUpload,
+    DigestsCallback,
     ProgressCallback,
     StartedCallback,
     upload_empty,
@@ -101,8 +103,10 @@ class PyArchiveClient:
         chunk_size: int = 8 * 2**20,
         resume_url: str | None = None,
         on_progress: ProgressCallback | None = None,
-        retries: int = 5,
+        retries: int | None = 5,
         on_started: StartedCallback | None = None,
+        remote_path: str | None = None,
+        on_digests: DigestsCallback | None = None,
     ) -> Json:
         """Upload the file at ``path`` and return the completed upload's JSON (with ``file_id``).
 
@@ -111,9 +115,12 @@ class PyArchiveClient:
         Connection errors, timeouts and 5xx answers are retried up to ``retries`` times in a
         row with a short backoff, resuming from the offset the server reports; a refused chunk
         ("Offsets do not match") continues from the offset in the refusal.
+        ``retries`` None never gives up on such failures. ``remote_path`` is where the file goes
+        among the user's (``folder/name``; a file already there gets a new version).
         ``on_progress(sent, total)`` follows acknowledged bytes; ``on_started(url)`` hands over
         the upload's URL as soon as it exists, to be kept for ``resume_url`` (an exception that
-        ends an upload also names it in a note).
+        ends an upload also names it in a note); ``on_digests(md5, sha256)`` gets the digests of
+        the bytes read, to compare with what the server stored.
 
         A zero-byte file has no chunk to send, so it is created with a single
         ``POST /storage/tmp-upload/?filename=NAME[&parent=ID]&md5=d41d8cd98f00b204e9800998ecf8427e``
@@ -124,6 +131,8 @@ class PyArchiveClient:
         """
         name = filename if filename is not None else os.path.basename(os.fspath(path))
         query = {"filename": name} if parent is None else {"filename": name, "parent": str(parent)}
+        if remote_path is not None:
+            query["path"] = remote_path
         start_url = self._url("/storage/tmp-upload/", query)
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
@@ -136,6 +145,8 @@ class PyArchiveClient:
                 )
                 if on_progress is not None:
                     on_progress(0, 0)
+                if on_digests is not None:
+                    on_digests(EMPTY_MD5, hashlib.sha256(b"").hexdigest())
                 return done
             with (
                 mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
@@ -153,6 +164,7 @@ class PyArchiveClient:
                     retries=retries,
                     on_progress=on_progress,
                     on_started=on_started,
+                    on_digests=on_digests,
                 ).run()
 
     def upload_status(self, url: str) -> Json:

@@ -14,14 +14,21 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
 from client.api import PyArchiveClient
-from client.cli.failures import AUTH, NOT_FOUND, USAGE, CliError, explain, fail
+from client.cli.failures import AUTH, NOT_FOUND, OK, USAGE, CliError, explain, fail
+from client.cli.journal import Journal, Source
 from client.cli.settings import KEYS, Settings, config_dir
+from client.cli.upload import Display, Uploads, exit_code
+from client.cli.upload import Settings as UploadSettings
+from client.cli.walk import Skipped, sources
 from client.errors import ApiError
+from common.config import parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
@@ -110,6 +117,7 @@ EXAMPLES = {
     "cache": "pyarchive cache old-movie.mkv",
     "uncache": "pyarchive uncache old-movie.mkv",
     "usage": "pyarchive usage",
+    "upload": "pyarchive upload ~/Pictures/2024 --to photos/ --jobs 4",
 }
 
 
@@ -370,6 +378,60 @@ def uncache(context: Context, ref: str, as_json: bool) -> None:
     with context.client() as client:
         done = client.uncache(resolve(client, ref))
     emit_json(done) if as_json else click.echo(done.get("detail", "Released."))
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        raise click.BadParameter("a size like 8M, 64MiB or 1048576") from None
+    if not 64 * 1024 <= size <= 2**30:
+        raise click.BadParameter("between 64KiB and 1GiB")
+    return size
+
+
+@cli.command("upload", epilog=example("upload"))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--to", "prefix", default="", help="Put them under this folder on the server.")
+@click.option("--chunk-size", default="8M", callback=_size, help="Bytes per request (8M).")
+@click.option("--jobs", default=2, type=click.IntRange(1, 32), help="Files at once (2).")
+@click.option(
+    "--stall", default=60.0, type=click.FloatRange(1, 3600),
+    help="Seconds without progress before a connection is dropped and retried (60).",
+)  # fmt: skip
+@pass_context
+def upload_command(
+    context: Context, paths: tuple[Path, ...], prefix: str, chunk_size: int, jobs: int,
+    stall: float,
+) -> None:  # fmt: skip
+    """Upload files and folders (recursively; .pyarchiveignore holds gitignore patterns).
+
+    Interrupted in any way? Run the same command again: each file continues from what the
+    server acknowledged. A file changed since is sent afresh.
+    """
+    server, token = context.server, context.settings.token
+    if token is None:
+        fail("login needed: run `pyarchive login USER`", AUTH)
+    try:
+        found = list(sources(paths, prefix))
+    except FileNotFoundError as error:
+        fail(f"{error.filename}: no such file or directory", NOT_FOUND)
+    files = [item for item in found if isinstance(item, Source)]
+    for item in found:
+        if isinstance(item, Skipped):
+            click.echo(f"pyarchive: skipped {item.local}: {item.why}", err=True)
+    journal = Journal(context.settings.directory / "uploads.sqlite")
+    settings = UploadSettings(server, token, chunk_size, jobs, stall)
+    try:
+        with Display(Console(), sum(f.size for f in files), len(files)) as display:
+            results = Uploads(settings, journal, display).run(files)
+    except KeyboardInterrupt:
+        fail("interrupted: run the same command again to continue where it stopped")
+    finally:
+        journal.close()
+    failed = [r for r in results if r.code != OK]
+    if failed:
+        raise CliError(f"{len(failed)} of {len(files)} files failed", exit_code(results))
 
 
 def main() -> None:

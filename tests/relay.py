@@ -1,0 +1,129 @@
+"""A TCP relay for tests of bad links: between a client and a server on 127.0.0.1, it can
+limit the upstream bandwidth and reset every connection after so many bytes, and it counts
+what it carried. Blocking threads, like ``tests/proc.py``.
+
+    with Relay(proxy.port, rate=5 * MiB, reset_every=3 * MiB) as relay:
+        run_client(f"http://127.0.0.1:{relay.port}")
+        relay.sent  # bytes the client sent through it
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from types import TracebackType
+
+_PIECE = 64 * 1024
+
+
+class Relay:
+    def __init__(
+        self, target_port: int, *, rate: float | None = None, reset_every: int | None = None
+    ) -> None:
+        self.target_port = target_port
+        self.rate = rate  # bytes per second, client to server; None: as fast as it goes
+        self.reset_every = reset_every  # bytes per connection, client to server, then RST
+        self.sent = 0  # client to server, over every connection
+        self.resets = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._closing = False
+        self._sockets: set[socket.socket] = set()
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="relay")
+
+    def __enter__(self) -> Relay:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()
+        with self._lock:
+            for sock in list(self._sockets):
+                _close(sock)
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._sockets.update((client, server))
+            state = {"up": 0}
+            threading.Thread(
+                target=self._pump, args=(client, server, state, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, state, False), daemon=True
+            ).start()
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, state: dict[str, int], up: bool
+    ) -> None:
+        started = time.monotonic()
+        moved = 0
+        try:
+            while True:
+                data = source.recv(_PIECE)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                if up and self.reset_every is not None:
+                    room = self.reset_every - state["up"]
+                    if room <= len(data):
+                        sink.sendall(data[:room])
+                        self._count(room)
+                        self.resets += 1
+                        _reset(source)
+                        _reset(sink)
+                        return
+                sink.sendall(data)
+                if up:
+                    state["up"] += len(data)
+                    self._count(len(data))
+                    moved += len(data)
+                    if self.rate is not None:
+                        ahead = moved / self.rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            time.sleep(ahead)
+        except OSError:
+            _close(source)
+            _close(sink)
+        finally:
+            with self._lock:
+                self._sockets.discard(source)
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.sent += size
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as a dropped link looks to both ends."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
