@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.client import HTTPResponse
 from pathlib import Path
 from urllib.parse import urljoin
 
 from client._http import ConnectionPool, api_error
 from client._ranges import ByteRange, parse_content_range, range_header
-from client.errors import ProtocolError
+from client.errors import ApiError, ProtocolError
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -92,3 +92,73 @@ def _write(answer: HTTPResponse, dest: Path, piece: int, expected: int | None) -
             partial.unlink()
         raise
     return written
+
+
+class RangeReader:
+    """Byte ranges of one stored file, each with its own ``GET``, on one connection pool.
+
+    The first request goes to the proxy (with the user's token); when it redirects to a
+    storage node, the node's signed URL is kept and later ranges go straight there (without
+    the token) until the node refuses it (the signature expired, the replica moved), and then
+    the proxy is asked again. Not thread-safe: one reader per thread.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, url: str, auth: Mapping[str, str], piece: int = 1 << 20
+    ) -> None:
+        self._pool = pool
+        self._url = url
+        self._auth = dict(auth)
+        self._node_url: str | None = None
+        self._buffer = memoryview(bytearray(piece))
+
+    def read(self, first: int, last: int, sink: Callable[[memoryview], None]) -> None:
+        """Bytes ``first`` to ``last`` (inclusive), handed to ``sink`` piece by piece in order."""
+        if self._node_url is not None:
+            try:
+                self._get(self._node_url, {}, first, last, sink, follow=False)
+                return
+            except ApiError as error:
+                if error.status not in (401, 403, 404, 410):
+                    raise
+                self._node_url = None  # expired or gone: ask the proxy again
+        self._get(self._url, self._auth, first, last, sink, follow=True)
+
+    def _get(
+        self,
+        url: str,
+        auth: Mapping[str, str],
+        first: int,
+        last: int,
+        sink: Callable[[memoryview], None],
+        *,
+        follow: bool,
+    ) -> None:
+        headers = {"Range": range_header((first, last))}
+        origin, answer = self._pool.open("GET", url, headers={**auth, **headers}, retry_stale=True)
+        try:
+            if answer.status in _REDIRECTS and follow:
+                location = answer.getheader("Location")
+                answer.read()
+                if not location:
+                    raise ProtocolError(f"HTTP {answer.status} without a Location")
+                self._node_url = urljoin(url, location)
+                self._get(self._node_url, {}, first, last, sink, follow=False)
+                return
+            if answer.status >= 400 or answer.status in _REDIRECTS:
+                raise api_error(answer.status, answer.reason, answer.read())
+            expected = _expected_length(answer, (first, last))
+            if expected is not None and expected != last - first + 1:
+                raise ProtocolError(f"asked for {last - first + 1} bytes, {expected} announced")
+            got = 0
+            while got <= last - first:
+                count = answer.readinto(
+                    self._buffer[: min(len(self._buffer), last - first + 1 - got)]
+                )
+                if not count:
+                    raise ProtocolError(f"the answer ended after {got} of {last - first + 1} bytes")
+                sink(self._buffer[:count])
+                got += count
+        finally:
+            if not answer.isclosed():
+                self._pool.discard(origin)

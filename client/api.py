@@ -20,6 +20,7 @@ from typing import Any, Self
 from urllib.parse import quote, urlencode, urljoin
 
 from client import _download
+from client._download import RangeReader
 from client._http import ConnectionPool, Json, Response
 from client._ranges import ByteRange
 from client._upload import (
@@ -222,6 +223,13 @@ class PyArchiveClient:
         query = None if version is None else {"version": str(version)}
         url = self._url(f"/storage/download/{quote(str(file_id), safe='')}/", query)
         return _download.download(self._pool, url, self._auth(), Path(dest_path), byte_range, chunk)
+
+    def range_reader(self, file_id: int | str, *, version: int | None = None) -> RangeReader:
+        """Byte ranges of the file, each its own request (see ``RangeReader``); one per thread,
+        as the client itself is."""
+        query = None if version is None else {"version": str(version)}
+        url = self._url(f"/storage/download/{quote(str(file_id), safe='')}/", query)
+        return _download.RangeReader(self._pool, url, {**self._auth(), "User-Agent": _USER_AGENT})
 
     # -- plumbing ---------------------------------------------------------------------------
 

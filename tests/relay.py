@@ -1,6 +1,6 @@
 """A TCP relay for tests of bad links: between a client and a server on 127.0.0.1, it can
-limit the upstream bandwidth and reset every connection after so many bytes, and it counts
-what it carried. Blocking threads, like ``tests/proc.py``.
+limit the bandwidth each way and reset every connection after so many bytes upstream, and it
+counts what the client sent. Blocking threads, like ``tests/proc.py``.
 
     with Relay(proxy.port, rate=5 * MiB, reset_every=3 * MiB) as relay:
         run_client(f"http://127.0.0.1:{relay.port}")
@@ -20,10 +20,16 @@ _PIECE = 64 * 1024
 
 class Relay:
     def __init__(
-        self, target_port: int, *, rate: float | None = None, reset_every: int | None = None
+        self,
+        target_port: int,
+        *,
+        rate: float | None = None,
+        reset_every: int | None = None,
+        down_rate: float | None = None,
     ) -> None:
         self.target_port = target_port
         self.rate = rate  # bytes per second, client to server; None: as fast as it goes
+        self.down_rate = down_rate  # the same, server to client
         self.reset_every = reset_every  # bytes per connection, client to server, then RST
         self.sent = 0  # client to server, over every connection
         self.resets = 0
@@ -93,14 +99,15 @@ class Relay:
                         _reset(sink)
                         return
                 sink.sendall(data)
+                moved += len(data)
                 if up:
                     state["up"] += len(data)
                     self._count(len(data))
-                    moved += len(data)
-                    if self.rate is not None:
-                        ahead = moved / self.rate - (time.monotonic() - started)
-                        if ahead > 0:
-                            time.sleep(ahead)
+                rate = self.rate if up else self.down_rate
+                if rate is not None:
+                    ahead = moved / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
         except OSError:
             _close(source)
             _close(sink)
