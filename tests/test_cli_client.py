@@ -165,7 +165,9 @@ def test_every_command_has_help_with_an_example() -> None:
         assert shown.code == 0 and "Example:" in shown.out, name
 
 
-@pytest.mark.parametrize("module", [settings, failures, app, walk, upload, download], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [settings, failures, app, walk, upload, download], ids=lambda m: m.__name__
+)
 def test_the_examples_in_the_docstrings_hold(module: object) -> None:
     results = doctest.testmod(module)  # type: ignore[arg-type]
     assert results.attempted > 0 and results.failed == 0
