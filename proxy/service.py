@@ -347,7 +347,7 @@ def build_proxy(
             chunk_size=config.web_chunk_size,
             stall_seconds=max(1, int(config.web_stall_timeout)),
         ),
-        page_size=config.page_size,
+        page_size=config.page_size, replica_target=config.replicas,
     )  # fmt: skip
     root = Root(app.app.resource(), pages.app.resource(), PAGE_ROOTS)
     site = ArchiveSite(root, intake, Cors.parse(config.cors_origins), tus_path=config.tus_path)

@@ -1,5 +1,6 @@
 """SQL of the remote tier's other work: uncache and cache (one blob, locked), what a file's
-detail shows of its blob in the tier, and the queue of S3 objects of deleted blobs."""
+detail shows of its blob in the tier, the queue of S3 objects of deleted blobs, and each
+node's mirror backlog."""
 
 from __future__ import annotations
 
@@ -130,3 +131,13 @@ def remote_view(txn: Txn, blob_id: int) -> dict[str, Any]:
             "detail": restore_detail,
         },
     }
+
+
+def mirror_backlog(txn: Txn) -> dict[str, int]:
+    """Per node, the blobs assigned to it for mirroring to S3 that are not mirrored yet."""
+    rows = txn.all(
+        "SELECT mirror_node, COUNT(*) FROM blobs WHERE remote_state = ?"
+        " AND mirror_node IS NOT NULL GROUP BY mirror_node",
+        (MIRRORING,),
+    )
+    return {row[0]: int(row[1]) for row in rows}

@@ -34,6 +34,8 @@ def test_staff_create_an_account_whose_upload_past_its_quota_is_refused_on_the_p
     base = cluster.proxy.url
     login(page, base, *STAFF)
     page.get_by_role("link", name="Console").click()
+    expect(page).to_have_url(f"{base}/admin/overview/")  # the console opens on its overview
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Accounts").click()
     expect(page).to_have_url(f"{base}/admin/users/")
     page.get_by_label("Username", exact=True).fill("quinta")
     page.get_by_label("Password", exact=True).fill("Tr0ub4dor-horse-9")

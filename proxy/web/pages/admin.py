@@ -37,7 +37,7 @@ class AdminPages(ConsolePage):
     @page("/admin/", methods=["GET"])
     async def console(self, request: IRequest) -> bytes:
         await self._staff(request)
-        raise Redirect("/admin/users/")
+        raise Redirect("/admin/overview/")
 
     @page("/admin/users/", methods=["GET"])
     async def users_page(self, request: IRequest) -> bytes:

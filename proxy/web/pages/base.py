@@ -122,6 +122,7 @@ class PageBase:
         s3_connections: S3Connections,
         events: EventHub,
         page_size: int = 20,
+        replica_target: int = 2,
     ) -> None:
         self._auth = auth
         self._accounts = accounts
@@ -141,6 +142,7 @@ class PageBase:
         self._syslog = syslog
         self._s3 = s3_connections
         self._events = events
+        self._replica_target = replica_target  # confirmed copies each content should have
 
     async def _viewer(self, request: IRequest) -> Session:
         """The session looking at a members' page; the login page for anyone else."""
