@@ -162,8 +162,9 @@ class EventStream:
             self._keepalive.stop()
         self._hub.leave(self)
         request = self._request  # a finished request has no channel attribute at all
+        if getattr(request, "producer", None) is not None:  # also when the client went away:
+            request.unregisterProducer()  # type: ignore[no-untyped-call]  # else finish() raises
         if finish and getattr(request, "channel", None) is not None and not request.finished:
-            request.unregisterProducer()  # type: ignore[no-untyped-call]
             request.finish()  # type: ignore[no-untyped-call]
         if not self._done.called:
             self._done.callback(None)

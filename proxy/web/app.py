@@ -120,5 +120,12 @@ def _redirect(request: IRequest, location: str) -> bytes:
 
 def _error_page(app: Any, request: IRequest, status: int, message: str) -> bytes:
     return app._render.page(  # type: ignore[no-any-return]
-        request, "error.html", status, user=None, csrf_token="", code=status, message=message
+        request,
+        "error.html",
+        status,
+        user=None,
+        csrf_token="",
+        code=status,
+        message=message,
+        events_since=None,
     )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
+from weakref import WeakKeyDictionary
 
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
@@ -33,6 +34,8 @@ from proxy.web.render import Renderer
 F = TypeVar("F", bound=Callable[..., Any])
 
 FORM_LIMIT = 64 * 1024  # a form without a file
+# Each page request's event cursor, from ``_viewer`` to ``_page`` (gone with the request).
+_EVENTS_SINCE: WeakKeyDictionary[IRequest, int] = WeakKeyDictionary()
 FILE_FORM_LIMIT = 6 * 2**20  # a form with a profile picture
 
 
@@ -149,6 +152,9 @@ class PageBase:
         session = await self._auth.session(request)
         if session is None:
             raise LoginRequired(request.uri.decode("utf-8", "replace"))
+        # The newest event before anything on the page is read: the page's live updates
+        # start from here, so a change between reading and the stream's start is not missed.
+        _EVENTS_SINCE[request] = await self._events.head(session.user_id)
         return session
 
     def _page(
@@ -160,7 +166,10 @@ class PageBase:
         **context: Any,
     ) -> bytes:
         csrf = session.csrf_token if session is not None else self._auth.anonymous_csrf(request)
-        return self._render.page(request, name, status, user=session, csrf_token=csrf, **context)
+        since = _EVENTS_SINCE.pop(request, None)
+        return self._render.page(
+            request, name, status, user=session, csrf_token=csrf, events_since=since, **context
+        )
 
     async def _form(self, request: IRequest, limit: int = FORM_LIMIT) -> Form:
         """A posted form's fields (urlencoded or multipart, with at most one ``file``)."""

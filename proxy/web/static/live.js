@@ -84,7 +84,10 @@ function start() {
   const fileId = live ? live.dataset.fileId : null;
   const refresh = live ? fileRefresher(live) : regionRefresher();
   const types = live ? FILE_EVENTS : followedEvents();
-  const source = new EventSource("/api/events");
+  // From the newest event when the page was read, so nothing between that and now is missed
+  // (a reconnect then goes on from Last-Event-ID, which the server prefers to since).
+  const since = document.querySelector('meta[name="events-since"]');
+  const source = new EventSource(since ? `/api/events?since=${encodeURIComponent(since.content)}` : "/api/events");
   const onEvent = (message) => {
     let data = {};
     try { data = JSON.parse(message.data || "{}"); } catch { /* not ours to read */ }
