@@ -21,6 +21,7 @@ from proxy.web.pages.accounts import AccountPages
 from proxy.web.pages.admin import AdminPages
 from proxy.web.pages.archives import ArchivePages
 from proxy.web.pages.base import LoginRequired, Redirect, local_path, pages_of
+from proxy.web.pages.console_jobs import JobPages
 from proxy.web.pages.console_s3 import S3Pages
 from proxy.web.render import page_headers
 
@@ -61,6 +62,7 @@ class WebApp(
     ArchivePages,
     AdminPages,
     S3Pages,
+    JobPages,
 ):
     app = Klein()
 
