@@ -19,6 +19,7 @@ from common.s3 import S3Settings
 from proxy.web.pages import console_s3
 from proxy.web.render import CONSOLE_SECTIONS
 from tests.conftest import RunningProxy, proxy_with
+from tests.proc import free_port
 from tests.s3server import S3Server
 from tests.test_web_console import staff_browser
 from tests.webclient import Page, WebClient
@@ -279,3 +280,39 @@ async def test_the_secret_key_is_in_no_page_once_saved(
         for part in secret_parts():
             assert part not in shown.text, (shown.status, part)
     assert "…" + SECRET[-4:] in row(await boss.get("/admin/s3/"), "main")  # only its end
+
+
+@pytest_twisted.ensureDeferred
+async def test_validation_fails_when_nothing_answers_at_the_endpoint(
+    site: RunningProxy, bucket: S3Settings
+) -> None:
+    boss = await staff_browser(site)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    await add(boss, bucket, name="nowhere", endpoint_url=nowhere)
+    checked = await act(boss, "/admin/s3/nowhere/validate")
+    assert checked.status == 200 and "nowhere failed validation: HeadBucket failed" in checked.text
+    assert 'data-valid="no"' in row(checked, "nowhere")
+    assert SECRET not in checked.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_secret_sealed_under_another_key_is_said_and_typed_again(
+    database_url: str, tmp_path: Path, bucket: S3Settings
+) -> None:
+    async with proxy_with(database_url, tmp_path / "first") as first:
+        await add(await staff_browser(first), bucket)
+    async with proxy_with(database_url, tmp_path / "second") as second:  # another secret_key
+        boss = await staff_browser(second, "chief")
+        page = await boss.get("/admin/s3/")
+        assert "secret cannot be opened here: type it again" in row(page, "main")
+        refused = await act(boss, "/admin/s3/main/activate")
+        assert refused.status == 409
+        assert "main&#39;s secret key cannot be opened with this proxy&#39;s key" in refused.text
+        assert "choose Change and type the secret key again" in refused.text
+        fields = form_of(bucket)
+        del fields["name"]
+        fixed = await boss.form("/admin/s3/main/", fields)
+        assert "main changed (secret key)" in fixed.text
+        assert "secret cannot be opened here" not in row(fixed, "main")
+        checked = await act(boss, "/admin/s3/main/validate")
+        assert "main is valid" in checked.text and SECRET not in checked.text

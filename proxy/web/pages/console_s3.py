@@ -29,6 +29,16 @@ NO_QUERY = (
     "ends up in histories and access logs. Nothing was read or saved."
 )
 
+UNREADABLE = (
+    "{name}'s secret key cannot be opened with this proxy's key (the database came from "
+    "another server, or the key changed): choose Change and type the secret key again."
+)
+
+
+def _unreadable(error: ApiError) -> bool:
+    """The service's refusal of a connection whose sealed secret this proxy cannot open."""
+    return error.status == 409 and error.extra.get("field") == "secret_key"
+
 
 def refuse_query(request: IRequest) -> None:
     """Refuse any query string on an S3 page (none of them takes one).
@@ -142,7 +152,8 @@ class S3Pages(ConsolePage):
         try:
             await self._s3.activate(name)
         except ApiError as error:
-            return await self._s3_list(request, session, problem=error.detail, status=error.status)
+            problem = UNREADABLE.format(name=name) if _unreadable(error) else error.detail
+            return await self._s3_list(request, session, problem=problem, status=error.status)
         return await self._s3_list(
             request, session, done=f"{name} is now the active connection: files are mirrored to it."
         )
