@@ -21,8 +21,10 @@ from proxy.web.pages.accounts import AccountPages
 from proxy.web.pages.admin import AdminPages
 from proxy.web.pages.archives import ArchivePages
 from proxy.web.pages.base import LoginRequired, Redirect, local_path, pages_of
+from proxy.web.pages.console_jobs import JobPages
 from proxy.web.pages.console_nodes import NodePages
 from proxy.web.pages.console_overview import OverviewPages
+from proxy.web.pages.console_s3 import S3Pages
 from proxy.web.render import page_headers
 
 log = Logger()
@@ -57,7 +59,15 @@ class StaticFiles(File):
         return self.childNotFound
 
 
-class WebApp(AccountPages, ArchivePages, AdminPages, NodePages, OverviewPages):
+class WebApp(
+    AccountPages,
+    ArchivePages,
+    AdminPages,
+    OverviewPages,
+    NodePages,
+    S3Pages,
+    JobPages,
+):
     app = Klein()
 
     @app.route("/static/", branch=True, methods=["GET", "HEAD"])
