@@ -200,8 +200,12 @@ class JobScheduler:
             # Staff watch the runs they asked for and those of slow jobs; a job every few
             # seconds is shown live only when its outcome changes.
             announced = asked or job.interval >= QUIET_BELOW
-            if announced:
-                await self._tell_staff(started, kinds.JOB_STARTED, job=job.name)
+            # Recorded while the work starts (never delaying it), and before its end is.
+            telling = (
+                ensureDeferred(self._tell_staff(started, kinds.JOB_STARTED, job=job.name))
+                if announced
+                else None
+            )
             try:
                 result = await job.work()
             except Exception as exc:
@@ -214,6 +218,8 @@ class JobScheduler:
             was_ok = job.last_ok
             job.last_run, job.last_duration = started, duration
             job.last_ok, job.last_result = outcome.ok, outcome.text
+            if telling is not None:
+                await telling
             emitter = Emitter(now)
             told = announced or (was_ok is not None and was_ok != outcome.ok)
             next_run = self._next_run(job, now)  # here: the loop belongs to the reactor

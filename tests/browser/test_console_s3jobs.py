@@ -33,7 +33,7 @@ def test_staff_run_the_metadata_backup_now_and_see_its_run(
     expect(page.locator('#jobs tr[data-job="node-monitor"]')).to_have_attribute("data-result", "ok")
     backup.get_by_role("button", name="Run now").click()
     expect(page).to_have_url(f"{base}/admin/jobs/?run=metadata-backup")
-    expect(backup).to_have_attribute("data-state", "idle")  # the page reloads while it runs
+    expect(backup).to_have_attribute("data-state", "idle")  # the page follows the run's events
     expect(backup).to_have_attribute("data-result", "ok")
     expect(backup.locator("time").first).to_have_text(
         re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
@@ -54,6 +54,14 @@ def test_staff_run_the_metadata_backup_now_and_see_its_run(
     scrub.get_by_role("button", name="Set interval").click()
     expect(page.get_by_role("alert")).to_contain_text("scrub: interval must be a number")
     expect(scrub).to_have_class("has-error")
+
+    # A run asked for elsewhere (the API, another browser) shows here without a reload.
+    page.goto(f"{base}/admin/jobs/")
+    before = scrub.get_attribute("data-last-run")
+    status, _ = cluster.staff("POST", "/api/jobs/scrub/run")
+    assert status == 200
+    expect(scrub).not_to_have_attribute("data-last-run", before or "", timeout=10_000)
+    expect(scrub).to_have_attribute("data-result", "ok")
     assert_only_local(page)
 
 

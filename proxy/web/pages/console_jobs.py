@@ -4,13 +4,14 @@ change an interval; run a proxy job now. Over the same ``JobScheduler`` as the A
 (``proxy.web.pages.console``).
 
 "Run now" starts the run and answers at once with a redirect back to the page, which shows the
-job as running and reloads itself (a ``Refresh`` header, no script) until the run is over: a
-job may take minutes (a scrub, a metadata backup), and a page that waited would time out in the
-browser while the run went on. A run already going is joined, never doubled (the scheduler's
-rule).
+job as running: a job may take minutes (a scrub, a metadata backup), and a page that waited
+would time out in the browser while the run went on. A run staff asked for is announced to
+them (``job.started``, ``job.finished``: staff-only events), and the page follows them
+(``static/live.js``), redrawing the run's notice and the table when it ends. A run already
+going is joined, never doubled (the scheduler's rule).
 
 The table is ``#jobs`` with a row ``data-job="NAME"`` and ``data-state="running|idle"`` per job
-(and ``data-result``, ``data-last-run``), for a live refresher to re-read.
+(and ``data-result``, ``data-last-run``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from proxy.web.pages.base import Redirect, page
 from proxy.web.pages.console import ConsolePage
 
 log = Logger()
-REFRESH_SECONDS = 2
 NO_INTERVAL = "Type an interval: seconds, or a duration like 30s, 5m, 2h or 1d."
 
 
@@ -112,12 +112,9 @@ class JobPages(ConsolePage):
     ) -> bytes:
         jobs = [job_row(job) for job in await self._jobs.list()]
         watched = next((job for job in jobs if job["name"] == started), None)
-        if watched is not None and watched["running"]:
-            target = "/admin/jobs/?run=" + quote(started, safe="@")
-            request.setHeader("Refresh", f"{REFRESH_SECONDS}; url={target}")
         return self._page(
             request, "console_jobs.html", session, status, jobs=jobs, watched=watched,
-            done=done, errors=errors or {}, refresh=REFRESH_SECONDS,
+            done=done, errors=errors or {},
         )  # fmt: skip
 
     @page("/admin/jobs/<name>/interval", methods=["POST"])
