@@ -16,8 +16,11 @@ from urllib.parse import urlencode
 
 import pytest_twisted
 import treq
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 from proxy.events.hub import EventHub
 from tests.conftest import (
@@ -393,3 +396,34 @@ async def test_junk_cursors_and_timeouts_are_refused_with_400(clocked: Clocked) 
         assert (code, body["field"]) == (400, field)
     assert (await treq.get(f"{clocked.url}/api/events")).code == 401
     assert (await treq.get(f"{clocked.url}/api/changes")).code == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_its_client_leaves_ends_without_an_error_in_the_log(
+    clocked: Clocked,
+) -> None:
+    """A browser that leaves a page closes its stream: the response ends quietly (it used to
+    log 'Producer was not unregistered' as a critical error each time)."""
+    failures: list[dict[str, Any]] = []
+
+    @implementer(ILogObserver)
+    class Observe:
+        def __call__(self, event: dict[str, Any]) -> None:
+            if event.get("log_failure") is not None or event.get("log_level") == LogLevel.critical:
+                failures.append(event)
+
+    observe = Observe()
+
+    token = await clocked.running.register_and_login()
+    globalLogPublisher.addObserver(observe)
+    try:
+        _, client = await open_stream(clocked, token, "?since=0")
+        await store(clocked, token, "a.txt", b"one")
+        await client.until(having(3))
+        client.close()
+        await client.finished
+        for _ in range(5):  # the server notices, and the handler's response ends
+            await deferLater(reactor, 0.02, lambda: None)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert [formatEvent(event) for event in failures] == []
