@@ -7,8 +7,10 @@ from __future__ import annotations
 import doctest
 import json
 import os
+import select
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from client import PyArchiveClient
-from client.cli import app, download, failures, settings, upload, walk
+from client.cli import app, download, failures, settings, upload, walk, watch
 from tests.proc import BIN, ProxyProcess, free_port
 
 PASSWORD = "Correct-Horse-9x"
@@ -166,8 +168,50 @@ def test_every_command_has_help_with_an_example() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [settings, failures, app, walk, upload, download], ids=lambda m: m.__name__
+    "module", [settings, failures, app, walk, upload, download, watch], ids=lambda m: m.__name__
 )
 def test_the_examples_in_the_docstrings_hold(module: object) -> None:
     results = doctest.testmod(module)  # type: ignore[arg-type]
     assert results.attempted > 0 and results.failed == 0
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The next line the process prints, within ``timeout`` seconds."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, f"nothing printed within {timeout} s"
+    return process.stdout.readline()
+
+
+def test_watch_prints_changes_live_and_after_a_restart_what_it_missed(
+    device: Device, proxy: ProxyProcess, tmp_path: Path
+) -> None:
+    signed_up(device, "gwen")
+    token = device.config.joinpath("token").read_text().strip()
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"watched")
+    command = [str(BIN / "pyarchive"), "--config-dir", str(device.config), "watch", "--json"]
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # connected: it starts from the newest event
+        with PyArchiveClient(proxy.url, token) as client:
+            started = time.monotonic()
+            made = client.upload(source, filename="a.txt")
+            seen = json.loads(read_line(watcher, 2.0))
+            assert time.monotonic() - started < 2.0
+            assert seen["type"] in ("upload.complete", "file.created")
+            assert seen["data"]["file_id"] == made["file_id"]
+        watcher.kill()
+        watcher.wait()
+        with PyArchiveClient(proxy.url, token) as client:  # while nobody watches
+            client.delete_file(str(made["file_id"]))
+        watcher = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        types = []
+        while "file.deleted" not in types:
+            types.append(json.loads(read_line(watcher, 5.0))["type"])
+        assert types[-1] == "file.deleted"
+    finally:
+        watcher.kill()
+        watcher.wait()

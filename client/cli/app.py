@@ -103,6 +103,7 @@ EXAMPLES = {
     "cache": "pyarchive cache old-movie.mkv",
     "uncache": "pyarchive uncache old-movie.mkv",
     "usage": "pyarchive usage",
+    "watch": "pyarchive watch --json",
     "upload": "pyarchive upload ~/Pictures/2024 --to photos/ --jobs 4",
     "download": "pyarchive download photos/2024/party.mov -o ~/party.mov --connections 4",
 }

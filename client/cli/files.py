@@ -4,6 +4,7 @@ each a call or two to the server, printed for a person or, with ``--json``, for 
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -16,6 +17,9 @@ from client.cli.app import (
     pass_context,
     resolve,
 )
+from client.cli.failures import AUTH, explain, fail
+from client.cli.watch import NOTABLE, Cursor, Watch, describe
+from client.errors import ApiError
 
 # -- files
 
@@ -136,3 +140,35 @@ def uncache(context: Context, ref: str, as_json: bool) -> None:
     with context.client() as client:
         done = client.uncache(resolve(client, ref))
     emit_json(done) if as_json else click.echo(done.get("detail", "Released."))
+
+
+@cli.command(epilog=example("watch"))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@click.option("--all", "everything", is_flag=True, help="Progress and parts too.")
+@pass_context
+def watch(context: Context, as_json: bool, everything: bool) -> None:
+    """Print what happens to your files as it happens (live; Ctrl-C stops).
+
+    Goes on from the last event it printed, after a reconnect or the next time it runs, so
+    nothing is missed while the server keeps its events (7 days by default).
+    """
+    token = context.settings.token
+    if token is None:
+        fail("login needed: run `pyarchive login USER`", AUTH)
+    stream = Watch(context.server, token, Cursor(context.settings.directory, context.server))
+    try:
+        for event in stream.events():
+            if event.type == "reset":
+                click.echo("pyarchive: some events were too old to keep; going on", err=True)
+                continue
+            if not everything and event.type not in NOTABLE:
+                continue
+            if as_json:
+                click.echo(json.dumps({"id": event.id, "type": event.type, "data": event.data}))
+            else:
+                click.echo(describe(event))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
+    except ApiError as error:
+        raise explain(error, context.server) from error
