@@ -10,9 +10,10 @@ holds the claim, its critical section runs shielded (``proxy.uploads.shield``), 
 that goes away mid-commit neither leaves the claim held nor a transaction running unowned: the
 chunk is committed or rolled back as a whole, and the claim is released on every path.
 
-Over 400 lines (460) since the live events and quotas joined the write path: the candidate to
-split out is the finishing half (``finish``/``complete``/``upload_whole``), which shares only
-the claim helpers with the chunk half; not done in the session that grew it.
+Over 400 lines (460) since the live events and quotas joined the write path, and ~500 since
+paths (issue 13) widened the creating calls: the candidate to split out is the finishing half
+(``finish``/``complete``/``upload_whole``), which shares only the claim helpers with the chunk
+half; not done in the sessions that grew it.
 """
 
 from __future__ import annotations
