@@ -245,6 +245,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        "files have paths: files.path (unique per owner), a display filename beside it",
+        [
+            # The column that was the name becomes the path, so the first step's table-level
+            # UNIQUE (owner_id, filename) is now UNIQUE (owner_id, path) on both databases
+            # (SQLite cannot drop a table's constraint) and every existing file's path is its
+            # name. Files are deleted with their rows, so the constraint is over files that
+            # exist. Then the display name comes back as its own column, filled from the path.
+            "ALTER TABLE files RENAME COLUMN filename TO path",
+            "ALTER TABLE files ADD COLUMN filename TEXT NOT NULL DEFAULT ''",
+            "UPDATE files SET filename = path",
+            # An upload's path ('' for one made before paths: its filename is its path).
+            "ALTER TABLE uploads ADD COLUMN path TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]
 
 

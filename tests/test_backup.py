@@ -170,9 +170,9 @@ def fill_catalogue(txn: Txn, s3: S3Settings) -> None:
     files = (("fa", 2, "a.bin", [1]), ("fb", 2, "b.bin", [2]), ("fc", 5, "café ☕.bin", [1, 7]))
     for file_id, owner, filename, blobs in files:
         txn.execute(
-            "INSERT INTO files (id, owner_id, filename, current_version, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (file_id, owner, filename, len(blobs), NOW - 40, NOW - 30),
+            "INSERT INTO files (id, owner_id, filename, path, current_version, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (file_id, owner, filename, filename, len(blobs), NOW - 40, NOW - 30),
         )
         for number, blob_id in enumerate(blobs, start=1):
             txn.execute(

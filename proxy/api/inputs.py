@@ -115,7 +115,9 @@ async def chunk_input(
             if key in fields and fields[key] != value:
                 raise BadRequest(f"{key!r} given twice with different values")
             fields[key] = value
-        if "filename" not in fields and form.file.filename:
+        # The file part's own name is the default name; with a path, the path's last
+        # segment is the name instead.
+        if "filename" not in fields and "path" not in fields and form.file.filename:
             fields["filename"] = form.file.filename
     except BaseException:
         if form.file is not None:

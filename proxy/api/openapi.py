@@ -17,6 +17,7 @@ import msgspec
 from proxy.api import types
 from proxy.api.contract import Operation, declared
 from proxy.api.docs_parts import error, json_answer, param, ref
+from proxy.catalog.files import MAX_PAGE_SIZE
 
 Json = dict[str, Any]
 
@@ -25,6 +26,7 @@ _SECURITY_SCHEME = "jwt"
 _ID: Json = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "32 hex digits."}
 _MD5: Json = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$", "description": "Hex md5."}
 _PATH_PARAMETERS = {"upload_id": "UploadId", "file_id": "FileId"}
+_NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
 _JSON = "application/json"
 _NULL: Json = {"type": "null"}
 
@@ -212,6 +214,31 @@ def _parameters() -> Json:
             "filename",
             msgspec.json.schema(types.Filename),
             "With a raw body: the file's name.",
+        ),
+        "PathQuery": param(
+            "query",
+            "path",
+            msgspec.json.schema(types.FilePath),
+            "With a raw body: where the file goes among yours (`folder/name`); its last "
+            "segment is the name. Default: the filename. An existing file there gets a new "
+            "version.",
+        ),
+        "PrefixQuery": param(
+            "query",
+            "prefix",
+            {"type": "string", "pattern": _NO_CONTROL},
+            "Only files whose path starts with this text (`%` and `_` are plain characters).",
+        ),
+        "PathFilter": param(
+            "query",
+            "path",
+            {"type": "string", "pattern": _NO_CONTROL},
+            "Only the file at exactly this path (none or one).",
+        ),
+        "PageSize": optional(
+            "page_size",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+            "Files per page; default the proxy's page size.",
         ),
         "ParentQuery": optional(
             "parent", _ID, "With a raw body: file this becomes a new version of."

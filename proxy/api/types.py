@@ -131,6 +131,18 @@ Filename = Annotated[
         "bytes in UTF-8.",
     ),
 ]
+FilePath = Annotated[
+    str,
+    Meta(
+        # Segments as a Filename, separated by single `/`s; no leading or trailing `/`.
+        pattern=f"^[^{_NOT_IN_A_NAME}]*[^{_NOT_IN_A_NAME}\\s.][^{_NOT_IN_A_NAME}]*"
+        f"(/[^{_NOT_IN_A_NAME}]*[^{_NOT_IN_A_NAME}\\s.][^{_NOT_IN_A_NAME}]*)*$",
+        max_length=1024,
+        description="`folder/.../name`: relative, `/`-separated; no empty, `.` or `..` "
+        "segment, no `\\` or control characters; at most 1024 bytes in UTF-8 and 255 per "
+        "segment. Compared NFC-normalised. Its last segment is the file's name.",
+    ),
+]
 Seconds = Annotated[float, Meta(gt=0, le=30 * 86400)]
 Duration = Annotated[
     str,
@@ -235,6 +247,17 @@ class Upload(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     total: Annotated[
         int | None, Meta(description="The file's size, once a Content-Range has said it.")
     ] = None
+    # Always sent since issue 13, not in `required` for the same reason.
+    path: (
+        Annotated[
+            str,
+            Meta(
+                description="Where its file is (`folder/name`), unique among your files: the "
+                "filename unless the upload named a path (with a `parent`: the parent's path)."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
     # In the list of unfinished uploads only.
     dialect: (
         Annotated[
@@ -266,7 +289,18 @@ class ChunkForm(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
 
     file: Annotated[Binary, Meta(description="This chunk's bytes.")]
     filename: (
-        Annotated[Filename, Meta(description="Required with the first chunk.")] | UnsetType
+        Annotated[
+            Filename,
+            Meta(description="With the first chunk, this or `path` is required."),
+        ]
+        | UnsetType
+    ) = UNSET
+    path: (
+        Annotated[
+            FilePath,
+            Meta(description="Where the file goes among yours; default: the filename."),
+        ]
+        | UnsetType
     ) = UNSET
     parent: ParentId | UnsetType = UNSET
 
@@ -275,7 +309,16 @@ class WholeFileForm(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     """A whole file sent as a multipart form."""
 
     file: Annotated[Binary, Meta(description="The whole file.")]
-    filename: Filename
+    filename: Annotated[Filename, Meta(description="This or `path` is required.")] | UnsetType = (
+        UNSET
+    )
+    path: (
+        Annotated[
+            FilePath,
+            Meta(description="Where the file goes among yours; default: the filename."),
+        ]
+        | UnsetType
+    ) = UNSET
     md5: Md5
     parent: ParentId | UnsetType = UNSET
 
@@ -349,6 +392,17 @@ class File(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
         ]
         | UnsetType
     ) = UNSET
+    # Always sent since issue 13; not in `required`, as the seed API's files had none.
+    path: (
+        Annotated[
+            str,
+            Meta(
+                description="`folder/name`, unique among your files; its last segment is "
+                "`filename`. Files stored before paths have their filename as their path."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
     # The file detail's fields; a file in a FileList has none of them.
     version: Annotated[VersionNumber, Meta(description="The current version.")] | UnsetType = UNSET
     updated_at: Time | UnsetType = UNSET
@@ -399,7 +453,10 @@ class FileList(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     previous: Uri | None
     results: Annotated[
         list[File],
-        Meta(description="Newest first; 20 per page unless the proxy says otherwise."),
+        Meta(
+            description="By path (in Unicode code point order), then id; 20 per page unless "
+            "`page_size` or the proxy says otherwise."
+        ),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from proxy.catalog.files import Page
 from proxy.catalog.store import StoredFile, Version
@@ -25,6 +26,7 @@ def upload_json(upload: Upload, base_url: str) -> dict[str, Any]:
         "url": f"{base_url}/storage/tmp-upload/{upload.id}/",
         "file": download,
         "filename": upload.filename,
+        "path": upload.path or upload.filename,
         "offset": upload.received,
         "total": upload.total,
         "created_at": isotime(upload.created_at),
@@ -59,6 +61,7 @@ def file_json(
         **shown,
         "id": stored.id,
         "filename": stored.filename,
+        "path": stored.path,
         "size": current.blob.size,
         "md5": current.blob.md5,
         "sha256": current.blob.sha256,
@@ -72,13 +75,22 @@ def file_json(
 
 
 def file_page_json(
-    count: int, page: Page, files: list[StoredFile], base_url: str
+    count: int,
+    page: Page,
+    files: list[StoredFile],
+    base_url: str,
+    kept: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    link = f"{base_url}/storage/files/?page="
+    """A page of files; its ``next`` and ``previous`` links keep the listing's other query
+    arguments (``kept``: page_size, prefix, path as the client gave them)."""
+
+    def link(number: int) -> str:
+        return f"{base_url}/storage/files/?{urlencode({'page': number, **(kept or {})})}"
+
     return {
         "count": count,
-        "next": f"{link}{page.number + 1}" if page.has_next else None,
-        "previous": f"{link}{page.number - 1}" if page.has_previous else None,
+        "next": link(page.number + 1) if page.has_next else None,
+        "previous": link(page.number - 1) if page.has_previous else None,
         "results": [file_json(f, base_url) for f in files],
     }
 

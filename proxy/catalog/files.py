@@ -13,14 +13,16 @@ from common.db import Database, Txn
 from common.errors import BadRequest, NotFound
 from common.hex32 import is_hex32
 from proxy.catalog import store
-from proxy.catalog.store import StoredFile, Version
+from proxy.catalog.store import EVERY_FILE, Listing, StoredFile, Version
 from proxy.cluster import nodestore
 from proxy.events import kinds
 from proxy.events.emit import NO_WAKING, Emitter, Waker
+from proxy.uploads.rules import validate_listing_text
 from proxy.uploads.staging import StagingArea
 
 # ASCII digits only: str.isdigit() also says yes to "²" (which int() refuses) and "١".
 _NUMBER = re.compile(r"[0-9]{1,9}")
+MAX_PAGE_SIZE = 1000  # the most files one ``?page_size=`` may ask for
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,34 @@ def paginate(count: int, page: str | None, page_size: int) -> Page:
     if number < 1 or number > pages:
         raise NotFound("Invalid page.")
     return Page(number, (number - 1) * page_size, number < pages, number > 1)
+
+
+def parse_page_size(value: str | None, default: int) -> int:
+    """A listing's ``?page_size=``: 1 to ``MAX_PAGE_SIZE``; none (or empty): ``default``.
+
+    >>> parse_page_size("1000", 20), parse_page_size(None, 20), parse_page_size("", 20)
+    (1000, 20, 20)
+    >>> parse_page_size("0", 20)
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: page_size must be a whole number from 1 to 1000
+    """
+    if value is None or value == "":
+        return default
+    if not _NUMBER.fullmatch(value) or not 1 <= int(value) <= MAX_PAGE_SIZE:
+        raise BadRequest(
+            f"page_size must be a whole number from 1 to {MAX_PAGE_SIZE}", field="page_size"
+        )
+    return int(value)
+
+
+def parse_listing(prefix: str | None, path: str | None) -> Listing:
+    """What ``?prefix=`` and ``?path=`` ask a listing for (both NFC, as paths are kept);
+    an empty one asks for nothing."""
+    return Listing(
+        prefix=validate_listing_text(prefix or "", "prefix"),
+        path=validate_listing_text(path, "path") if path else None,
+    )
 
 
 def validate_file_id(file_id: str) -> str:
@@ -89,10 +119,19 @@ class FileService:
         self.page_size = page_size
         self._waker = waker
 
-    async def page(self, user_id: int, page: str | None) -> tuple[int, Page, list[StoredFile]]:
-        count, _ = await self._db.run(store.list_files, user_id, 0, 0)
-        where = paginate(count, page, self.page_size)
-        count, files = await self._db.run(store.list_files, user_id, self.page_size, where.offset)
+    async def page(
+        self,
+        user_id: int,
+        page: str | None,
+        page_size: int | None = None,
+        listing: Listing = EVERY_FILE,
+    ) -> tuple[int, Page, list[StoredFile]]:
+        """One page of the user's files the listing shows, by path then id (``page_size``:
+        files per page, default the configured size)."""
+        size = page_size or self.page_size
+        count, _ = await self._db.run(store.list_files, user_id, 0, 0, listing)
+        where = paginate(count, page, size)
+        count, files = await self._db.run(store.list_files, user_id, size, where.offset, listing)
         return count, where, files
 
     async def get(self, user_id: int | None, file_id: str) -> StoredFile:

@@ -227,6 +227,7 @@ class StoredFile:
     created_at: float
     updated_at: float
     versions: tuple[Version, ...]  # newest first
+    path: str = ""  # folder/name, unique among the owner's files; "" only in hand-made values
 
     @property
     def current(self) -> Version:
@@ -238,7 +239,7 @@ class StoredFile:
         return next((v for v in self.versions if v.number == number), None)
 
 
-_FILE_COLUMNS = "id, owner_id, filename, current_version, created_at, updated_at"
+_FILE_COLUMNS = "id, owner_id, filename, current_version, created_at, updated_at, path"
 
 
 def _versions(txn: Txn, file_ids: list[str]) -> dict[str, list[Version]]:
@@ -270,6 +271,7 @@ def _files(txn: Txn, rows: list[Row]) -> list[StoredFile]:
             float(row[4]),
             float(row[5]),
             tuple(versions[row[0]]),
+            row[6],
         )
         for row in rows
     ]
@@ -288,12 +290,54 @@ def get_file(
     return files[0] if files else None
 
 
-def list_files(txn: Txn, owner_id: int, limit: int, offset: int) -> tuple[int, list[StoredFile]]:
-    count = int(txn.scalar("SELECT COUNT(*) FROM files WHERE owner_id = ?", (owner_id,)))
+@dataclass(frozen=True)
+class Listing:
+    """Which of an owner's files a listing shows: all, those whose path starts with
+    ``prefix``, or the one at ``path``."""
+
+    prefix: str = ""
+    path: str | None = None
+
+
+EVERY_FILE = Listing()
+
+
+def like_prefix(text: str) -> str:
+    r"""A LIKE pattern for text starting with ``text``, its own %, _ and \ taken literally.
+
+    >>> like_prefix("50%_off/")
+    '50\\%\\_off/%'
+    """
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _listing_where(owner_id: int, listing: Listing) -> tuple[str, list[object]]:
+    where = "owner_id = ?"
+    params: list[object] = [owner_id]
+    if listing.path is not None:
+        where += " AND path = ?"
+        params.append(listing.path)
+    if listing.prefix:
+        # SQLite's LIKE ignores the case of ASCII letters: the substr() comparison makes the
+        # match exact on both databases (both count characters, as len() does).
+        where += " AND path LIKE ? ESCAPE '\\' AND substr(path, 1, ?) = ?"
+        params += [like_prefix(listing.prefix), len(listing.prefix), listing.prefix]
+    return where, params
+
+
+def list_files(
+    txn: Txn, owner_id: int, limit: int, offset: int, listing: Listing = EVERY_FILE
+) -> tuple[int, list[StoredFile]]:
+    """How many of the owner's files the listing shows, and one page of them by path (in
+    code point order on both databases), then id."""
+    where, params = _listing_where(owner_id, listing)
+    count = int(txn.scalar(f"SELECT COUNT(*) FROM files WHERE {where}", params))
+    if not limit:
+        return count, []
+    by_path = 'path COLLATE "C"' if txn.dialect == "postgresql" else "path"
     rows = txn.all(
-        f"SELECT {_FILE_COLUMNS} FROM files WHERE owner_id = ?"
-        " ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-        (owner_id, limit, offset),
+        f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} ORDER BY {by_path}, id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
     )
     return count, _files(txn, rows)
 
@@ -326,33 +370,36 @@ def add_version(
     blob: Blob,
     now: float,
     content_type: str = "",
+    path: str | None = None,
 ) -> tuple[str, int]:
     """Add ``blob`` as the newest version of a file; returns (file id, version number).
 
-    ``file_id`` names an existing file of the owner (the upload's ``parent``). Without it, a
-    file of the owner with the same name gets the new version, or ``new_file_id`` is created.
-    The caller has checked that a given ``file_id`` belongs to the owner.
+    ``file_id`` names an existing file of the owner (the upload's ``parent``). Without it, the
+    owner's file at ``path`` (default: the filename) gets the new version, or ``new_file_id``
+    is created there. The caller has checked that a given ``file_id`` belongs to the owner.
     """
     if file_id is None:
+        at = filename if path is None else path
+        # Made, or found when another transaction made it first (PostgreSQL waits for that
+        # one to commit, then the SELECT sees its row); then locked like any other.
+        txn.execute(
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, 0, ?, ?, ?)"
+            " ON CONFLICT (owner_id, path) DO NOTHING",
+            (new_file_id, owner_id, filename, now, now, at),
+        )
         row = txn.one(
-            "SELECT id FROM files WHERE owner_id = ? AND filename = ?" + txn.for_update,
-            (owner_id, filename),
+            "SELECT id FROM files WHERE owner_id = ? AND path = ?" + txn.for_update,
+            (owner_id, at),
         )
-        file_id = None if row is None else row[0]
-    if file_id is None:
-        txn.execute(
-            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, 1, ?, ?)",
-            (new_file_id, owner_id, filename, now, now),
-        )
-        file_id, number = new_file_id, 1
-    else:
-        number = 1 + int(
-            txn.scalar("SELECT MAX(number) FROM versions WHERE file_id = ?", (file_id,)) or 0
-        )
-        txn.execute(
-            "UPDATE files SET current_version = ?, updated_at = ? WHERE id = ?",
-            (number, now, file_id),
-        )
+        assert row is not None
+        file_id = row[0]
+    number = 1 + int(
+        txn.scalar("SELECT MAX(number) FROM versions WHERE file_id = ?", (file_id,)) or 0
+    )
+    txn.execute(
+        "UPDATE files SET current_version = ?, updated_at = ? WHERE id = ?",
+        (number, now, file_id),
+    )
     txn.execute(
         "INSERT INTO versions (file_id, number, blob_id, filename, created_at, content_type)"
         " VALUES (?, ?, ?, ?, ?, ?)",

@@ -130,9 +130,15 @@ def load_rows(
     """Insert the restored tables' rows in snapshot order; the row count of every table.
 
     Migrations so far only add tables and columns, so a snapshot of an older schema loads into
-    the current one with the new columns at their defaults; a future migration that rewrites
-    data must be replayed here."""
+    the current one with the new columns at their defaults, except those a migration filled
+    from other columns (``_REPLAYED``); a future migration that rewrites data must be replayed
+    there too."""
     columns = {t["name"]: list(t["columns"]) for t in header["tables"]}
+    derived = {
+        table: [(new, old) for new, old in pairs if new not in columns[table]]
+        for table, pairs in _REPLAYED.items()
+        if table in columns
+    }
     present = target.tables()
     for table in RESTORED_TABLES:
         if table in columns:
@@ -158,13 +164,25 @@ def load_rows(
                 continue
             if table != current or len(batch) >= _BATCH:
                 if batch:
-                    target.insert_many(current, columns[current], batch)
+                    target.insert_many(current, _named(current, columns, derived), batch)
                 batch, current = [], table
-            batch.append(tuple(row[c] for c in columns[table]))
+            values = [row[c] for c in columns[table]]
+            batch.append(tuple(values + [row[old] for _, old in derived.get(table, [])]))
         else:
             raise RestoreError("the snapshot is truncated (it has no trailer)")
     except (KeyError, TypeError) as exc:
         raise RestoreError(f"the snapshot is malformed: {exc!r}") from None
     if batch:
-        target.insert_many(current, columns[current], batch)
+        target.insert_many(current, _named(current, columns, derived), batch)
     return counts
+
+
+# (table, [(column, the column it was filled from)]): the files' path came with the paths
+# migration, each existing file's path its filename.
+_REPLAYED: dict[str, list[tuple[str, str]]] = {"files": [("path", "filename")]}
+
+
+def _named(
+    table: str, columns: dict[str, list[str]], derived: dict[str, list[tuple[str, str]]]
+) -> list[str]:
+    return columns[table] + [new for new, _ in derived.get(table, [])]

@@ -48,7 +48,7 @@ def complete_txn(
     try:
         file_id, number = store.add_version(
             txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now,
-            upload.content_type,
+            upload.content_type, upload.path or upload.filename,
         )  # fmt: skip
         uploadstore.mark_complete(txn, upload.id, upload.received, file_id, number, now)
         _emit(txn, emitter, upload, file_id, number)

@@ -10,9 +10,10 @@ holds the claim, its critical section runs shielded (``proxy.uploads.shield``), 
 that goes away mid-commit neither leaves the claim held nor a transaction running unowned: the
 chunk is committed or rolled back as a whole, and the claim is released on every path.
 
-Over 400 lines (460) since the live events and quotas joined the write path: the candidate to
-split out is the finishing half (``finish``/``complete``/``upload_whole``), which shares only
-the claim helpers with the chunk half; not done in the session that grew it.
+Over 400 lines (460) since the live events and quotas joined the write path, and ~500 since
+paths (issue 13) widened the creating calls: the candidate to split out is the finishing half
+(``finish``/``complete``/``upload_whole``), which shares only the claim helpers with the chunk
+half; not done in the sessions that grew it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from proxy.uploads.rules import (
     check_body,
     check_chunk,
     check_completable,
-    validate_filename,
+    name_and_path,
     validate_upload_id,
 )
 from proxy.uploads.shield import shielded
@@ -113,14 +114,24 @@ class UploadEngine:
     # -- writing chunks
 
     def _new_upload(
-        self, user_id: int, filename: str, parent_id: str | None, total: int | None, **tus: str
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        total: int | None,
+        path: str | None = None,
+        **tus: str,
     ) -> Upload:
+        """A new upload's row, its filename and path checked (``name_and_path``). With a
+        ``parent`` and no path, the path is left "" for ``_create_empty_txn``: the parent's."""
+        name, at = name_and_path(filename, path)
         now = self._clock.seconds()
         return Upload(
             **tus,
             id=uuid.uuid4().hex,
             owner_id=user_id,
-            filename=filename,
+            filename=name,
+            path="" if parent_id is not None and not path else at,
             parent_id=parent_id,
             total=total,
             received=0,
@@ -139,9 +150,10 @@ class UploadEngine:
         parent_id: str | None,
         chunk: ContentRange,
         body: ChunkBody,
+        path: str | None = None,
     ) -> Upload:
         """Create an upload from its first chunk (which must start at 0)."""
-        return await shielded(self._start(user_id, filename, parent_id, chunk, body))
+        return await shielded(self._start(user_id, filename, parent_id, chunk, body, path))
 
     async def _start(
         self,
@@ -150,15 +162,16 @@ class UploadEngine:
         parent_id: str | None,
         chunk: ContentRange,
         body: ChunkBody,
+        path: str | None = None,
     ) -> Upload:
         with closing_spool(body):
-            validate_filename(filename)
+            name_and_path(filename, path)  # a bad name is told before a bad chunk
             if chunk.start != 0:
                 if not chunk.looks_one_based:
                     raise BadRequest("Offsets do not match", offset=0)
                 chunk = chunk.shifted_to_zero()  # the seed's documented ``bytes 1-N/N``
             check_body(chunk, body, self.max_chunk_size)
-            upload = self._new_upload(user_id, filename, parent_id, chunk.total)
+            upload = self._new_upload(user_id, filename, parent_id, chunk.total, path)
             hashes = HashState.empty()
             emitter, due = self._emitter(upload.id)
             try:
@@ -182,7 +195,7 @@ class UploadEngine:
         emitter: Emitter,
         progress_due: bool,
     ) -> Upload:
-        self._create_empty_txn(txn, upload, chunk.length)
+        upload = self._create_empty_txn(txn, upload, chunk.length)
         return self._write_txn(txn, upload, chunk, body, hashes, emitter, progress_due)
 
     async def append(
@@ -382,7 +395,13 @@ class UploadEngine:
         return done
 
     async def upload_whole(
-        self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: object
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        body: SpooledChunk,
+        md5: object,
+        path: str | None = None,
     ) -> Upload:
         """One request with the whole file and its md5 (the seed's single-chunk POST).
 
@@ -392,18 +411,24 @@ class UploadEngine:
         if not isinstance(md5, str) or not MD5_HEX.fullmatch(md5):
             body.close()
             raise BadRequest("md5 must be the 32 hex digits of the whole file's md5", field="md5")
-        return await shielded(self._upload_whole(user_id, filename, parent_id, body, md5))
+        return await shielded(self._upload_whole(user_id, filename, parent_id, body, md5, path))
 
     async def _upload_whole(
-        self, user_id: int, filename: str, parent_id: str | None, body: SpooledChunk, md5: str
+        self,
+        user_id: int,
+        filename: str,
+        parent_id: str | None,
+        body: SpooledChunk,
+        md5: str,
+        path: str | None,
     ) -> Upload:
         size = body.size
         chunk = ContentRange(0, size - 1, size) if size else None
         if chunk is None:
             body.close()
-            upload = await self.create(user_id, filename, parent_id, 0)
+            upload = await self.create(user_id, filename, parent_id, 0, path=path)
         else:
-            upload = await self._start(user_id, filename, parent_id, chunk, body)
+            upload = await self._start(user_id, filename, parent_id, chunk, body, path)
         try:
             return await self.complete(user_id, upload.id, md5)
         except BadRequest:
@@ -417,23 +442,33 @@ class UploadEngine:
         parent_id: str | None,
         total: int | None,
         initial: int = 0,
+        path: str | None = None,
         **tus: str,
     ) -> Upload:
         """An upload with no bytes yet, of ``total`` bytes (None: said later; then the quota
         is checked for the ``initial`` bytes about to be sent with the creation)."""
-        validate_filename(filename)
-        upload = self._new_upload(user_id, filename, parent_id, total, **tus)
-        await self._db.run(self._create_empty_txn, upload, initial)
+        upload = self._new_upload(user_id, filename, parent_id, total, path, **tus)
+        upload = await self._db.run(self._create_empty_txn, upload, initial)
         self._progress.acknowledged(upload.id, 0, 0, HashState.empty())
         return upload
 
-    def _create_empty_txn(self, txn: Txn, upload: Upload, initial: int = 0) -> None:
+    def _create_empty_txn(self, txn: Txn, upload: Upload, initial: int = 0) -> Upload:
+        """Admit and record a new upload; one with a ``parent`` takes its path (a path the
+        client gave must be the parent's)."""
         quota.admit_upload_txn(txn, upload, initial, self._clock.seconds(), self._max_open)
         if upload.parent_id is not None:
-            if store.get_file(txn, upload.parent_id, upload.owner_id) is None:
+            parent = store.get_file(txn, upload.parent_id, upload.owner_id)
+            if parent is None:
                 raise NotFound("Parent file not found", field="parent")
+            if upload.path and upload.path != parent.path:
+                raise BadRequest(
+                    f"path must be the parent file's, {parent.path!r}, or not given",
+                    field="path",
+                )
+            upload = replace(upload, path=parent.path)
         uploadstore.insert_upload(txn, upload)
         self._staging.create(upload.id)
+        return upload
 
     async def abort(self, user_id: int, upload_id: str) -> None:
         upload = await self.status(user_id, upload_id)

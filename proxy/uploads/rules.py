@@ -4,6 +4,7 @@ deserves against an upload's state. No I/O; tested without a reactor."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from common.contentrange import ContentRange
 from common.errors import (
@@ -20,6 +21,7 @@ from proxy.uploads.uploadstore import COMPLETE, Upload
 
 MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 MAX_FILENAME_BYTES = 255
+MAX_PATH_BYTES = 1024
 
 
 def validate_filename(name: object) -> str:
@@ -47,6 +49,105 @@ def validate_filename(name: object) -> str:
     except UnicodeEncodeError:
         raise BadRequest("filename is not valid Unicode", field="filename") from None
     return name
+
+
+def _control(text: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
+def validate_path(path: object) -> str:
+    """A file's place among its owner's files: ``folder/.../name``, NFC-normalised.
+
+    Relative and ``/``-separated: no empty, ``.`` or ``..`` segment (so no leading, trailing
+    or doubled ``/``), no backslash, NUL or other control character; at most 1024 bytes in
+    UTF-8, 255 per segment. Its last segment is the file's name.
+
+    >>> validate_path("photos/2024/cat.jpg")
+    'photos/2024/cat.jpg'
+    >>> validate_path("cafe\u0301.txt") == "caf\u00e9.txt"  # one way to write an é
+    True
+    >>> validate_path("/etc/passwd")
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: path must be relative: it may not start with '/'
+    >>> validate_path("a//b")
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: path may not have an empty segment
+    >>> validate_path("a/../b")
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: path may not have a '.' or '..' segment
+    """
+    if not isinstance(path, str) or not path:
+        raise BadRequest("path is required", field="path")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("path is not valid Unicode", field="path") from None
+    path = unicodedata.normalize("NFC", path)
+    if path.startswith("/"):
+        raise BadRequest("path must be relative: it may not start with '/'", field="path")
+    if "\\" in path:
+        raise BadRequest("path may not contain '\\'; folders are separated by '/'", field="path")
+    if _control(path):
+        raise BadRequest("path may not contain control characters", field="path")
+    if len(path.encode("utf-8")) > MAX_PATH_BYTES:
+        raise BadRequest(f"path is longer than {MAX_PATH_BYTES} bytes", field="path")
+    for segment in path.split("/"):
+        if not segment:
+            raise BadRequest("path may not have an empty segment", field="path")
+        if segment in {".", ".."}:
+            raise BadRequest("path may not have a '.' or '..' segment", field="path")
+        if not segment.strip():
+            raise BadRequest("path may not have a segment of only spaces", field="path")
+        if len(segment.encode("utf-8")) > MAX_FILENAME_BYTES:
+            raise BadRequest(
+                f"a path segment is longer than {MAX_FILENAME_BYTES} bytes", field="path"
+            )
+    return path
+
+
+def name_and_path(filename: object, path: object) -> tuple[str, str]:
+    """The (display filename, path) an upload names: a given ``path`` (checked) and its last
+    segment, which ``filename`` must then be if given too; without a path, the path is the
+    filename (as before paths existed).
+
+    >>> name_and_path("", "docs/2024/report.pdf")
+    ('report.pdf', 'docs/2024/report.pdf')
+    >>> name_and_path("report.pdf", None)
+    ('report.pdf', 'report.pdf')
+    >>> name_and_path("other.pdf", "docs/report.pdf")
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: filename must be the path's last segment, 'report.pdf'
+    """
+    if path is None or path == "":
+        name = validate_filename(filename)
+        return name, validate_path(name)
+    checked = validate_path(path)
+    last = checked.rsplit("/", 1)[-1]
+    if filename is None or filename == "":
+        return last, checked
+    if not isinstance(filename, str) or unicodedata.normalize("NFC", filename) != last:
+        raise BadRequest(f"filename must be the path's last segment, {last!r}", field="filename")
+    return validate_filename(filename), checked
+
+
+def validate_listing_text(value: str, field: str) -> str:
+    """A ``?prefix=`` or ``?path=`` of a listing: any text without control characters,
+    compared NFC-normalised (as paths are stored).
+
+    >>> validate_listing_text("photos/20", "prefix")
+    'photos/20'
+    >>> validate_listing_text("a\\x00b", "prefix")
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: prefix may not contain control characters
+    """
+    if _control(value):
+        raise BadRequest(f"{field} may not contain control characters", field=field)
+    return unicodedata.normalize("NFC", value)
 
 
 class OffsetMismatch(BadRequest):

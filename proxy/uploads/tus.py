@@ -42,16 +42,16 @@ def content_type(metadata: dict[str, str]) -> str:
 
 
 def file_name(metadata: dict[str, str]) -> str:
-    """The stored file's name: ``filename``, else ``name`` (Uppy), else ``path``'s last part.
+    """The stored file's name: ``filename``, else ``name`` (Uppy); "" when there is a
+    ``path`` (its last segment is the name), else ``upload``.
 
-    >>> file_name({"path": "photos/2024/cat.jpg"}), file_name({})
-    ('cat.jpg', 'upload')
+    >>> file_name({"name": "cat.jpg"}), file_name({"path": "photos/cat.jpg"}), file_name({})
+    ('cat.jpg', '', 'upload')
     """
     for key in ("filename", "name"):
         if metadata.get(key):
             return metadata[key]
-    path = metadata.get("path", "").rstrip("/")
-    return path.rsplit("/", 1)[-1] if path else DEFAULT_NAME
+    return "" if metadata.get("path") else DEFAULT_NAME
 
 
 class TusUploads:
@@ -147,6 +147,7 @@ class TusUploads:
             metadata.get("parent") or None,
             total,
             initial,
+            path=metadata.get("path") or None,
             dialect="tus",
             metadata=raw_metadata,
             content_type=content_type(metadata),

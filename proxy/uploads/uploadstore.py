@@ -33,11 +33,12 @@ class Upload:
     content_type: str = ""  # metadata's filetype
     concat: str = ""  # "", "partial" or "final"
     parts: str = ""  # a final upload's partial uploads, their ids separated by spaces
+    path: str = ""  # where its file is (folder/name); "" in a row older than paths: filename
 
 
 _UPLOAD_COLUMNS = (
     "id, owner_id, filename, parent_id, total, received, status, created_at, expires_at,"
-    " completed_at, file_id, version, dialect, metadata, content_type, concat, parts"
+    " completed_at, file_id, version, dialect, metadata, content_type, concat, parts, path"
 )
 
 
@@ -60,12 +61,13 @@ def _upload(row: Row) -> Upload:
         row[14],
         row[15],
         row[16],
+        row[17],
     )
 
 
 def insert_upload(txn: Txn, upload: Upload) -> None:
     txn.execute(
-        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * 18)})",
         (
             upload.id,
             upload.owner_id,
@@ -84,6 +86,7 @@ def insert_upload(txn: Txn, upload: Upload) -> None:
             upload.content_type,
             upload.concat,
             upload.parts,
+            upload.path,
         ),
     )
 

@@ -25,6 +25,7 @@ from proxy.api.docs_parts import (
 from proxy.api.inputs import query
 from proxy.api.routes.base import RouteBase
 from proxy.api.views import file_json, file_page_json
+from proxy.catalog.files import parse_listing, parse_page_size
 from proxy.catalog.store import StoredFile
 from proxy.cluster.downloads import Redirect
 from proxy.remote.tier import LOST, NOT_HERE
@@ -39,23 +40,42 @@ class FileRoutes(RouteBase):
         path="/storage/files/",
         operation_id="files_list",
         tag="files",
-        summary="List your files, newest first",
+        summary="List your files by path, a page at a time",
+        description="Ordered by path (Unicode code point order), then id, so pages are "
+        "stable. `prefix` keeps the files whose path starts with it (`photos/2024/`), `path` "
+        "finds the one file at that path, `page_size` sets the files per page (1 to 1000). "
+        "The `next` and `previous` links keep these arguments.",
         answer=t.FileList,
         answer_description="One page of files.",
         responses={
-            400: error("`page` is given more than once, or the query string is not UTF-8."),
+            400: error(
+                "`page` is given more than once, or the query string is not UTF-8. Also any "
+                "other argument given more than once, a `page_size` that is not a whole number "
+                "from 1 to 1000, or a `prefix` or `path` with a control character (`field` "
+                "says which).",
+                page_size={
+                    "detail": "page_size must be a whole number from 1 to 1000",
+                    "field": "page_size",
+                },
+            ),
             404: error(
                 "`page` is not a positive whole number, or is past the last page (page 1 "
                 "always exists).",
                 invalid={"detail": "Invalid page."},
             ),
         },
-        parameters=(param("Page"),),
+        parameters=(param("Page"), param("PageSize"), param("PrefixQuery"), param("PathFilter")),
     )
     async def list_files(self, request: IRequest, caller: TokenClaims) -> bytes:
-        page = query(request, {"page"}).get("page")
-        count, where, files = await self._files.page(caller.user_id, page)
-        return respond(request, 200, file_page_json(count, where, files, self._base_url(request)))
+        asked = query(request, {"page", "page_size", "prefix", "path"})
+        size = parse_page_size(asked.get("page_size"), self._files.page_size)
+        listing = parse_listing(asked.get("prefix"), asked.get("path"))
+        count, where, files = await self._files.page(
+            caller.user_id, asked.get("page"), size, listing
+        )
+        kept = {k: v for k, v in asked.items() if k != "page" and v != ""}
+        body = file_page_json(count, where, files, self._base_url(request), kept)
+        return respond(request, 200, body)
 
     @operation(
         method="GET",

@@ -23,7 +23,7 @@ from proxy.api.routes.base import RouteBase
 from proxy.api.views import upload_json
 from proxy.uploads.bodies import SpooledChunk
 
-_CHUNK_FIELDS = {"filename", "parent"}
+_CHUNK_FIELDS = {"filename", "path", "parent"}
 _TOO_LARGE = error(
     "The chunk is larger than this proxy accepts in one request. Also when the upload would "
     "pass your quota (its total, or with a total of `*` this chunk): nothing is stored, and "
@@ -69,14 +69,18 @@ class UploadRoutes(RouteBase):
         summary="Start an upload with its first chunk",
         description="The body is either a multipart form with the chunk in `file`, or the raw "
         "chunk with `filename` (and `parent`) in the query string. Send the next chunks to the "
-        "`url` in the answer.",
+        "`url` in the answer. A `path` (`folder/name`, in the form or the query) may stand "
+        "beside or instead of `filename`: it is the file's place among yours, and its last "
+        "segment is the filename; without one, the path is the filename. An upload to the "
+        "path of one of your files adds a version to it.",
         answer=t.Upload,
         answer_description=_STANDING,
         request_body=chunk_body("ChunkForm"),
         responses={
             400: error(
                 "Bad Content-Range, bad or missing filename, unknown form fields, or a first "
-                "chunk that does not start at 0.",
+                "chunk that does not start at 0. Also a bad path, or a filename that is not "
+                "the path's last segment (`field` says which).",
                 **UPLOAD_ERRORS,
             ),
             404: _NO_PARENT,
@@ -84,7 +88,12 @@ class UploadRoutes(RouteBase):
             429: too_many_uploads(),
             503: _DISK,
         },
-        parameters=(param("ContentRange"), param("FilenameQuery"), param("ParentQuery")),
+        parameters=(
+            param("ContentRange"),
+            param("FilenameQuery"),
+            param("PathQuery"),
+            param("ParentQuery"),
+        ),
     )
     async def start_upload(self, request: IRequest, caller: TokenClaims) -> bytes:
         chunk = parse_content_range(header(request, "content-range"))
@@ -92,7 +101,12 @@ class UploadRoutes(RouteBase):
             request, _CHUNK_FIELDS, self._threads, self._pool, self._spool
         )
         upload = await self._uploads.start(
-            caller.user_id, fields.get("filename", ""), fields.get("parent") or None, chunk, body
+            caller.user_id,
+            fields.get("filename", ""),
+            fields.get("parent") or None,
+            chunk,
+            body,
+            fields.get("path") or None,
         )
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
@@ -103,18 +117,27 @@ class UploadRoutes(RouteBase):
         tag="uploads",
         summary="Upload a whole file in one request",
         description="No Content-Range is needed. The body is a multipart form, or the raw file "
-        "with `filename` and `md5` in the query string.",
+        "with `filename` and `md5` in the query string. A `path` may stand beside or instead "
+        "of `filename`, as for the first chunk of a chunked upload.",
         answer=t.Upload,
         answer_description="The completed upload (status 2, with `file_id`).",
         request_body=chunk_body("WholeFileForm"),
         responses={
-            400: error("md5 mismatch, bad or missing filename or md5, or unknown fields."),
+            400: error(
+                "md5 mismatch, bad or missing filename or md5, or unknown fields. Also a bad "
+                "path, or a filename that is not the path's last segment (`field` says which)."
+            ),
             404: _NO_PARENT,
             413: _TOO_LARGE,
             429: too_many_uploads(),
             503: _DISK,
         },
-        parameters=(param("FilenameQuery"), param("ParentQuery"), param("Md5Query")),
+        parameters=(
+            param("FilenameQuery"),
+            param("PathQuery"),
+            param("ParentQuery"),
+            param("Md5Query"),
+        ),
     )
     async def whole_upload(self, request: IRequest, caller: TokenClaims) -> bytes:
         fields, body = await chunk_input(
@@ -127,6 +150,7 @@ class UploadRoutes(RouteBase):
             fields.get("parent") or None,
             body,
             fields.get("md5"),
+            fields.get("path") or None,
         )
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
@@ -137,7 +161,7 @@ class UploadRoutes(RouteBase):
         tag="uploads",
         summary="Send the next chunk",
         description="Same body forms as the first chunk; `filename` and `parent` may be "
-        "repeated, but the first chunk's values stand.",
+        "repeated, but the first chunk's values stand. So does its `path`.",
         answer=t.Upload,
         answer_description=_STANDING,
         request_body=chunk_body("ChunkForm"),
