@@ -121,9 +121,12 @@ class Relay:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with a TCP RST (SO_LINGER 0), as a dropped link looks to both ends."""
+    """Close with a TCP RST (SO_LINGER 0), as a reset link looks to both ends. The read side
+    is shut first: that wakes the other direction's thread, blocked reading this socket,
+    which would otherwise keep it open (and the peer would never hear of the reset)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)
     except OSError:
         pass
     _close(sock)

@@ -34,7 +34,7 @@ def list_files(context: Context, prefix: str, as_json: bool) -> None:
         page = 1
         while True:
             query: dict[str, str | int] = {"prefix": prefix} if prefix else {}
-            found = client.list_files(page, **query)
+            found = client.list_files(page, page_size=1000, **query)
             for item in found.get("results") or []:
                 if as_json:
                     click.echo(json.dumps(item, sort_keys=True))
