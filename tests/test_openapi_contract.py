@@ -96,6 +96,8 @@ ADDED = {
     # live events (issue 11)
     ("GET", "/api/events"),
     ("GET", "/api/changes"),
+    # moving a file to another path (issue 13)
+    ("PATCH", "/storage/files/{file_id}/"),
 }
 
 

@@ -27,7 +27,8 @@ from client.errors import ApiError
 
 # What people want told by default; ``--all`` adds progress and parts.
 NOTABLE = (
-    "file.created", "file.updated", "file.deleted", "file.rolled_back", "replica.confirmed",
+    "file.created", "file.updated", "file.deleted", "file.rolled_back", "file.moved",
+    "replica.confirmed",
     "file.backed_up", "file.restored", "upload.complete",
 )  # fmt: skip
 
@@ -85,6 +86,8 @@ def describe(event: Event) -> str:
             return f"deleted {name}"
         case "file.rolled_back":
             return f"{name} rolled back: version {data.get('version')} is current"
+        case "file.moved":
+            return f"{data.get('file_id')} moved to {name}"
         case "replica.confirmed":
             return f"{name}: {data.get('replicas')} confirmed replicas"
         case "file.backed_up":

@@ -460,6 +460,12 @@ class FileList(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ]
 
 
+class FileMove(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Where the file goes among yours (a rename; its name is the path's last segment)."""
+
+    path: FilePath
+
+
 class Rollback(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The version to make current again."""
 
@@ -650,6 +656,7 @@ EventType = Literal[
     "file.updated",
     "file.deleted",
     "file.rolled_back",
+    "file.moved",
     "replica.confirmed",
     "part.mirrored",
     "file.backed_up",

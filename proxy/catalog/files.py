@@ -10,14 +10,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
 from common.db import Database, Txn
-from common.errors import BadRequest, NotFound
+from common.errors import BadRequest, Conflict, NotFound
 from common.hex32 import is_hex32
 from proxy.catalog import store
 from proxy.catalog.store import EVERY_FILE, Listing, StoredFile, Version
 from proxy.cluster import nodestore
 from proxy.events import kinds
 from proxy.events.emit import NO_WAKING, Emitter, Waker
-from proxy.uploads.rules import validate_listing_text
+from proxy.uploads.rules import validate_listing_text, validate_path
 from proxy.uploads.staging import StagingArea
 
 # ASCII digits only: str.isdigit() also says yes to "²" (which int() refuses) and "١".
@@ -157,6 +157,23 @@ class FileService:
         orphans = store.delete_file(txn, file_id, emitter.now)
         emitter.emit(txn, user_id, kinds.FILE_DELETED, file_id=file_id)
         return orphans
+
+    async def move(self, user_id: int, file_id: str, path: object) -> StoredFile:
+        """Move a file to another path of its owner's (a rename); 409 if one is there."""
+        wanted = validate_path(path)
+        emitter = Emitter(self._clock.seconds())
+        await self._db.run(self._move_txn, user_id, validate_file_id(file_id), wanted, emitter)
+        self._waker.wake(emitter.users)
+        return await self.get(user_id, file_id)
+
+    @staticmethod
+    def _move_txn(txn: Txn, user_id: int, file_id: str, path: str, emitter: Emitter) -> None:
+        if store.get_file(txn, file_id, user_id, lock=True) is None:
+            raise NotFound("File not found")
+        filename = path.rpartition("/")[2]
+        if not store.move_file(txn, file_id, path, filename, emitter.now):
+            raise Conflict("Another of your files is at that path", field="path")
+        emitter.emit(txn, user_id, kinds.FILE_MOVED, file_id=file_id, path=path, filename=filename)
 
     async def rollback(self, user_id: int, file_id: str, number: object) -> StoredFile:
         wanted = parse_version(number)

@@ -290,6 +290,23 @@ def get_file(
     return files[0] if files else None
 
 
+def move_file(txn: Txn, file_id: str, path: str, filename: str, now: float) -> bool:
+    """Give the file another path (its name the path's last segment); False if one of the
+    owner's files is already there."""
+    row = txn.one("SELECT owner_id FROM files WHERE id = ?", (file_id,))
+    assert row is not None
+    taken = txn.one(
+        "SELECT id FROM files WHERE owner_id = ? AND path = ? AND id <> ?", (row[0], path, file_id)
+    )
+    if taken is not None:
+        return False
+    txn.execute(
+        "UPDATE files SET path = ?, filename = ?, updated_at = ? WHERE id = ?",
+        (path, filename, now, file_id),
+    )
+    return True
+
+
 @dataclass(frozen=True)
 class Listing:
     """Which of an owner's files a listing shows: all, those whose path starts with

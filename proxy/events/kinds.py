@@ -12,6 +12,7 @@ FILE_CREATED = "file.created"  # {file_id, filename, size, version}
 FILE_UPDATED = "file.updated"  # {file_id, filename, size, version}: a new version
 FILE_DELETED = "file.deleted"  # {file_id}
 FILE_ROLLED_BACK = "file.rolled_back"  # {file_id, version}: the new current version
+FILE_MOVED = "file.moved"  # {file_id, path, filename}: the file has another path now
 REPLICA_CONFIRMED = "replica.confirmed"  # {file_id, replicas}: confirmed copies now
 PART_MIRRORED = "part.mirrored"  # {file_id, index, parts_done, parts_total}
 FILE_BACKED_UP = "file.backed_up"  # {file_id}: mirrored to S3 and verified there
@@ -34,6 +35,6 @@ RESET = "reset"
 
 RECORDED = (
     UPLOAD_PROGRESS, UPLOAD_COMPLETE, FILE_CREATED, FILE_UPDATED, FILE_DELETED,
-    FILE_ROLLED_BACK, REPLICA_CONFIRMED, PART_MIRRORED, FILE_BACKED_UP, RESTORE_PROGRESS,
-    FILE_RESTORED, *STAFF_ONLY,
+    FILE_ROLLED_BACK, FILE_MOVED, REPLICA_CONFIRMED, PART_MIRRORED, FILE_BACKED_UP,
+    RESTORE_PROGRESS, FILE_RESTORED, *STAFF_ONLY,
 )  # fmt: skip

@@ -162,8 +162,11 @@ class EventStream:
             self._keepalive.stop()
         self._hub.leave(self)
         request = self._request  # a finished request has no channel attribute at all
-        if getattr(request, "producer", None) is not None:  # also when the client went away:
-            request.unregisterProducer()  # type: ignore[no-untyped-call]  # else finish() raises
+        if getattr(request, "producer", None) is not None:  # also when the client went away,
+            if getattr(request, "channel", None) is not None:  # else finish() would raise
+                request.unregisterProducer()  # type: ignore[no-untyped-call]
+            else:  # the channel is gone already: only the request's own record is left
+                request.producer = None
         if finish and getattr(request, "channel", None) is not None and not request.finished:
             request.finish()  # type: ignore[no-untyped-call]
         if not self._done.called:

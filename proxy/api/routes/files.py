@@ -170,6 +170,28 @@ class FileRoutes(RouteBase):
         return b""
 
     @operation(
+        method="PATCH",
+        path="/storage/files/{file_id}/",
+        operation_id="file_move",
+        tag="files",
+        summary="Move (rename) a file: another path among yours, with all its versions",
+        answer=t.File,
+        answer_description="The file at its new path.",
+        body=t.FileMove,
+        body_media=("application/json",),
+        responses={
+            400: error("`path` is missing or not a valid path (see `field`)."),
+            404: _NO_FILE,
+            409: error("Another of your files is at that path."),
+        },
+    )
+    async def move_file(
+        self, request: IRequest, caller: TokenClaims, file_id: str, body: t.FileMove
+    ) -> bytes:
+        found = await self._files.move(caller.user_id, file_id, body.path)
+        return respond(request, 200, file_json(found, self._base_url(request)))
+
+    @operation(
         method="POST",
         path="/storage/files/{file_id}/rollback/",
         operation_id="file_rollback",

@@ -9,7 +9,7 @@
 
 const FILE_EVENTS = [
   "upload.progress", "upload.complete", "file.created", "file.updated", "file.deleted",
-  "file.rolled_back", "replica.confirmed", "part.mirrored", "file.backed_up",
+  "file.rolled_back", "file.moved", "replica.confirmed", "part.mirrored", "file.backed_up",
   "restore.progress", "file.restored",
 ];
 const GROUPS = {
