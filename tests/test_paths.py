@@ -245,6 +245,27 @@ async def test_a_second_upload_to_the_same_path_adds_version_2_in_either_dialect
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_file_from_before_paths_with_a_name_nfc_changes_still_gets_the_next_version(
+    running_proxy: RunningProxy,
+) -> None:
+    token = await running_proxy.register_and_login()
+    old = await stored(running_proxy, token, b"v1", filename="placeholder")
+    db = running_proxy.proxy.db
+    # As the migration left it: the name as it was sent (NFD here) is its path.
+    await db.run(
+        lambda txn: txn.execute(
+            "UPDATE files SET filename = ?, path = ? WHERE id = ?",
+            (NFD_CAFE, NFD_CAFE, old["file_id"]),
+        )
+    )
+    again = await stored(running_proxy, token, b"v2", filename=NFD_CAFE)
+    assert (again["file_id"], again["version"]) == (old["file_id"], 2)
+    # In a folder, the NFC path is another file.
+    other = await stored(running_proxy, token, b"v3", path=f"d/{NFD_CAFE}")
+    assert (other["path"], other["version"]) == ("d/café", 1)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_parent_gives_the_upload_its_path_and_another_path_is_refused(
     running_proxy: RunningProxy,
 ) -> None:

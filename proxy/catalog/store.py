@@ -388,28 +388,31 @@ def add_version(
     now: float,
     content_type: str = "",
     path: str | None = None,
+    former: str | None = None,
 ) -> tuple[str, int]:
     """Add ``blob`` as the newest version of a file; returns (file id, version number).
 
     ``file_id`` names an existing file of the owner (the upload's ``parent``). Without it, the
-    owner's file at ``path`` (default: the filename) gets the new version, or ``new_file_id``
-    is created there. The caller has checked that a given ``file_id`` belongs to the owner.
+    owner's file at ``path`` (default: the filename) gets the new version, else the one at
+    ``former`` (where a file stored before paths were NFC-normalised may be), else
+    ``new_file_id`` is created at ``path``. The caller has checked that a given ``file_id``
+    belongs to the owner.
     """
     if file_id is None:
         at = filename if path is None else path
-        # Made, or found when another transaction made it first (PostgreSQL waits for that
-        # one to commit, then the SELECT sees its row); then locked like any other.
-        txn.execute(
-            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, 0, ?, ?, ?)"
-            " ON CONFLICT (owner_id, path) DO NOTHING",
-            (new_file_id, owner_id, filename, now, now, at),
-        )
-        row = txn.one(
-            "SELECT id FROM files WHERE owner_id = ? AND path = ?" + txn.for_update,
-            (owner_id, at),
-        )
-        assert row is not None
-        file_id = row[0]
+        file_id = _file_at(txn, owner_id, at)
+        if file_id is None and former is not None and former != at:
+            file_id = _file_at(txn, owner_id, former)
+        if file_id is None:
+            # Made, or found when another transaction made it since (PostgreSQL waits for
+            # that one to commit, then the SELECT sees its row).
+            txn.execute(
+                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, 0, ?, ?, ?)"
+                " ON CONFLICT (owner_id, path) DO NOTHING",
+                (new_file_id, owner_id, filename, now, now, at),
+            )
+            file_id = _file_at(txn, owner_id, at)
+            assert file_id is not None
     number = 1 + int(
         txn.scalar("SELECT MAX(number) FROM versions WHERE file_id = ?", (file_id,)) or 0
     )
@@ -423,6 +426,14 @@ def add_version(
         (file_id, number, blob.id, filename, now, content_type),
     )
     return file_id, number
+
+
+def _file_at(txn: Txn, owner_id: int, path: str) -> str | None:
+    """The owner's file at ``path``, locked for this transaction."""
+    row = txn.one(
+        "SELECT id FROM files WHERE owner_id = ? AND path = ?" + txn.for_update, (owner_id, path)
+    )
+    return None if row is None else str(row[0])
 
 
 def delete_file(txn: Txn, file_id: str, now: float) -> list[tuple[str, int]]:

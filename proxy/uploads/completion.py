@@ -45,10 +45,14 @@ def complete_txn(
     revived = not created and store.revive_blob(txn, blob.id)
     if created or revived:
         staging.link_blob(upload.id, sha256, blob.id, upload.received)
+    path = upload.path or upload.filename
+    # A file stored before paths has its name, as sent, as its path: a name that NFC
+    # normalisation changed still finds it at the top level.
+    former = upload.filename if "/" not in path else None
     try:
         file_id, number = store.add_version(
             txn, user_id, upload.parent_id, uuid.uuid4().hex, upload.filename, blob, now,
-            upload.content_type, upload.path or upload.filename,
+            upload.content_type, path, former,
         )  # fmt: skip
         uploadstore.mark_complete(txn, upload.id, upload.received, file_id, number, now)
         _emit(txn, emitter, upload, file_id, number)
