@@ -97,6 +97,11 @@ ADDED = {
     ("GET", "/api/events"),
     ("GET", "/api/changes"),
 }
+# Parameters added to operations documented before, by the issue that added them.
+ADDED_PARAMETERS = {
+    # the system log's time range and pages, for the console (issue 12)
+    ("GET", "/api/system-log/"): {("query", "until"), ("query", "before")},
+}
 
 
 def test_every_operation_documented_before_is_documented_now_and_no_more() -> None:
@@ -109,7 +114,9 @@ def test_each_operation_keeps_what_it_documented(key: tuple[str, str]) -> None:
     before, now = BEFORE_OPS[key], NOW_OPS[key]
     for field in ("operationId", "tags", "summary", "description", "security"):
         assert now.get(field) == before.get(field), field
-    assert _parameters(NOW, now) == _parameters(BEFORE, before)
+    added = ADDED_PARAMETERS.get(key, set())
+    assert _parameters(NOW, now) == _parameters(BEFORE, before) | added
+    assert not added & _parameters(BEFORE, before)
     assert set(before["responses"]) <= set(now["responses"])
     for status, answer in before["responses"].items():
         was, is_ = _resolve(BEFORE, answer), _resolve(NOW, now["responses"][status])

@@ -21,6 +21,7 @@ from proxy.web.pages.accounts import AccountPages
 from proxy.web.pages.admin import AdminPages
 from proxy.web.pages.archives import ArchivePages
 from proxy.web.pages.base import LoginRequired, Redirect, local_path, pages_of
+from proxy.web.pages.console_log import LogPages
 from proxy.web.render import page_headers
 
 log = Logger()
@@ -55,7 +56,7 @@ class StaticFiles(File):
         return self.childNotFound
 
 
-class WebApp(AccountPages, ArchivePages, AdminPages):
+class WebApp(AccountPages, ArchivePages, AdminPages, LogPages):
     app = Klein()
 
     @app.route("/static/", branch=True, methods=["GET", "HEAD"])
