@@ -245,6 +245,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        "settings staff change at run time (proxy.catalog.settings): registration open or not",
+        [
+            # One row per setting staff have set; a setting without a row has the config's value.
+            """CREATE TABLE settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL)""",
+        ],
+    ),
 ]
 
 

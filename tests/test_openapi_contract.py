@@ -96,6 +96,12 @@ ADDED = {
     # live events (issue 11)
     ("GET", "/api/events"),
     ("GET", "/api/changes"),
+    # failed logins and clearing a throttle, run-time settings (issue 12)
+    ("GET", "/api/login-failures/"),
+    ("DELETE", "/api/login-failures/accounts/{username}"),
+    ("DELETE", "/api/login-failures/addresses/{address}"),
+    ("GET", "/api/settings/"),
+    ("PATCH", "/api/settings/"),
 }
 # Parameters added to operations documented before, by the issue that added them.
 ADDED_PARAMETERS = {
