@@ -210,9 +210,16 @@ async def test_clearing_an_addresss_throttle_lets_everyone_there_log_in_at_once(
         form_page="/admin/users/",
     )  # fmt: skip
     assert "Cleared 3 failed logins of address 2001:db8::7." in page.text
+    # A peer without an address (a UNIX socket) is recorded as '': the page clears it too.
+    await site.proxy.db.run(_failures_from("", 1, clock.seconds()))
+    page = await board.form(
+        "/admin/users/access/throttle/", {"kind": "address", "key": ""}, form_page="/admin/users/"
+    )
+    assert "Cleared 1 failed login of the empty address (as recorded)." in page.text
     assert (await call(site, "GET", "/api/login-failures/", boss))[1]["addresses"] == []
     logged = await log_events(site, boss, "auth.throttle_cleared")
     assert [(e["data"]["key"], e["data"]["cleared"]) for e in logged] == [
+        ("", 1),
         ("2001:db8::7", 3),
         ("127.0.0.1", 21),
     ]

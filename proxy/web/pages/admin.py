@@ -143,7 +143,7 @@ class AdminPages(ConsolePage):
         else:
             errors = {"throttle": "Choose an account or an address to clear"}
             return await self._users_page(request, session, errors, {}, "", 400)
-        what = f"{kind} {key}" if key else f"{kind} (none recorded)"
+        what = f"{kind} {key}" if key else f"the empty {kind} (as recorded)"
         done = f"Cleared {cleared} failed login{'' if cleared == 1 else 's'} of {what}."
         return await self._users_page(request, session, {}, {}, done)
 
