@@ -105,7 +105,8 @@ class ProxyConfig:
         True,
         parse_bool,
         "Whether anyone may create an account (/register/ and POST /api/auth/register); "
-        "when off, staff create accounts (POST /api/users/).",
+        "when off, staff create accounts (POST /api/users/). Only the default: once staff "
+        "switch registration in the console (or PATCH /api/settings/), their choice holds.",
         shown="true",
     )
     session_lifetime: float = setting(

@@ -260,6 +260,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE uploads ADD COLUMN path TEXT NOT NULL DEFAULT ''",
         ],
     ),
+    (
+        "settings staff change at run time (proxy.catalog.settings): registration open or not",
+        [
+            # One row per setting staff have set; a setting without a row has the config's value.
+            """CREATE TABLE settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL)""",
+        ],
+    ),
 ]
 
 

@@ -93,6 +93,11 @@ ANSWERS: list[type] = [
     types.UserAccounts,
     types.Me,
     types.SignedOut,
+    types.AccountFailures,
+    types.AddressFailures,
+    types.LoginFailures,
+    types.ThrottleCleared,
+    types.Settings,
 ]
 
 # What the document lacked although the proxy sent it (drift the generated document fixed):
@@ -118,6 +123,9 @@ NEW_TYPES: set[type] = {
     *(types.Event, types.Changes),  # events: issue 11
     *(types.UserAccount, types.UserAccounts, types.UserChange, types.NewUserAccount),  # 12
     *(types.PasswordReset, types.Me, types.SignedOut),
+    # failed logins and the run-time settings: issue 12 too
+    *(types.AccountFailures, types.AddressFailures, types.LoginFailures, types.ThrottleCleared),
+    *(types.Settings, types.SettingsChange),
 }
 
 # (type, property, keyword) -> the value msgspec writes that today's document does not have.

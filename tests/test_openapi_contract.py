@@ -98,11 +98,19 @@ ADDED = {
     ("GET", "/api/changes"),
     # moving a file to another path (issue 13)
     ("PATCH", "/storage/files/{file_id}/"),
+    # failed logins and clearing a throttle, run-time settings (issue 12)
+    ("GET", "/api/login-failures/"),
+    ("DELETE", "/api/login-failures/accounts/{username}"),
+    ("DELETE", "/api/login-failures/addresses/{address}"),
+    ("GET", "/api/settings/"),
+    ("PATCH", "/api/settings/"),
 }
 
 
-# Query arguments added since the move, by the issue that added them.
+# Query arguments added to operations documented before, by the issue that added them.
 ADDED_PARAMETERS = {
+    # the system log's time range and pages, for the console (issue 12)
+    ("GET", "/api/system-log/"): {("query", "until"), ("query", "before")},
     # files have paths (issue 13)
     ("PUT", "/storage/tmp-upload/"): {("query", "path")},
     ("POST", "/storage/tmp-upload/"): {("query", "path")},
@@ -130,6 +138,7 @@ def test_each_operation_keeps_what_it_documented(key: tuple[str, str]) -> None:
     assert now.get("description", "").startswith(before.get("description", ""))
     added = ADDED_PARAMETERS.get(key, set())
     assert _parameters(NOW, now) == _parameters(BEFORE, before) | added
+    assert not added & _parameters(BEFORE, before)
     assert set(before["responses"]) <= set(now["responses"])
     for status, answer in before["responses"].items():
         was, is_ = _resolve(BEFORE, answer), _resolve(NOW, now["responses"][status])

@@ -7,11 +7,11 @@ from types import ModuleType
 
 import pytest
 
-from proxy.catalog import overview, sessions, throttle
+from proxy.catalog import overview, sessions, settings, throttle
 from proxy.web import render
-from proxy.web.pages import admin, archives, base
+from proxy.web.pages import admin, archives, base, console_log
 
-MODULES = [overview, sessions, throttle, render, archives, base, admin]
+MODULES = [overview, sessions, settings, throttle, render, archives, base, admin, console_log]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=[m.__name__ for m in MODULES])

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from common.weberrors import answer_errors_as_json
 from proxy.api.contract import install_routes
+from proxy.api.routes.access import AccessRoutes
 from proxy.api.routes.accounts import AccountRoutes
 from proxy.api.routes.events import EventRoutes
 from proxy.api.routes.files import FileRoutes
@@ -35,6 +36,7 @@ class ProxyApp(
     UserRoutes,
     StaffRoutes,
     S3Routes,
+    AccessRoutes,
 ):
     app = Klein()
 

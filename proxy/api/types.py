@@ -780,6 +780,62 @@ class SignedOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
     detail: str
 
 
+# ---------------------------------------------------------------- login throttling, settings
+
+
+class AccountFailures(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Recent failed logins as one username (which may name no account)."""
+
+    username: Annotated[str, Meta(description="The name tried, as recorded.")]
+    failures: Annotated[Count, Meta(description="Failures in the last 15 minutes.")]
+    last_failure: Time
+    throttled_until: Annotated[
+        Time | None, Meta(description="When its wait ends, if logins as it wait now; else null.")
+    ]
+
+
+class AddressFailures(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Recent failed logins from one address."""
+
+    address: Annotated[str, Meta(description="The client's address, as recorded.")]
+    failures: Annotated[Count, Meta(description="Failures in the last 15 minutes.")]
+    last_failure: Time
+    throttled_until: Annotated[
+        Time | None, Meta(description="When its wait ends, if logins from it wait now; else null.")
+    ]
+
+
+class LoginFailures(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Failed logins that still count for throttling, the most recent first."""
+
+    accounts: list[AccountFailures]
+    addresses: list[AddressFailures]
+
+
+class ThrottleCleared(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The failures forgotten: logins wait no longer for them."""
+
+    cleared: Annotated[Count, Meta(description="How many failed logins were forgotten.")]
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Settings staff change at run time."""
+
+    allow_registration: Annotated[
+        bool, Meta(description="Whether anyone may create an account (`/register/`).")
+    ]
+    allow_registration_source: Annotated[
+        Literal["config", "staff"],
+        Meta(description="`config`: the setting's value; `staff`: staff switched it."),
+    ]
+
+
+class SettingsChange(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """What staff change of the settings (any of the fields)."""
+
+    allow_registration: bool | UnsetType = UNSET
+
+
 COMPONENTS: tuple[type, ...] = (
     Error,
     Health,
@@ -818,4 +874,10 @@ COMPONENTS: tuple[type, ...] = (
     PasswordReset,
     Me,
     SignedOut,
+    AccountFailures,
+    AddressFailures,
+    LoginFailures,
+    ThrottleCleared,
+    Settings,
+    SettingsChange,
 )

@@ -13,6 +13,7 @@ from common.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from common.passwords import check_password_strength, hash_password, verify_password
 from common.tokens import TokenClaims, issue_token, token_from_header, verify_token
 from proxy.catalog import store
+from proxy.catalog.settings import Registration
 from proxy.catalog.throttle import LoginThrottle
 
 if TYPE_CHECKING:
@@ -61,13 +62,14 @@ class Accounts:
         self._secret = secret
         self._lifetime = token_lifetime
         self._syslog = syslog
-        self.throttle = LoginThrottle(db, clock)
-        self.allow_registration = allow_registration
+        self.throttle = LoginThrottle(db, clock, syslog)
+        # The config's allow_registration until staff switch it (then the stored value).
+        self.registration = Registration(db, syslog, default=allow_registration)
 
     async def register(self, username: str, password: str, email: str | None) -> store.User:
         """A new account. The request's types are checked by the contract; these are the
         rules a type cannot say (a password's strength, an address's form)."""
-        if not self.allow_registration:
+        if not await self.registration.is_open():
             raise Forbidden(REGISTRATION_CLOSED)
         validate_username(username)
         check_password_strength(password, username)

@@ -4,17 +4,22 @@ Each failure is a row of ``login_failures``; what they mean is a pure rule (``wa
 An account gets a few free tries, then waits 1 s, 2 s, 4 s... up to ``cap``; an address
 (a household behind one router) gets many more free tries and a shorter cap, so one member's
 typing never locks the others out: every wait ends, and nothing is ever refused for good.
-A successful login clears the account's failures (not the address's).
+A successful login clears the account's failures (not the address's). Staff see the recent
+failures per account and per address (``LoginThrottle.recent``) and may clear either's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 
 from common.db import Database, Txn
 from common.errors import TooManyRequests
+
+if TYPE_CHECKING:
+    from proxy.ops.systemlog import EventLog
 
 WINDOW = 15 * 60.0  # failures older than this no longer count
 
@@ -71,8 +76,41 @@ def record_failure(txn: Txn, username: str, address: str, at: float) -> None:
     )
 
 
-def clear_account(txn: Txn, username: str) -> None:
-    txn.execute("DELETE FROM login_failures WHERE username = ?", (username,))
+def clear_account(txn: Txn, username: str) -> int:
+    return txn.execute("DELETE FROM login_failures WHERE username = ?", (username,))
+
+
+def clear_address(txn: Txn, address: str) -> int:
+    return txn.execute("DELETE FROM login_failures WHERE address = ?", (address,))
+
+
+@dataclass(frozen=True)
+class Recent:
+    """The recent failures of one account or one address, as staff see them."""
+
+    key: str  # the username tried, or the address, as recorded
+    count: int
+    last: float
+    until: float | None  # when its wait ends, if one runs now
+
+
+RECENT_LIMIT = 100  # per kind, the most recently failing first
+
+
+def _recent_by(txn: Txn, column: str, since: float, limit: int) -> list[tuple[str, int, float]]:
+    assert column in {"username", "address"}
+    rows = txn.all(
+        f"SELECT {column}, COUNT(*), MAX(at) FROM login_failures WHERE at > ?"
+        f" GROUP BY {column} ORDER BY 3 DESC, 1 LIMIT ?",
+        (since, limit),
+    )
+    return [(str(key), int(count), float(last)) for key, count, last in rows]
+
+
+def recent_by_kind(
+    txn: Txn, since: float, limit: int
+) -> tuple[list[tuple[str, int, float]], list[tuple[str, int, float]]]:
+    return _recent_by(txn, "username", since, limit), _recent_by(txn, "address", since, limit)
 
 
 def prune_failures(txn: Txn, before: float) -> int:
@@ -80,9 +118,10 @@ def prune_failures(txn: Txn, before: float) -> int:
 
 
 class LoginThrottle:
-    def __init__(self, db: Database, clock: IReactorTime) -> None:
+    def __init__(self, db: Database, clock: IReactorTime, syslog: EventLog | None = None) -> None:
         self._db = db
         self._clock = clock
+        self._syslog = syslog
 
     async def check(self, username: str, address: str) -> None:
         """Refuse (429, ``retry_after``) while the account's or the address's wait runs."""
@@ -103,6 +142,42 @@ class LoginThrottle:
 
     async def prune(self) -> int:
         return await self._db.run(prune_failures, self._clock.seconds() - WINDOW)
+
+    async def recent(self, limit: int = RECENT_LIMIT) -> tuple[list[Recent], list[Recent]]:
+        """Failures that still count (the last ``WINDOW``), per account and per address,
+        the most recent first, each with the end of the wait it causes now, if any."""
+        now = self._clock.seconds()
+        accounts, places = await self._db.run(recent_by_kind, now - WINDOW, limit)
+        return _seen(accounts, ACCOUNT, now), _seen(places, ADDRESS, now)
+
+    async def clear_account(self, username: str, by: str) -> int:
+        """Forget an account's failures (its wait ends at once); how many there were."""
+        cleared = await self._db.run(clear_account, username)
+        await self._note("account", username, cleared, by)
+        return cleared
+
+    async def clear_address(self, address: str, by: str) -> int:
+        """Forget an address's failures (its wait ends at once); how many there were."""
+        cleared = await self._db.run(clear_address, address)
+        await self._note("address", address, cleared, by)
+        return cleared
+
+    async def _note(self, kind: str, key: str, cleared: int, by: str) -> None:
+        if self._syslog is None:
+            return
+        await self._syslog.record(
+            "info", "auth.throttle_cleared",
+            f"{by} cleared {cleared} failed login(s) of {kind} {key!r}",
+            kind=kind, key=key, cleared=cleared, by=by,
+        )  # fmt: skip
+
+
+def _seen(rows: list[tuple[str, int, float]], policy: Policy, now: float) -> list[Recent]:
+    found = []
+    for key, count, last in rows:
+        ends = last + policy.wait_after(count)
+        found.append(Recent(key, count, last, ends if ends > now else None))
+    return found
 
 
 def _ready_at(failures: Failures, policy: Policy) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -56,13 +56,13 @@ def levels_from(level: str) -> tuple[str, ...]:
     return LEVELS[LEVELS.index(level) :]
 
 
-def parse_since(text: str) -> float:
+def parse_since(text: str, field: str = "since") -> float:
     """Unix seconds from an ISO 8601 time (UTC unless it says otherwise) or unix seconds.
 
     >>> parse_since("2027-01-15T08:00:00Z"), parse_since("1800000000.5")
     (1800000000.0, 1800000000.5)
-    >>> parse_since("2027-01-15T09:00:00+01:00")
-    1800000000.0
+    >>> parse_since("2027-01-15T09:00:00+01:00"), parse_since("2027-01-15T08:00")
+    (1800000000.0, 1800000000.0)
     """
     try:
         seconds = float(text)
@@ -71,39 +71,62 @@ def parse_since(text: str) -> float:
     else:
         if math.isfinite(seconds) and seconds >= 0:
             return seconds
-        raise BadRequest("since must be a time after 1970", field="since")
+        raise BadRequest(f"{field} must be a time after 1970", field=field)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise BadRequest(
-            "since must be an ISO 8601 time (2027-01-15T08:00:00Z) or unix seconds",
-            field="since",
+            f"{field} must be an ISO 8601 time (2027-01-15T08:00:00Z) or unix seconds",
+            field=field,
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 
+def _parse_before(text: str) -> int:
+    """The keyset cursor: the id of the last entry already seen (older ones come next).
+
+    >>> _parse_before("42")
+    42
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    raise BadRequest("before must be the id of a log entry (a whole number)", field="before")
+
+
 @dataclass(frozen=True)
 class LogQuery:
-    """What ``GET /api/system-log/`` asked for, parsed."""
+    """What ``GET /api/system-log/`` (or the console's log page) asked for, parsed.
+
+    ``before`` is a keyset cursor: only entries older than that entry in the log's order
+    (time, then id), so paging never skips or repeats an entry while new ones arrive.
+    """
 
     level: str | None = None
     since: float | None = None
     job: str | None = None
     limit: int = DEFAULT_LIMIT
+    until: float | None = None
+    before: int | None = None
 
 
 def parse_log_query(args: dict[str, str]) -> LogQuery:
-    """The query string's ``level``, ``since``, ``job`` and ``limit``, checked.
+    """The query string's ``level``, ``since``, ``until``, ``job``, ``limit`` and
+    ``before``, checked.
 
     >>> parse_log_query({"level": "warn", "limit": "5"})
-    LogQuery(level='warn', since=None, job=None, limit=5)
+    LogQuery(level='warn', since=None, job=None, limit=5, until=None, before=None)
+    >>> parse_log_query({"since": "100", "until": "200", "before": "7"}).before
+    7
     """
     level = args.get("level") or None
     if level is not None and level not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}", field="level")
     since = parse_since(args["since"]) if args.get("since") else None
+    until = parse_since(args["until"], "until") if args.get("until") else None
+    if since is not None and until is not None and since > until:
+        raise BadRequest("since must not be later than until", field="until")
     limit = DEFAULT_LIMIT
     if args.get("limit"):
         try:
@@ -112,7 +135,8 @@ def parse_log_query(args: dict[str, str]) -> LogQuery:
             limit = 0
         if not 1 <= limit <= MAX_LIMIT:
             raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
-    return LogQuery(level, since, args.get("job") or None, limit)
+    before = _parse_before(args["before"]) if args.get("before") else None
+    return LogQuery(level, since, args.get("job") or None, limit, until, before)
 
 
 def _entry_json(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -198,9 +222,20 @@ class SystemLog:
         since: float | None = None,
         job: str | None = None,
         limit: int = DEFAULT_LIMIT,
+        *,
+        until: float | None = None,
+        before: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Entries newest first: ``level`` and above, at or after ``since``, of ``job``."""
-        return await self._db.run(self._query_txn, LogQuery(level, since, job, limit))
+        """Entries newest first: ``level`` and above, from ``since`` to ``until`` (both
+        included), of ``job``, older than the entry ``before``."""
+        asked = LogQuery(level, since, job, max(1, min(limit, MAX_LIMIT)), until, before)
+        return await self._db.run(self._query_txn, asked)
+
+    async def page(self, asked: LogQuery) -> tuple[list[dict[str, Any]], bool]:
+        """A page of entries as ``query`` gives them, and whether older ones match too."""
+        wider = replace(asked, limit=min(asked.limit, MAX_LIMIT) + 1)
+        entries = await self._db.run(self._query_txn, wider)
+        return entries[: asked.limit], len(entries) > asked.limit
 
     @staticmethod
     def _query_txn(txn: Txn, asked: LogQuery) -> list[dict[str, Any]]:
@@ -213,14 +248,23 @@ class SystemLog:
         if asked.since is not None:
             where.append("at >= ?")
             params.append(asked.since)
+        if asked.until is not None:
+            where.append("at <= ?")
+            params.append(asked.until)
         if asked.job is not None:
             where.append("job = ?")
             params.append(asked.job)
+        if asked.before is not None:
+            cursor = txn.one("SELECT at FROM system_log WHERE id = ?", (asked.before,))
+            if cursor is None:  # pruned (and everything older with it), or never was
+                return []
+            where.append("(at < ? OR (at = ? AND id < ?))")
+            params.extend((cursor[0], cursor[0], asked.before))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = txn.all(
             "SELECT id, at, level, event, job, message, data FROM system_log"
             f"{clause} ORDER BY at DESC, id DESC LIMIT ?",
-            (*params, max(1, min(asked.limit, MAX_LIMIT))),
+            (*params, max(1, asked.limit)),
         )
         return [_entry_json(row) for row in rows]
 

@@ -16,8 +16,8 @@ no ``pg_dump`` whose version must match the server's is needed on the proxy's ho
 in after a restore), blobs, files, versions, blob parts (the part checksums a restore from S3
 verifies against), nodes, replicas and pending replica deletions (a faithful record of the old
 cluster, though a restore does not bring them back), S3 connections (secrets stay sealed),
-pending S3 object deletions (else objects of deleted files would stay in the bucket for good)
-and the staff's job intervals. **Left out** (``SKIPPED_TABLES``): uploads (an unfinished
+pending S3 object deletions (else objects of deleted files would stay in the bucket for good),
+the staff's job intervals and settings. **Left out** (``SKIPPED_TABLES``): uploads (an unfinished
 upload's bytes are in one proxy's staging area, which the disaster took; a finished one is only
 a receipt), the system log (an operational diary that grows without bound; the restore writes
 one entry saying where the new history starts), ``schema_migrations`` (implied by
@@ -47,11 +47,12 @@ FORMAT_VERSION = 1
 # Dumped, in this order: every foreign key points to a table earlier in the list.
 DUMPED_TABLES = (
     "users", "blobs", "files", "versions", "blob_parts", "nodes", "replicas",
-    "replica_deletions", "s3_connections", "s3_deletions", "jobs",
+    "replica_deletions", "s3_connections", "s3_deletions", "jobs", "settings",
 )  # fmt: skip
 # Brought back into a new cluster (the rest of a snapshot describes the cluster that is gone).
 RESTORED_TABLES = (
     "users", "blobs", "files", "versions", "blob_parts", "s3_connections", "s3_deletions", "jobs",
+    "settings",
 )  # fmt: skip
 SKIPPED_TABLES = {
     "uploads": "an unfinished upload's bytes were in the lost staging area",

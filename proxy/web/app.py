@@ -22,6 +22,7 @@ from proxy.web.pages.admin import AdminPages
 from proxy.web.pages.archives import ArchivePages
 from proxy.web.pages.base import LoginRequired, Redirect, local_path, pages_of
 from proxy.web.pages.console_jobs import JobPages
+from proxy.web.pages.console_log import LogPages
 from proxy.web.pages.console_nodes import NodePages
 from proxy.web.pages.console_overview import OverviewPages
 from proxy.web.pages.console_s3 import S3Pages
@@ -67,6 +68,7 @@ class WebApp(
     NodePages,
     S3Pages,
     JobPages,
+    LogPages,
 ):
     app = Klein()
 

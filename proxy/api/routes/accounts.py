@@ -31,7 +31,8 @@ class AccountRoutes(RouteBase):
                 weak={"detail": "password cannot be entirely numeric", "field": "password"},
             ),
             403: error(
-                "Registration is closed here (`allow_registration`): staff create accounts."
+                "Registration is closed here (`allow_registration`): staff create accounts. "
+                "Staff open and close it with `PATCH /api/settings/`."
             ),
             409: error("The username is taken."),
         },

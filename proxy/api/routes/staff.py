@@ -40,6 +40,18 @@ _LOG_PARAMETERS = (
         "allowEmptyValue": True,
     },
     {
+        "description": "Until this time (included): ISO 8601 time or unix seconds.",
+        "in": "query",
+        "name": "until",
+        "schema": {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+            ]
+        },
+        "allowEmptyValue": True,
+    },
+    {
         "description": "Only entries about this job.",
         "in": "query",
         "name": "job",
@@ -51,6 +63,15 @@ _LOG_PARAMETERS = (
         "in": "query",
         "name": "limit",
         "schema": {"default": 200, "maximum": 1000, "minimum": 1, "type": "integer"},
+        "allowEmptyValue": True,
+    },
+    {
+        "description": "Only entries older than the entry with this id (in the log's order: "
+        "time, then id): for the next page, the `id` of the last entry of this one; an empty "
+        "page is the end.",
+        "in": "query",
+        "name": "before",
+        "schema": {"maximum": 999999999999999999, "minimum": 0, "type": "integer"},
         "allowEmptyValue": True,
     },
 )
@@ -204,10 +225,20 @@ class StaffRoutes(RouteBase):
         "events, S3 connection changes and failed logins.",
         answer=list[t.LogEntry],
         answer_description="The entries.",
-        responses={400: error("A malformed `level`, `since` or `limit`.")},
+        responses={
+            400: error(
+                "A malformed `level`, `since` or `limit`. Or a malformed `until` or "
+                "`before`, or `since` after `until`."
+            )
+        },
         parameters=_LOG_PARAMETERS,
     )
     async def system_log(self, request: IRequest, caller: TokenClaims) -> bytes:
-        asked = parse_log_query(query(request, {"level", "since", "job", "limit"}))
-        entries = await self._syslog.query(asked.level, asked.since, asked.job, asked.limit)
+        asked = parse_log_query(
+            query(request, {"level", "since", "until", "job", "limit", "before"})
+        )
+        entries = await self._syslog.query(
+            asked.level, asked.since, asked.job, asked.limit,
+            until=asked.until, before=asked.before,
+        )  # fmt: skip
         return respond(request, 200, entries)

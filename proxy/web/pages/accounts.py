@@ -17,7 +17,7 @@ class AccountPages(PageBase):
     async def register_page(self, request: IRequest) -> bytes:
         if await self._auth.session(request) is not None:
             raise Redirect("/archives/")
-        closed = not self._accounts.allow_registration
+        closed = not await self._accounts.registration.is_open()
         return self._page(request, "register.html", None, errors={}, values={}, closed=closed)
 
     @page("/register/", methods=["POST"])
@@ -33,9 +33,10 @@ class AccountPages(PageBase):
             )
         except ApiError as error:
             errors = field_errors(error, "username")
+            closed = not await self._accounts.registration.is_open()
             return self._page(
                 request, "register.html", None, error.status, errors=errors, values=values,
-                closed=not self._accounts.allow_registration,
+                closed=closed,
             )  # fmt: skip
         await self._auth.start_session(request, user)
         raise Redirect("/archives/")

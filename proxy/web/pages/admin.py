@@ -1,10 +1,16 @@
 """The console's accounts page (``/admin/users/``): the list with storage used, quota and last
 login; create; make staff or not; disable or enable; set a quota, over the same ``UserAdmin``
-as the API. Staff only (``proxy.web.pages.console``).
+as the API. Also who is failing to log in (per account and per address, whether they wait
+now, a button to clear either's throttle) and the self-registration switch, over the same
+``LoginThrottle`` and ``Registration`` as the API. Staff only (``proxy.web.pages.console``).
+
+The two extra forms post to ``/admin/users/access/...``: two segments, so they can never be
+mistaken for an account's own ``/admin/users/<username>/``.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -12,6 +18,7 @@ from twisted.web.iweb import IRequest
 from common.config import parse_size
 from common.errors import ApiError, BadRequest
 from proxy.catalog.sessions import Session
+from proxy.catalog.throttle import Recent
 from proxy.web.pages.base import Redirect, field_errors, page
 from proxy.web.pages.console import ConsolePage
 
@@ -31,6 +38,27 @@ def parse_quota(text: str) -> int | None:
         raise BadRequest(
             "quota must be bytes or a size like 50GiB; empty for none", field="quota"
         ) from None
+
+
+def seconds_text(timestamp: float) -> str:
+    """A time to the second (throttles wait seconds), as ``2027-01-15 08:00:05 UTC``.
+
+    >>> seconds_text(1800000005.7)
+    '2027-01-15 08:00:05 UTC'
+    """
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def failure_rows(found: list[Recent]) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": recent.key,
+            "count": recent.count,
+            "last": seconds_text(recent.last),
+            "until": None if recent.until is None else seconds_text(recent.until),
+        }
+        for recent in found
+    ]
 
 
 class AdminPages(ConsolePage):
@@ -54,9 +82,12 @@ class AdminPages(ConsolePage):
         status: int = 200,
     ) -> bytes:
         accounts = await self._users.list()
+        by_account, by_address = await self._accounts.throttle.recent()
+        registration = await self._accounts.registration.state()
         return self._page(
             request, "admin_users.html", session, status, accounts=accounts, errors=errors,
-            values=values, done=done,
+            values=values, done=done, failed_accounts=failure_rows(by_account),
+            failed_addresses=failure_rows(by_address), registration=registration,
         )  # fmt: skip
 
     @page("/admin/users/", methods=["POST"])
@@ -98,3 +129,32 @@ class AdminPages(ConsolePage):
         return await self._users_page(
             request, session, {}, {}, f"Account {changed.username} updated."
         )
+
+    @page("/admin/users/access/throttle/", methods=["POST"])
+    async def clear_throttle(self, request: IRequest) -> bytes:
+        await self._staff(request)
+        session, form = await self._session_form(request)
+        kind, key = form.fields.get("kind", ""), form.fields.get("key", "")
+        throttle = self._accounts.throttle
+        if kind == "account":
+            cleared = await throttle.clear_account(key, session.username)
+        elif kind == "address":
+            cleared = await throttle.clear_address(key, session.username)
+        else:
+            errors = {"throttle": "Choose an account or an address to clear"}
+            return await self._users_page(request, session, errors, {}, "", 400)
+        what = f"{kind} {key}" if key else f"the empty {kind} (as recorded)"
+        done = f"Cleared {cleared} failed login{'' if cleared == 1 else 's'} of {what}."
+        return await self._users_page(request, session, {}, {}, done)
+
+    @page("/admin/users/access/registration/", methods=["POST"])
+    async def switch_registration(self, request: IRequest) -> bytes:
+        await self._staff(request)
+        session, form = await self._session_form(request)
+        action = form.fields.get("action", "")
+        if action not in ("open", "close"):
+            errors = {"registration": "Choose to open or to close registration"}
+            return await self._users_page(request, session, errors, {}, "", 400)
+        await self._accounts.registration.switch(action == "open", session.username)
+        done = "Registration is open." if action == "open" else "Registration is closed."
+        return await self._users_page(request, session, {}, {}, done)
