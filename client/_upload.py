@@ -234,10 +234,18 @@ def upload_empty(
     send: Sender, sleep: Callable[[float], None], url: str, retries: int | None
 ) -> Json:
     """Create a zero-byte file with one ``POST`` to ``url`` (which carries the empty md5)."""
+    return upload_whole(send, sleep, url, b"", retries)
+
+
+def upload_whole(
+    send: Sender, sleep: Callable[[float], None], url: str, body: bytes, retries: int | None
+) -> Json:
+    """Send a small file in one ``POST`` to ``url`` (which carries its md5), answered like a
+    completion: one request instead of a chunk and a completion."""
     failures = 0
     while True:
         try:
-            return classified(send, "POST", url, body=b"", headers={"Content-Type": OCTETS}).json()
+            return classified(send, "POST", url, body=body, headers={"Content-Type": OCTETS}).json()
         except _OffsetMismatch as mismatch:
             raise mismatch.error from None
         except _Transient as failure:

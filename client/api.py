@@ -30,9 +30,11 @@ from client._upload import (
     ProgressCallback,
     StartedCallback,
     upload_empty,
+    upload_whole,
 )
 from client.errors import ProtocolError
 
+WHOLE_LIMIT = 256 * 1024  # a file this small goes up in one request (nothing worth resuming)
 _USER_AGENT = "pyarchive-client/0.1"
 
 
@@ -123,7 +125,10 @@ class PyArchiveClient:
         ends an upload also names it in a note); ``on_digests(md5, sha256)`` gets the digests of
         the bytes read, to compare with what the server stored.
 
-        A zero-byte file has no chunk to send, so it is created with a single
+        A file of at most ``WHOLE_LIMIT`` bytes that fits in one chunk goes up in a single
+        ``POST /storage/tmp-upload/?filename=NAME&md5=MD5`` with the file as its body (nothing
+        worth resuming, one request instead of two). A zero-byte file, likewise, is created
+        with a single
         ``POST /storage/tmp-upload/?filename=NAME[&parent=ID]&md5=d41d8cd98f00b204e9800998ecf8427e``
         with an empty body, answered like a completion (``resume_url`` is then ignored).
 
@@ -149,6 +154,17 @@ class PyArchiveClient:
                 if on_digests is not None:
                     on_digests(EMPTY_MD5, hashlib.sha256(b"").hexdigest())
                 return done
+            if size <= min(WHOLE_LIMIT, chunk_size) and resume_url is None:
+                data = source.read(WHOLE_LIMIT + 1)
+                if len(data) == size:  # else it is changing: the chunked way will tell
+                    md5, sha256 = hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
+                    if on_digests is not None:
+                        on_digests(md5, sha256)
+                    url = self._url("/storage/tmp-upload/", {**query, "md5": md5})
+                    done = upload_whole(self._send, self._sleep, url, data, retries)
+                    if on_progress is not None:
+                        on_progress(size, size)
+                    return done
             with (
                 mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
                 memoryview(mapped) as view,
@@ -187,6 +203,10 @@ class PyArchiveClient:
     def me(self) -> Json:
         """The caller's account: ``username``, ``used`` and ``quota`` among others."""
         return self._json("GET", "/api/me")
+
+    def move(self, file_id: int | str, path: str) -> Json:
+        """Give the file another path among the user's (a rename, versions and all)."""
+        return self._json("PATCH", self._file_url(file_id), {"path": path})
 
     def rollback(self, file_id: int | str, version: int) -> Json:
         """Make ``version`` current again (as a new version); the file's JSON."""

@@ -41,10 +41,10 @@ class Device:
 
     config: Path
 
-    def __call__(self, *args: str, stdin: str = "") -> Run:
+    def __call__(self, *args: str, stdin: str = "", timeout: float = 60) -> Run:
         done = subprocess.run(
             [str(BIN / "pyarchive"), "--config-dir", str(self.config), *args],
-            input=stdin, capture_output=True, text=True, timeout=60,
+            input=stdin, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         return Run(done.returncode, done.stdout, done.stderr)
 

@@ -104,6 +104,7 @@ EXAMPLES = {
     "uncache": "pyarchive uncache old-movie.mkv",
     "usage": "pyarchive usage",
     "watch": "pyarchive watch --json",
+    "sync": "pyarchive sync ~/Documents --to documents/ --delete --watch",
     "upload": "pyarchive upload ~/Pictures/2024 --to photos/ --jobs 4",
     "download": "pyarchive download photos/2024/party.mov -o ~/party.mov --connections 4",
 }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,6 +19,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
 
 from client.api import PyArchiveClient
 from client.cli.app import (
@@ -30,9 +35,13 @@ from client.cli.app import (
 from client.cli.download import Fetch, Mismatch, Partial, Wanted
 from client.cli.failures import AUTH, NOT_FOUND, OK, REFUSED, CliError, explain, fail
 from client.cli.journal import Journal, Source
+from client.cli.sync import Options, Refused, Sync
+from client.cli.syncplan import TooManyDeletions
 from client.cli.upload import Display, Uploads, exit_code
 from client.cli.upload import Settings as UploadSettings
-from client.cli.walk import Skipped, sources
+from client.cli.walk import PARTIAL, STATE_DIR, Skipped, sources
+from client.cli.watch import Cursor, Watch
+from client.errors import ApiError
 from common.config import parse_size
 
 
@@ -179,3 +188,137 @@ def download_command(
         except Exception as error:
             raise explain(error, context.server) from error
     click.echo(f"downloaded {dest} ({wanted.size} bytes, sha256 verified)")
+
+
+def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        number = float(value.rstrip("%"))
+    except ValueError:
+        raise click.BadParameter("a percentage like 50%") from None
+    if not 0 <= number <= 100:
+        raise click.BadParameter("between 0% and 100%")
+    return number
+
+
+class _ChangeFeed:
+    """What wakes ``sync --watch``: a change in the folder (watchdog: inotify where the system
+    has it, else polling) or an event of the account's (the server's stream), or a minute."""
+
+    def __init__(self, directory: Path, server: str, token: str) -> None:
+        self.changed = threading.Event()
+        self._observer: BaseObserver
+        try:
+            self._observer = Observer()
+            self._observer.schedule(self._Handler(self.changed), str(directory), recursive=True)
+            self._observer.start()
+        except OSError:  # no inotify here (or no watches left): look every few seconds
+            self._observer = PollingObserver(timeout=2)
+            self._observer.schedule(self._Handler(self.changed), str(directory), recursive=True)
+            self._observer.start()
+        stream = Watch(server, token, _Forgetful())
+        threading.Thread(target=self._follow, args=(stream,), daemon=True).start()
+
+    class _Handler(FileSystemEventHandler):
+        def __init__(self, changed: threading.Event) -> None:
+            self._changed = changed
+
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            where = str(event.src_path)
+            if f"/{STATE_DIR}" not in where and not where.endswith(PARTIAL):
+                self._changed.set()
+
+    def _follow(self, stream: Watch) -> None:
+        try:
+            for event in stream.events():
+                if event.type.startswith(("file.", "upload.complete")):
+                    self.changed.set()
+        except ApiError:
+            return  # the token stopped working: the folder still wakes the sync
+
+    def wait(self, settle: float = 1.0, longest: float = 60.0) -> None:
+        self.changed.wait(longest)
+        time.sleep(settle)  # a burst of changes makes one pass
+        self.changed.clear()
+
+    def stop(self) -> None:
+        self._observer.stop()
+
+
+class _Forgetful(Cursor):
+    """The sync lists the server on every pass: its event stream needs no kept cursor."""
+
+    def __init__(self) -> None:
+        pass
+
+    def read(self) -> str | None:
+        return None
+
+    def keep(self, event_id: str) -> None:
+        pass
+
+
+@cli.command("sync", epilog=example("sync"))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--to", "prefix", default="", help="The folder on the server (default: the top).")
+@click.option("--delete", is_flag=True, help="Deletions on either side are done on the other.")
+@click.option(
+    "--max-delete", default="50%", callback=_percent,
+    help="Refuse to delete more than this share of either side in one run (50%).",
+)  # fmt: skip
+@click.option("--watch", "keep_watching", is_flag=True, help="Keep running; sync on changes.")
+@click.option("--dry-run", is_flag=True, help="Print what it would do, and do nothing.")
+@click.option("--device", help="This computer's name in conflict copies (its hostname).")
+@click.option("--jobs", default=2, type=click.IntRange(1, 32), help="Uploads at once (2).")
+@pass_context
+def sync_command(
+    context: Context, directory: Path, prefix: str, delete: bool, max_delete: float,
+    keep_watching: bool, dry_run: bool, device: str | None, jobs: int,
+) -> None:  # fmt: skip
+    """Two-way sync of DIRECTORY with a folder on the server.
+
+    New and changed files go both ways; a file changed on both sides keeps both (yours is
+    renamed NAME.conflict-WHEN-DEVICE.EXT). Deletions propagate only with --delete, and what
+    a sync deletes on the server is kept there in .pyarchive-trash/. A missing or empty folder
+    that the last sync saw files in (an unmounted disk) is refused.
+    """
+    server, token = context.server, context.settings.token
+    if token is None:
+        fail("login needed: run `pyarchive login USER`", AUTH)
+    options = Options(
+        directory.absolute(), prefix.strip("/") + "/" if prefix.strip("/") else "", delete,
+        max_delete, dry_run, jobs=jobs,
+    )  # fmt: skip
+    if device:
+        options.device = device
+    console = Console()
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def display(total: int, files: int) -> Display:
+        return Display(console, total, files)
+
+    syncer = Sync(server, token, context.settings.directory, options, say, display)
+    feed = _ChangeFeed(options.directory, server, token) if keep_watching else None
+    try:
+        while True:
+            try:
+                outcome = syncer.once()
+            except (Refused, TooManyDeletions) as refused:
+                raise CliError(str(refused), REFUSED) from refused
+            except ApiError as error:
+                raise explain(error, server) from error
+            for failure in outcome.failed:
+                say(f"FAILED {failure}")
+            if not dry_run:
+                say(f"sync: {outcome.done} of {len(outcome.steps)} steps done")
+            if feed is None:
+                break
+            feed.wait()
+    except KeyboardInterrupt:
+        return
+    finally:
+        if feed is not None:
+            feed.stop()
+    if outcome.failed:
+        raise CliError(f"{len(outcome.failed)} steps failed; run sync again to retry them")

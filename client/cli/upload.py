@@ -47,6 +47,7 @@ class Result:
     message: str
     resumed_at: int | None = None  # the server's offset when an earlier upload was continued
     file_id: str | None = None
+    sha256: str | None = None  # of what was sent, once the server's matched it
 
 
 @dataclass
@@ -217,7 +218,7 @@ class Uploads:
                 resumed_at, file_id,
             )  # fmt: skip
         message = f"{source.size} bytes, sha256 {digests['sha256'][:16]}... verified"
-        return Result(source, OK, message, resumed_at, file_id)
+        return Result(source, OK, message, resumed_at, file_id, digests["sha256"])
 
 
 def exit_code(results: Sequence[Result]) -> int:

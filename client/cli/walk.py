@@ -20,6 +20,8 @@ from client.cli.journal import Source
 
 IGNORE_FILE = ".pyarchiveignore"
 STATE_DIR = ".pyarchive"
+# A download in progress (``client.cli.download``): never a file of the folder's own.
+PARTIAL = (".pyarchive-part", ".pyarchive-part.json", ".pyarchive-part.json.tmp")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _walk(directory: Path, remote: str, rules: list[_Rules]) -> Iterator[Source 
         return
     for entry in entries:
         path = Path(entry.path)
-        if entry.name == STATE_DIR or entry.name == IGNORE_FILE:
+        if entry.name in (STATE_DIR, IGNORE_FILE) or entry.name.endswith(PARTIAL):
             continue
         if entry.is_symlink():
             yield Skipped(path, "a symbolic link (not followed)")
@@ -83,9 +85,14 @@ def _walk(directory: Path, remote: str, rules: list[_Rules]) -> Iterator[Source 
         if _ignored(path, is_dir, rules):
             continue
         if is_dir:
-            yield from _walk(path, f"{remote}/{entry.name}", rules)
+            yield from _walk(path, join(remote, entry.name), rules)
         elif entry.is_file(follow_symlinks=False):
-            yield _source(path, f"{remote}/{entry.name}")
+            yield _source(path, join(remote, entry.name))
+
+
+def tree(directory: Path, prefix: str = "") -> Iterator[Source | Skipped]:
+    """Every file under ``directory``, each with its path relative to it (under ``prefix``)."""
+    return _walk(directory, prefix.strip("/"), [])
 
 
 def sources(paths: Sequence[Path], prefix: str) -> Iterator[Source | Skipped]:
