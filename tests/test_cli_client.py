@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from client import PyArchiveClient
-from client.cli import app, download, failures, settings, upload, walk, watch
+from client.cli import app, download, failures, settings, syncplan, upload, walk, watch
 from tests.proc import BIN, ProxyProcess, free_port
 
 PASSWORD = "Correct-Horse-9x"
@@ -168,7 +168,9 @@ def test_every_command_has_help_with_an_example() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [settings, failures, app, walk, upload, download, watch], ids=lambda m: m.__name__
+    "module",
+    [settings, failures, app, walk, upload, download, watch, syncplan],
+    ids=lambda m: m.__name__,
 )
 def test_the_examples_in_the_docstrings_hold(module: object) -> None:
     results = doctest.testmod(module)  # type: ignore[arg-type]
