@@ -39,6 +39,20 @@ def parse_size(text: str) -> int:
     return int(match[1]) * _UNITS[unit if unit != "B" else ""]
 
 
+def format_size(size: int) -> str:
+    """Bytes as people read them (binary units), the other way from ``parse_size``.
+
+    >>> format_size(0), format_size(1023), format_size(1536), format_size(5 * 2**30)
+    ('0 B', '1023 B', '1.5 KiB', '5.0 GiB')
+    """
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 def parse_duration(text: str) -> float:
     """Seconds from ``24h``, ``30m``, ``10s``, ``250ms`` or a plain number of seconds.
 

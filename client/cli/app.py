@@ -15,6 +15,7 @@ import click
 from client.api import PyArchiveClient
 from client.cli.failures import AUTH, NOT_FOUND, USAGE, explain, fail
 from client.cli.settings import Settings, config_dir
+from common.config import format_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
@@ -69,14 +70,7 @@ def human_size(size: int | None) -> str:
     >>> human_size(0), human_size(1536), human_size(5 * 2**30), human_size(None)
     ('0 B', '1.5 KiB', '5.0 GiB', 'none')
     """
-    if size is None:
-        return "none"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "none" if size is None else format_size(size)
 
 
 def resolve(client: PyArchiveClient, ref: str) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from twisted.web.iweb import IRequest
 
+from common.config import format_size
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 # (path, title) of every staff console page, in the order of the console's navigation
@@ -47,14 +49,7 @@ def human_size(size: int | None) -> str:
     >>> human_size(0), human_size(1023), human_size(1536), human_size(40 * 2**20)
     ('0 B', '1023 B', '1.5 KiB', '40.0 MiB')
     """
-    if size is None:
-        return "unknown"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "unknown" if size is None else format_size(size)
 
 
 def when(timestamp: float | str | None) -> str:
