@@ -135,6 +135,8 @@ class Replicator:
         by_name = {n.name: n for n in nodes}
         leaving = leaving_nodes(nodes, now, self._grace)
         up = candidates(nodes)
+        if not up:  # no node could take a copy: no need to read every blob to know it
+            return []
         rows = txn.all("SELECT id, sha256, md5, size FROM blobs WHERE local = 1 ORDER BY id")
         replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
         planned: list[Copy] = []

@@ -92,6 +92,9 @@ def admit_upload_txn(txn: Txn, upload: Upload, initial: int, now: float, max_ope
     if upload.concat == "final":
         return
     quota = store.user_quota(txn, upload.owner_id, lock=True)
+    if quota is None:  # only the cap: no sum over every version (it grows with the files)
+        check_open(uploadstore.open_uploads(txn, upload.owner_id, now), max_open)
+        return
     usage = uploadstore.usage(txn, upload.owner_id, now)
     check_open(usage.open_uploads, max_open)
     check_quota(quota, usage.used, reserved(upload.total, initial))

@@ -138,6 +138,17 @@ def usage(txn: Txn, owner_id: int, now: float) -> Usage:
     return Usage(int(row[0]) + int(row[1]), int(row[2]))
 
 
+def open_uploads(txn: Txn, owner_id: int, now: float) -> int:
+    """How many uploads the owner has open, as ``usage`` counts them (and nothing else)."""
+    return int(
+        txn.scalar(
+            "SELECT COUNT(*) FROM uploads WHERE owner_id = ? AND status = ? AND expires_at > ?"
+            " AND concat <> 'final'",
+            (owner_id, UPLOADING, now),
+        )
+    )
+
+
 def set_received(txn: Txn, upload_id: str, received: int, total: int | None) -> None:
     txn.execute(
         "UPDATE uploads SET received = ?, total = ? WHERE id = ?", (received, total, upload_id)
