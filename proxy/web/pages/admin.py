@@ -92,8 +92,7 @@ class AdminPages(ConsolePage):
 
     @page("/admin/users/", methods=["POST"])
     async def create_user(self, request: IRequest) -> bytes:
-        await self._staff(request)
-        session, form = await self._session_form(request)
+        session, form = await self._staff_form(request)
         fields = form.fields
         values = {k: fields.get(k, "") for k in ("username", "email", "quota")}
         try:
@@ -108,8 +107,7 @@ class AdminPages(ConsolePage):
 
     @page("/admin/users/<username>/", methods=["POST"])
     async def change_user(self, request: IRequest, username: str) -> bytes:
-        await self._staff(request)
-        session, form = await self._session_form(request)
+        session, form = await self._staff_form(request)
         fields = form.fields
         changes: dict[str, Any] = {}
         action = fields.get("action", "")
@@ -132,8 +130,7 @@ class AdminPages(ConsolePage):
 
     @page("/admin/users/access/throttle/", methods=["POST"])
     async def clear_throttle(self, request: IRequest) -> bytes:
-        await self._staff(request)
-        session, form = await self._session_form(request)
+        session, form = await self._staff_form(request)
         kind, key = form.fields.get("kind", ""), form.fields.get("key", "")
         throttle = self._accounts.throttle
         if kind == "account":
@@ -149,8 +146,7 @@ class AdminPages(ConsolePage):
 
     @page("/admin/users/access/registration/", methods=["POST"])
     async def switch_registration(self, request: IRequest) -> bytes:
-        await self._staff(request)
-        session, form = await self._session_form(request)
+        session, form = await self._staff_form(request)
         action = form.fields.get("action", "")
         if action not in ("open", "close"):
             errors = {"registration": "Choose to open or to close registration"}

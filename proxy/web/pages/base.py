@@ -195,6 +195,10 @@ class PageBase:
     ) -> tuple[Session, Form]:
         """A members' form: the session, and the fields once its CSRF token is checked."""
         session = await self._viewer(request)
+        return session, await self._form_of(request, session, limit)
+
+    async def _form_of(self, request: IRequest, session: Session, limit: int = FORM_LIMIT) -> Form:
+        """The fields of a form ``session`` posted, once its CSRF token is checked."""
         form = await self._form(request, limit)
         if not csrf_matches(form.fields.get(CSRF_FIELD), session.csrf_token):
             if form.file is not None:
@@ -202,7 +206,7 @@ class PageBase:
             raise Forbidden(
                 "The form has expired or did not come from this site; reload and try again"
             )
-        return session, form
+        return form
 
     async def _visitor_form(self, request: IRequest) -> Form:
         """A form shown before a session exists (log in, register): double-submit CSRF."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from common.errors import Forbidden
+from proxy.api.forms import Form
 from proxy.catalog.sessions import Session
 from proxy.web.pages.base import PageBase
 
@@ -29,3 +30,9 @@ class ConsolePage(PageBase):
         if not session.is_staff:
             raise Forbidden(NOT_STAFF)
         return session
+
+    async def _staff_form(self, request: IRequest) -> tuple[Session, Form]:
+        """A console form: the staff session (403 for anyone else, before the form is read),
+        and the fields once its CSRF token is checked; the session is looked up once."""
+        session = await self._staff(request)
+        return session, await self._form_of(request, session)

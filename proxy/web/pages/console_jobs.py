@@ -119,8 +119,7 @@ class JobPages(ConsolePage):
 
     @page("/admin/jobs/<name>/interval", methods=["POST"])
     async def set_job_interval(self, request: IRequest, name: str) -> bytes:
-        await self._staff(request)
-        session, form = await self._session_form(request)
+        session, form = await self._staff_form(request)
         try:
             job = await self._jobs.set_interval(name, typed_interval(form.fields))
         except ApiError as error:
@@ -134,8 +133,7 @@ class JobPages(ConsolePage):
 
     @page("/admin/jobs/<name>/run", methods=["POST"])
     async def run_job_now(self, request: IRequest, name: str) -> bytes:
-        await self._staff(request)
-        session, _ = await self._session_form(request)
+        session, _ = await self._staff_form(request)
         run = ensureDeferred(self._jobs.run_now(name))
         refused = _refusal(run)
         if refused is not None:  # no such job, or one that runs on a node

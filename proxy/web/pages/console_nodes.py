@@ -98,8 +98,7 @@ class NodePages(ConsolePage):
 
     @page("/admin/nodes/", methods=["POST"])
     async def add_node(self, request: IRequest) -> bytes:
-        await self._staff(request)
-        session, form = await self._session_form(request)
+        session, form = await self._staff_form(request)
         values = {name: form.fields.get(name, "").strip() for name in _ADD_FIELDS}
         try:
             added = await self._nodes.add(dict(values))
@@ -120,8 +119,7 @@ class NodePages(ConsolePage):
 
     @page("/admin/nodes/<name>/", methods=["POST"])
     async def change_node(self, request: IRequest, name: str) -> bytes:
-        await self._staff(request)
-        session, form = await self._session_form(request)
+        session, form = await self._staff_form(request)
         action = form.fields.get("action", "")
         try:
             if action not in ("drain", "reactivate"):
@@ -145,8 +143,7 @@ class NodePages(ConsolePage):
 
     @page("/admin/nodes/<name>/remove", methods=["POST"])
     async def remove_node(self, request: IRequest, name: str) -> bytes:
-        await self._staff(request)
-        session, _ = await self._session_form(request)
+        session, _ = await self._staff_form(request)
         try:
             await self._nodes.remove(name)
         except ApiError as error:

@@ -116,9 +116,9 @@ class S3Pages(ConsolePage):
 
     async def _s3_form(self, request: IRequest) -> tuple[Session, dict[str, str]]:
         """A staff member's posted S3 form, its query string refused before the body is read."""
-        await self._staff(request)
+        session = await self._staff(request)
         refuse_query(request)
-        session, form = await self._session_form(request)
+        form = await self._form_of(request, session)
         return session, form.fields
 
     @page("/admin/s3/", methods=["POST"])
