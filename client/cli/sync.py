@@ -30,7 +30,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,7 +195,7 @@ class Sync:
                         self.say(f"would {step.do.value} {step.path} ({step.why})")
                     return outcome
                 self._carry_out(client, state, steps, local, remote, outcome)
-            self.seen.keep(directory, sum(1 for _ in self._files(directory)))
+            self.seen.keep(directory, len(state.records()))  # what both sides now agree on
             return outcome
         finally:
             state.close()
@@ -216,12 +216,6 @@ class Sync:
             f"{directory} is empty, but the last sync saw {seen} files there (a disk that is "
             "not mounted?): nothing was changed"
         )
-
-    @staticmethod
-    def _files(directory: Path) -> Iterator[Source]:
-        for item in tree(directory):
-            if isinstance(item, Source):
-                yield item
 
     def _scan(self, directory: Path, records: dict[str, Record]) -> dict[str, Local]:
         """The folder now; hashing only what changed since the last sync by size or time."""

@@ -77,7 +77,6 @@ class Display:
             transient=False,
         )
         self._overall = self._progress.add_task(f"{files} files", total=total_bytes)
-        self._done: dict[TaskID, int] = {}
 
     def __enter__(self) -> Display:
         self._progress.start()
@@ -86,24 +85,21 @@ class Display:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def start(self, source: Source) -> Callable[[int, int], None]:
-        """A file's bar; the callback that moves it (and the overall bar) to ``sent``."""
+    def start(self, source: Source) -> Bar:
+        """A file's bar, shown until ``finish``."""
         task = self._progress.add_task(source.remote, total=source.size, visible=self._live)
-        self._done[task] = 0
+        return Bar(self, task)
 
-        def moved(sent: int, total: int) -> None:
-            with self._lock:
-                self._progress.advance(self._overall, sent - self._done[task])
-                self._done[task] = sent
-                self._progress.update(task, completed=sent)
-
-        moved.task = task  # type: ignore[attr-defined]
-        return moved
-
-    def finish(self, moved: Callable[[int, int], None], result: Result) -> None:
-        task: TaskID = moved.task  # type: ignore[attr-defined]
+    def moved(self, bar: Bar, sent: int) -> None:
+        """``bar``'s file has ``sent`` bytes acknowledged: move it and the overall bar."""
         with self._lock:
-            self._progress.remove_task(task)
+            self._progress.advance(self._overall, sent - bar.sent)
+            bar.sent = sent
+            self._progress.update(bar.task, completed=sent)
+
+    def finish(self, bar: Bar, result: Result) -> None:
+        with self._lock:
+            self._progress.remove_task(bar.task)
         resumed = f" (resumed at {result.resumed_at} bytes)" if result.resumed_at else ""
         mark = "uploaded" if result.code == OK else "FAILED"
         line = f"{mark} {result.source.remote}: {result.message}{resumed}"
@@ -111,6 +107,18 @@ class Display:
             self._progress.console.print(line, markup=False, highlight=False)
         else:
             self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Bar:
+    """One file's progress bar; calling it with ``(sent, total)`` moves it."""
+
+    display: Display
+    task: TaskID
+    sent: int = 0
+
+    def __call__(self, sent: int, total: int) -> None:
+        self.display.moved(self, sent)
 
 
 @dataclass
