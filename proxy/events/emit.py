@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from common.db import Txn
+from twisted.logger import Logger
+
+from common.db import Database, Txn
 from proxy.catalog import store
 from proxy.events import eventstore
 
@@ -33,6 +35,7 @@ class NoWaking:
 
 
 NO_WAKING = NoWaking()
+log = Logger()
 
 
 @dataclass
@@ -57,3 +60,14 @@ class Emitter:
         """One event in the feed of every active staff account (``kinds.STAFF_ONLY``)."""
         for user_id in store.staff_ids(txn):
             self.emit(txn, user_id, kind, **data)
+
+
+async def tell_staff(db: Database, waker: Waker, now: float, kind: str, **data: Any) -> None:
+    """One staff-only event in a transaction of its own, its readers woken; a failure is
+    logged, never raised (telling staff must not break what is being told)."""
+    emitter = Emitter(now)
+    try:
+        await db.run(lambda txn: emitter.for_staff(txn, kind, **data))
+    except Exception:
+        log.failure("could not tell staff {kind}", kind=kind)
+    waker.wake(emitter.users)

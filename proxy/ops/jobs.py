@@ -34,7 +34,7 @@ from common.db import Database, Txn
 from common.errors import BadRequest, Conflict, NotFound
 from proxy.api.views import isotime
 from proxy.events import kinds
-from proxy.events.emit import NO_WAKING, Emitter, Waker
+from proxy.events.emit import NO_WAKING, Emitter, Waker, tell_staff
 from proxy.ops import jobstore
 from proxy.ops.jobrules import (
     MAX_INTERVAL,
@@ -202,7 +202,9 @@ class JobScheduler:
             announced = asked or job.interval >= QUIET_BELOW
             # Recorded while the work starts (never delaying it), and before its end is.
             telling = (
-                ensureDeferred(self._tell_staff(started, kinds.JOB_STARTED, job=job.name))
+                ensureDeferred(
+                    tell_staff(self._db, self._waker, started, kinds.JOB_STARTED, job=job.name)
+                )
                 if announced
                 else None
             )
@@ -243,15 +245,6 @@ class JobScheduler:
             return outcome
         finally:
             job.current = None
-
-    async def _tell_staff(self, now: float, kind: str, **data: Any) -> None:
-        """A staff-only event in its own transaction; a failure is logged, never raised."""
-        emitter = Emitter(now)
-        try:
-            await self._db.run(lambda txn: emitter.for_staff(txn, kind, **data))
-        except Exception:
-            log.failure("could not tell staff {kind}", kind=kind)
-        self._waker.wake(emitter.users)
 
     @staticmethod
     def _next_run(job: _Job, now: float) -> float | None:
