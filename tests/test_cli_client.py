@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from client import PyArchiveClient
-from client.cli import app, download, failures, settings, syncplan, upload, walk, watch
+from client.cli import app, download, failures, files, settings, syncplan, upload, walk, watch
 from tests.proc import BIN, ProxyProcess, free_port
 
 PASSWORD = "Correct-Horse-9x"
@@ -169,7 +169,7 @@ def test_every_command_has_help_with_an_example() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    [settings, failures, app, walk, upload, download, watch, syncplan],
+    [settings, failures, app, files, walk, upload, download, watch, syncplan],
     ids=lambda m: m.__name__,
 )
 def test_the_examples_in_the_docstrings_hold(module: object) -> None:
@@ -198,11 +198,14 @@ def test_watch_prints_changes_live_and_after_a_restart_what_it_missed(
         time.sleep(1.0)  # connected: it starts from the newest event
         with PyArchiveClient(proxy.url, token) as client:
             started = time.monotonic()
-            made = client.upload(source, filename="a.txt")
+            made = client.upload(source, filename="a.txt", remote_path="notes/a.txt")
             seen = json.loads(read_line(watcher, 2.0))
             assert time.monotonic() - started < 2.0
             assert seen["type"] in ("upload.complete", "file.created")
-            assert seen["data"]["file_id"] == made["file_id"]
+            assert (seen["data"]["file_id"], seen["data"]["path"]) == (
+                made["file_id"],
+                "notes/a.txt",
+            )
         watcher.kill()
         watcher.wait()
         with PyArchiveClient(proxy.url, token) as client:  # while nobody watches

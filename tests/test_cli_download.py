@@ -62,6 +62,12 @@ def stored(
     return me, file_id, source, digest
 
 
+def listed_state(device: Device) -> str:
+    """The state column ``pyarchive ls`` shows for the film (size, versions, state, path)."""
+    line = next(line for line in device("ls").out.splitlines() if line.endswith("film.mkv"))
+    return line.split()[-2]
+
+
 def token(device: Device) -> str:
     return device.config.joinpath("token").read_text().strip()
 
@@ -166,7 +172,9 @@ def test_a_file_kept_only_in_s3_is_restored_when_asked(
         return cluster.remote_state(file_id, "mirrored")
 
     eventually(mirrored, 120, "mirrored to S3")
+    assert listed_state(me) == "backed-up"
     assert me("uncache", file_id).code == 0
+    assert listed_state(me) == "remote"
     refused = me("download", file_id, "-o", str(tmp_path / "x"))
     assert refused.code == 5 and "--restore" in refused.err
     done = me("download", file_id, "-o", str(tmp_path / "back.mkv"), "--restore")

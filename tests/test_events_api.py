@@ -174,11 +174,12 @@ async def test_a_stream_receives_an_uploads_events_in_order_with_their_ids(
     ]  # the second chunk came within the same second: not told; the last byte always is
     assert seen[3]["data"] == {
         "upload_id": first["id"], "file_id": done["file_id"], "filename": "a.bin",
-        "size": len(content), "version": 1,
+        "path": "a.bin", "size": len(content), "version": 1,
     }  # fmt: skip
     assert seen[4]["data"] == {
         "file_id": done["file_id"],
         "filename": "a.bin",
+        "path": "a.bin",
         "size": len(content),
         "version": 1,
     }
@@ -223,8 +224,8 @@ async def test_a_reconnect_with_last_event_id_misses_nothing(clocked: Clocked) -
         "file.deleted",
     ]
     assert seen[2]["data"]["version"] == 2
-    assert seen[3]["data"] == {"file_id": file_id, "version": 3}
-    assert seen[4]["data"] == {"file_id": file_id}
+    assert seen[3]["data"] == {"file_id": file_id, "path": "a.txt", "version": 3}
+    assert seen[4]["data"] == {"file_id": file_id, "path": "a.txt"}
     again.close()
     await again.finished
 

@@ -228,10 +228,10 @@ async def test_a_confirmed_replica_is_told_to_every_owner_whose_file_is_that_con
     await db.run(confirmed_txn, ids["blob"], "n1", emitter)
     assert emitter.users == {ids["alice"], ids["bob"]}
     assert await db.run(_feed, ids["alice"]) == [
-        ("replica.confirmed", {"file_id": ids["a"], "replicas": 1})
+        ("replica.confirmed", {"file_id": ids["a"], "path": "a.txt", "replicas": 1})
     ]
     assert await db.run(_feed, ids["bob"]) == [  # not c.txt: its current version is other
-        ("replica.confirmed", {"file_id": ids["b"], "replicas": 1})
+        ("replica.confirmed", {"file_id": ids["b"], "path": "b.txt", "replicas": 1})
     ]
 
 
@@ -277,11 +277,11 @@ async def test_mirrored_parts_and_the_backup_are_told_once_each(db: Database) ->
     assert await _report(db, ids, _mirror_body(ids, 1)) == {ids["alice"], ids["bob"]}
     assert await _report(db, ids, _mirror_body(ids, 1)) == set()  # nothing new: nothing told
     await _report(db, ids, _mirror_body(ids, 2, "mirrored"))
-    part = "part.mirrored"
+    part, a = "part.mirrored", {"file_id": ids["a"], "path": "a.txt"}
     assert await db.run(_feed, ids["alice"]) == [
-        (part, {"file_id": ids["a"], "index": 0, "parts_done": 1, "parts_total": 2}),
-        (part, {"file_id": ids["a"], "index": 1, "parts_done": 2, "parts_total": 2}),
-        ("file.backed_up", {"file_id": ids["a"]}),
+        (part, {**a, "index": 0, "parts_done": 1, "parts_total": 2}),
+        (part, {**a, "index": 1, "parts_done": 2, "parts_total": 2}),
+        ("file.backed_up", a),
     ]
     assert [kind for kind, _ in await db.run(_feed, ids["bob"])] == [part, part, "file.backed_up"]
 
@@ -297,9 +297,12 @@ async def test_restore_progress_is_told_when_it_moves_and_then_the_restore(db: D
     done = {"restore": [{"key": key, "state": "restored", "parts_restored": 2}]}
     await _report(db, ids, done, restore=True)
     assert await db.run(_feed, ids["alice"]) == [
-        ("restore.progress", {"file_id": ids["a"], "parts_done": 1, "parts_total": 2}),
-        ("file.restored", {"file_id": ids["a"]}),
-        ("replica.confirmed", {"file_id": ids["a"], "replicas": 1}),
+        (
+            "restore.progress",
+            {"file_id": ids["a"], "path": "a.txt", "parts_done": 1, "parts_total": 2},
+        ),
+        ("file.restored", {"file_id": ids["a"], "path": "a.txt"}),
+        ("replica.confirmed", {"file_id": ids["a"], "path": "a.txt", "replicas": 1}),
     ]
 
 

@@ -291,6 +291,26 @@ async def test_two_users_may_keep_a_file_at_the_same_path(running_proxy: Running
 
 
 @pytest_twisted.ensureDeferred
+async def test_each_listed_file_says_where_its_current_version_stands_in_s3(
+    running_proxy: RunningProxy,
+) -> None:
+    token = await running_proxy.register_and_login()
+    kept = await stored(running_proxy, token, b"kept locally", path="a/local.txt")
+    gone = await stored(running_proxy, token, b"only in S3", path="a/remote.txt")
+
+    def released(txn: Txn) -> None:
+        txn.execute(
+            "UPDATE blobs SET remote_state = 'remote', remote_verified = 1 WHERE sha256 = ?",
+            (hashlib.sha256(b"only in S3").hexdigest(),),
+        )
+
+    await running_proxy.proxy.db.run(released)
+    found = {f["id"]: f for f in (await listing(running_proxy, token, prefix="a/"))["results"]}
+    shown = {key: (f["remote_state"], f["remote_verified"]) for key, f in found.items()}
+    assert shown == {kept["file_id"]: ("local", False), gone["file_id"]: ("remote", True)}
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_prefix_takes_percent_underscore_and_case_literally_and_path_finds_one_file(
     running_proxy: RunningProxy,
 ) -> None:

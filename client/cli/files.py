@@ -24,6 +24,23 @@ from client.errors import ApiError
 # -- files
 
 
+def state_word(remote_state: str | None, verified: bool | None) -> str:
+    """Where a file's current version stands, in one word for ``ls``.
+
+    >>> state_word("local", False), state_word("mirroring", False)
+    ('local', 'backing-up')
+    >>> state_word("mirrored", False), state_word("mirrored", True)
+    ('backing-up', 'backed-up')
+    >>> state_word("remote", True), state_word(None, None)
+    ('remote', '')
+    """
+    if remote_state == "mirrored":
+        return "backed-up" if verified else "backing-up"
+    if remote_state == "mirroring":
+        return "backing-up"
+    return remote_state or ""
+
+
 @cli.command("ls", epilog=example("ls"))
 @click.argument("prefix", required=False, default="")
 @click.option("--json", "as_json", is_flag=True, help="As JSON lines, one file each.")
@@ -41,7 +58,7 @@ def list_files(context: Context, prefix: str, as_json: bool) -> None:
                 else:
                     versions = len(item.get("versions") or [])
                     name = item.get("path") or item["filename"]
-                    state = item.get("state") or item.get("remote_state") or ""
+                    state = state_word(item.get("remote_state"), item.get("remote_verified"))
                     click.echo(f"{human_size(item['size']):>10}  v{versions:<3} {state:<10} {name}")
             if not found.get("next"):
                 return

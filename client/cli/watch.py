@@ -74,6 +74,8 @@ def describe(event: Event) -> str:
     'created a.txt (3 bytes)'
     >>> describe(Event("5", "replica.confirmed", {"file_id": "f", "replicas": 2}))
     'f: 2 confirmed replicas'
+    >>> describe(Event("6", "file.deleted", {"file_id": "f", "path": "docs/a.txt"}))
+    'deleted docs/a.txt'
     """
     data = event.data
     name = data.get("path") or data.get("filename") or data.get("file_id", "")

@@ -403,21 +403,29 @@ class File(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
         ]
         | UnsetType
     ) = UNSET
-    # The file detail's fields; a file in a FileList has none of them.
     version: Annotated[VersionNumber, Meta(description="The current version.")] | UnsetType = UNSET
     updated_at: Time | UnsetType = UNSET
+    # Sent in lists and the detail since issue 13 (`pyarchive ls` shows it); not in
+    # `required`, as the seed API's files had none.
     remote_state: (
         Annotated[
             RemoteState,
             Meta(
-                description="The current version in the S3 tier (file detail only): `mirrored` "
-                "once verified in S3, `remote` once uncached (only in S3), `lost` after a "
+                description="The current version in the S3 tier: `local` before any copy is "
+                "in S3, `mirroring` while one is sent, `mirrored` once there, `remote` once "
+                "uncached (only in S3), `restoring` while brought back, `lost` after a "
                 "disaster recovery that did not find it in the bucket."
             ),
         ]
         | UnsetType
     ) = UNSET
-    remote_verified: bool | UnsetType = UNSET
+    remote_verified: (
+        Annotated[
+            bool, Meta(description="Whether the S3 copy was read back and its sha256 matched.")
+        ]
+        | UnsetType
+    ) = UNSET
+    # The file detail's fields; a file in a FileList has none of them.
     parts: (
         Annotated[
             list[FilePart],
@@ -673,12 +681,15 @@ EventId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
 class Event(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One event of your feed. `data` by `type`: `upload.progress` {upload_id, filename,
-    offset, total}; `upload.complete` {upload_id, file_id, filename, size, version};
-    `file.created` and `file.updated` (a new version) {file_id, filename, size, version};
-    `file.deleted` {file_id}; `file.rolled_back` {file_id, version: the new current one};
-    `replica.confirmed` {file_id, replicas: confirmed copies now}; `part.mirrored` {file_id,
-    index, parts_done, parts_total}; `file.backed_up` {file_id}: mirrored to S3 and verified;
-    `restore.progress` {file_id, parts_done, parts_total}; `file.restored` {file_id}."""
+    offset, total}; `upload.complete` {upload_id, file_id, filename, path, size, version};
+    `file.created` and `file.updated` (a new version) {file_id, filename, path, size,
+    version}; `file.deleted` {file_id, path}; `file.rolled_back` {file_id, path, version: the
+    new current one}; `file.moved` {file_id, path, filename}; `replica.confirmed` {file_id,
+    path, replicas: confirmed copies now}; `part.mirrored` {file_id, path, index, parts_done,
+    parts_total}; `file.backed_up` {file_id, path}: mirrored to S3 and verified;
+    `restore.progress` {file_id, path, parts_done, parts_total}; `file.restored` {file_id,
+    path}. Staff also get `node.status` {node, status, was}, `node.changed` {node, change},
+    `job.started` {job} and `job.finished` {job, ok, result, duration}."""
 
     id: Annotated[
         int, Meta(ge=1, le=2**63 - 1, description="Its number among your events, in order.")

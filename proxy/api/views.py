@@ -56,7 +56,9 @@ def file_json(
     stored: StoredFile, base_url: str, replicas: list[dict[str, str]] | None = None
 ) -> dict[str, Any]:
     current = stored.current
-    shown = {} if replicas is None else {"replicas": replicas}
+    shown: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
+    if current.remote_state:
+        shown |= {"remote_state": current.remote_state, "remote_verified": current.remote_verified}
     return {
         **shown,
         "id": stored.id,

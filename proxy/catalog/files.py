@@ -152,10 +152,11 @@ class FileService:
     def _delete_txn(
         txn: Txn, user_id: int, file_id: str, emitter: Emitter
     ) -> list[tuple[str, int]]:
-        if store.get_file(txn, file_id, user_id, lock=True) is None:
+        found = store.get_file(txn, file_id, user_id, lock=True)
+        if found is None:
             raise NotFound("File not found")
         orphans = store.delete_file(txn, file_id, emitter.now)
-        emitter.emit(txn, user_id, kinds.FILE_DELETED, file_id=file_id)
+        emitter.emit(txn, user_id, kinds.FILE_DELETED, file_id=file_id, path=found.path)
         return orphans
 
     async def move(self, user_id: int, file_id: str, path: object) -> StoredFile:
@@ -196,7 +197,9 @@ class FileService:
             txn, user_id, file_id, "", version.filename, version.blob, emitter.now,
             version.content_type,
         )  # fmt: skip
-        emitter.emit(txn, user_id, kinds.FILE_ROLLED_BACK, file_id=file_id, version=current)
+        emitter.emit(
+            txn, user_id, kinds.FILE_ROLLED_BACK, file_id=file_id, path=found.path, version=current
+        )
 
     async def for_download(
         self, user_id: int, file_id: str, number: object

@@ -221,6 +221,10 @@ class Version:
     created_at: float
     blob: Blob
     content_type: str = ""  # as the client said (tus filetype); "" when it did not
+    # Where its content stands in the S3 tier (blobs.remote_state, remote_verified), as read
+    # with it; "" only in hand-made values.
+    remote_state: str = ""
+    remote_verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,14 +258,16 @@ def _versions(txn: Txn, file_ids: list[str]) -> dict[str, list[Version]]:
     marks = ", ".join("?" for _ in file_ids)
     rows = txn.all(
         "SELECT v.file_id, v.number, v.filename, v.created_at, b.id, b.sha256, b.md5, b.size,"
-        " v.content_type"
+        " v.content_type, b.remote_state, b.remote_verified"
         f" FROM versions v JOIN blobs b ON b.id = v.blob_id WHERE v.file_id IN ({marks})"
         " ORDER BY v.file_id, v.number DESC",
         file_ids,
     )
     for row in rows:
         blob = Blob(int(row[4]), row[5], row[6], int(row[7]))
-        found[row[0]].append(Version(int(row[1]), row[2], float(row[3]), blob, row[8]))
+        found[row[0]].append(
+            Version(int(row[1]), row[2], float(row[3]), blob, row[8], row[9], bool(row[10]))
+        )
     return found
 
 
@@ -364,23 +370,27 @@ def list_files(
     return count, _files(txn, rows)
 
 
+def path_of(txn: Txn, file_id: str) -> str:
+    return str(txn.scalar("SELECT path FROM files WHERE id = ?", (file_id,)))
+
+
 def staff_ids(txn: Txn) -> list[int]:
     """Every active staff account, by id (the order event counters are locked in)."""
     rows = txn.all("SELECT id FROM users WHERE is_staff = 1 AND is_active = 1 ORDER BY id")
     return [int(row[0]) for row in rows]
 
 
-def files_using_blob(txn: Txn, blob_id: int) -> list[tuple[int, str]]:
-    """(owner, file id) of every file whose current version is this blob's content, ordered
-    by owner (so a transaction that records events for several owners locks their event
-    counters in one order)."""
+def files_using_blob(txn: Txn, blob_id: int) -> list[tuple[int, str, str]]:
+    """(owner, file id, path) of every file whose current version is this blob's content,
+    ordered by owner (so a transaction that records events for several owners locks their
+    event counters in one order)."""
     rows = txn.all(
-        "SELECT f.owner_id, f.id FROM files f JOIN versions v"
+        "SELECT f.owner_id, f.id, f.path FROM files f JOIN versions v"
         " ON v.file_id = f.id AND v.number = f.current_version"
         " WHERE v.blob_id = ? ORDER BY f.owner_id, f.id",
         (blob_id,),
     )
-    return [(int(row[0]), str(row[1])) for row in rows]
+    return [(int(row[0]), str(row[1]), str(row[2])) for row in rows]
 
 
 def add_version(

@@ -52,9 +52,9 @@ class Emitter:
 
     def for_blob(self, txn: Txn, blob_id: int, kind: str, **data: Any) -> None:
         """One event per (owner, file) whose current version is this content (a blob may be
-        shared by several files and users), each naming its ``file_id``."""
-        for user_id, file_id in store.files_using_blob(txn, blob_id):
-            self.emit(txn, user_id, kind, file_id=file_id, **data)
+        shared by several files and users), each naming its ``file_id`` and ``path``."""
+        for user_id, file_id, path in store.files_using_blob(txn, blob_id):
+            self.emit(txn, user_id, kind, file_id=file_id, path=path, **data)
 
     def for_staff(self, txn: Txn, kind: str, **data: Any) -> None:
         """One event in the feed of every active staff account (``kinds.STAFF_ONLY``)."""

@@ -7,17 +7,18 @@ names its file.
 from __future__ import annotations
 
 UPLOAD_PROGRESS = "upload.progress"  # {upload_id, filename, offset, total}
-UPLOAD_COMPLETE = "upload.complete"  # {upload_id, file_id, filename, size, version}
-FILE_CREATED = "file.created"  # {file_id, filename, size, version}
-FILE_UPDATED = "file.updated"  # {file_id, filename, size, version}: a new version
-FILE_DELETED = "file.deleted"  # {file_id}
-FILE_ROLLED_BACK = "file.rolled_back"  # {file_id, version}: the new current version
+UPLOAD_COMPLETE = "upload.complete"  # {upload_id, file_id, filename, path, size, version}
+FILE_CREATED = "file.created"  # {file_id, filename, path, size, version}
+FILE_UPDATED = "file.updated"  # {file_id, filename, path, size, version}: a new version
+FILE_DELETED = "file.deleted"  # {file_id, path}
+FILE_ROLLED_BACK = "file.rolled_back"  # {file_id, path, version}: the new current version
 FILE_MOVED = "file.moved"  # {file_id, path, filename}: the file has another path now
-REPLICA_CONFIRMED = "replica.confirmed"  # {file_id, replicas}: confirmed copies now
-PART_MIRRORED = "part.mirrored"  # {file_id, index, parts_done, parts_total}
-FILE_BACKED_UP = "file.backed_up"  # {file_id}: mirrored to S3 and verified there
-RESTORE_PROGRESS = "restore.progress"  # {file_id, parts_done, parts_total}
-FILE_RESTORED = "file.restored"  # {file_id}: back on a storage node from S3
+# The content's events name each file whose current version it is (emit.Emitter.for_blob):
+REPLICA_CONFIRMED = "replica.confirmed"  # {file_id, path, replicas}: confirmed copies now
+PART_MIRRORED = "part.mirrored"  # {file_id, path, index, parts_done, parts_total}
+FILE_BACKED_UP = "file.backed_up"  # {file_id, path}: mirrored to S3 and verified there
+RESTORE_PROGRESS = "restore.progress"  # {file_id, path, parts_done, parts_total}
+FILE_RESTORED = "file.restored"  # {file_id, path}: back on a storage node from S3
 
 # Staff only: recorded in the feed of every active staff account at the time (a household or
 # an office has a few), so that each reads them with its own cursor; demotion drops them from

@@ -72,11 +72,13 @@ def complete_txn(
 
 def _emit(txn: Txn, emitter: Emitter, upload: Upload, file_id: str, number: int) -> None:
     size, name = upload.received, upload.filename
+    path = store.path_of(txn, file_id)  # a parent's, or one from before paths, may differ
     emitter.emit(
         txn, upload.owner_id, kinds.UPLOAD_COMPLETE,
-        upload_id=upload.id, file_id=file_id, filename=name, size=size, version=number,
+        upload_id=upload.id, file_id=file_id, filename=name, path=path, size=size, version=number,
     )  # fmt: skip
     kind = kinds.FILE_CREATED if number == 1 else kinds.FILE_UPDATED  # add_version's first is 1
     emitter.emit(
-        txn, upload.owner_id, kind, file_id=file_id, filename=name, size=size, version=number
-    )
+        txn, upload.owner_id, kind,
+        file_id=file_id, filename=name, path=path, size=size, version=number,
+    )  # fmt: skip
