@@ -1,6 +1,7 @@
 """A TCP relay for tests of bad links: between a client and a server on 127.0.0.1, it can
-limit the bandwidth each way and reset every connection after so many bytes upstream, and it
-counts what the client sent. Blocking threads, like ``tests/proc.py``.
+limit the bandwidth each way, reset every connection after so many bytes upstream or stall it
+(nothing more goes either way, as through a link that hangs), and it counts what the client
+sent. Blocking threads, like ``tests/proc.py``.
 
     with Relay(proxy.port, rate=5 * MiB, reset_every=3 * MiB) as relay:
         run_client(f"http://127.0.0.1:{relay.port}")
@@ -26,11 +27,17 @@ class Relay:
         rate: float | None = None,
         reset_every: int | None = None,
         down_rate: float | None = None,
+        stall_after: int | None = None,
     ) -> None:
         self.target_port = target_port
         self.rate = rate  # bytes per second, client to server; None: as fast as it goes
         self.down_rate = down_rate  # the same, server to client
         self.reset_every = reset_every  # bytes per connection, client to server, then RST
+        # Bytes per connection, client to server, after which nothing more is passed on either
+        # way; what the client sends is swallowed until it gives up and closes, and then the
+        # server's side is reset (so the server lets go of the upload at once).
+        self.stall_after = stall_after
+        self.stalls = 0
         self.sent = 0  # client to server, over every connection
         self.resets = 0
         self._lock = threading.Lock()
@@ -70,7 +77,7 @@ class Relay:
                 continue
             with self._lock:
                 self._sockets.update((client, server))
-            state = {"up": 0}
+            state = {"up": 0, "stalled": 0}
             threading.Thread(
                 target=self._pump, args=(client, server, state, True), daemon=True
             ).start()
@@ -89,6 +96,17 @@ class Relay:
                 if not data:
                     sink.shutdown(socket.SHUT_WR)
                     return
+                if state["stalled"]:  # the server's answer to a stalled request: never told
+                    return
+                if up and self.stall_after is not None:
+                    room = self.stall_after - state["up"]
+                    if room <= len(data):
+                        sink.sendall(data[:room])
+                        self._count(room)
+                        state["stalled"] = 1
+                        self.stalls += 1
+                        self._swallow_then_reset(source, sink)
+                        return
                 if up and self.reset_every is not None:
                     room = self.reset_every - state["up"]
                     if room <= len(data):
@@ -114,6 +132,16 @@ class Relay:
         finally:
             with self._lock:
                 self._sockets.discard(source)
+
+    def _swallow_then_reset(self, client: socket.socket, server: socket.socket) -> None:
+        """A stalled connection: read and drop what the client sends until it closes."""
+        try:
+            while client.recv(_PIECE):
+                pass
+        except OSError:
+            pass
+        _reset(server)
+        _close(client)
 
     def _count(self, size: int) -> None:
         with self._lock:

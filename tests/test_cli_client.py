@@ -11,7 +11,7 @@ import select
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,17 @@ class Device:
 
     config: Path
 
-    def __call__(self, *args: str, stdin: str = "", timeout: float = 60) -> Run:
+    def __call__(
+        self,
+        *args: str,
+        stdin: str = "",
+        timeout: float = 60,
+        preexec: Callable[[], None] | None = None,
+    ) -> Run:
+        """Run ``pyarchive`` with this configuration (``preexec`` first, in the child)."""
         done = subprocess.run(
             [str(BIN / "pyarchive"), "--config-dir", str(self.config), *args],
-            input=stdin, capture_output=True, text=True, timeout=timeout,
+            input=stdin, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec,
         )  # fmt: skip
         return Run(done.returncode, done.stdout, done.stderr)
 

@@ -1,16 +1,19 @@
 """``pyarchive upload`` (issue 13) as its console script against a real cluster (a proxy and
 two storage nodes with their rsync daemons): folders with their relative paths and ignore
 rules; a SIGKILL midway, then the same command again, sending only the rest; a slow link that
-resets every few MiB; a file changed since it was interrupted; bad input and a quota."""
+resets every few MiB; a link that stalls; a file changed since it was interrupted; bad input,
+an unreadable file and a quota."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,6 +188,23 @@ def test_a_slow_link_that_breaks_every_few_mib_still_delivers_a_verified_file(
     assert stored(cluster, me)["backup.tar"]["sha256"] == digest
 
 
+def test_a_link_that_stalls_is_dropped_after_the_stall_time_and_the_upload_goes_on(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    size = 7 * MiB
+    source = tmp_path / "scan.pdf"
+    digest = write_random(source, size, seed=5)
+    with Relay(cluster.proxy.port, stall_after=2 * MiB) as relay:
+        me = person(tmp_path, f"http://127.0.0.1:{relay.port}", "sami")
+        started = time.monotonic()
+        done = me("upload", str(source), "--chunk-size", "1M", "--stall", "2", timeout=120)
+        took = time.monotonic() - started
+    assert done.code == 0, done.err
+    assert relay.stalls >= 3  # every connection hangs after 2 MiB: 7 MiB needs four
+    assert took < 45, took  # each hang cost a couple of seconds, not the default minute
+    assert stored(cluster, me)["scan.pdf"]["sha256"] == digest
+
+
 def test_a_file_changed_since_it_was_interrupted_is_sent_afresh(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -230,3 +250,35 @@ def test_bad_input_and_a_quota_each_give_one_line_and_their_exit_code(
     assert stored(cluster, me) == {}
     usage = json.loads(me("usage", "--json").out)
     assert usage == {"used": 0, "quota": 10_000}
+
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>, capability.h
+
+
+def without_reading_everything() -> None:
+    """In the child, before it runs the command: root loses the power to read any file (its
+    bounding set drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, which exec then takes from
+    its effective set), so file modes hold for it as for anyone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_an_unreadable_file_fails_alone_in_one_line_and_the_rest_go_up(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    me = person(tmp_path, cluster.proxy.url, "zora")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "fine.txt").write_bytes(b"readable")
+    secret = folder / "secret.txt"
+    secret.write_bytes(b"not for you")
+    secret.chmod(0)
+    done = me("upload", str(folder), preexec=without_reading_everything)
+    assert done.code == 1, (done.out, done.err)
+    assert f"FAILED docs/secret.txt: {secret}: Permission denied" in done.out
+    assert "uploaded docs/fine.txt" in done.out
+    assert done.err.strip() == "pyarchive: 1 of 2 files failed"
+    assert set(stored(cluster, me)) == {"docs/fine.txt"}
+    assert secret.stat().st_mode & 0o777 == 0  # left as it was
