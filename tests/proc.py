@@ -28,6 +28,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+TOKEN_KEY = "process-test-secret"  # what signs the test proxies' login tokens
+
+
 @dataclass
 class ProxyProcess:
     data_dir: Path
@@ -45,7 +48,7 @@ class ProxyProcess:
     def start(self, timeout: float = 30.0) -> ProxyProcess:
         self.port = self.port or free_port()
         log = open(self.data_dir.parent / f"proxy-{self.port}.log", "ab")
-        env = {**os.environ, "PYARCHIVE_SECRET_KEY": "process-test-secret", **self.env}
+        env = {**os.environ, "PYARCHIVE_SECRET_KEY": TOKEN_KEY, **self.env}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from client import PyArchiveClient
 from client.cli import app, download, failures, files, settings, syncplan, upload, walk, watch
-from tests.proc import BIN, ProxyProcess, free_port
+from common.tokens import TokenClaims, issue_token
+from tests.proc import BIN, TOKEN_KEY, ProxyProcess, free_port
 
 PASSWORD = "Correct-Horse-9x"
 
@@ -115,9 +117,15 @@ def test_the_server_down_and_an_expired_token_are_told_apart(
     device: Device, tmp_path: Path
 ) -> None:
     signed_up(device, "ezra")
-    device.config.joinpath("token").write_text("not.a.token\n")
-    expired = device("usage")
-    assert expired.code == 4 and "login needed" in expired.err
+    genuine = jwt.decode(device.config.joinpath("token").read_text().strip(), TOKEN_KEY, ["HS256"])
+    claims = TokenClaims(int(genuine["sub"]), "ezra", False, int(genuine["ver"]))
+    day = 86400.0
+    stale = issue_token(TOKEN_KEY, claims, now=time.time() - 2 * day, lifetime=day)
+    for token in (stale, "not.a.token"):
+        device.config.joinpath("token").write_text(token + "\n")
+        refused = device("usage")
+        assert refused.code == 4, refused.err
+        assert refused.err == "pyarchive: login needed: run `pyarchive login USER`\n"
     down = Device(tmp_path / "down")
     down("config", "set", "server", f"http://127.0.0.1:{free_port()}")
     down.config.joinpath("token").write_text("x\n")
