@@ -43,8 +43,8 @@ from proxy.uploads.site import ArchiveSite
 from proxy.uploads.staging import StagingArea
 from proxy.uploads.tus import TusUploads
 from proxy.web.app import PAGE_ROOTS, WebApp
-from proxy.web.auth import WebAuth
-from proxy.web.pages.base import UploadSettings
+from proxy.web.auth import SESSION_COOKIE, WebAuth
+from proxy.web.pages.base import FILE_FORM_LIMIT, UploadSettings
 from proxy.web.render import Renderer
 from proxy.web.root import Root
 
@@ -337,6 +337,8 @@ def build_proxy(
         max_upload_size=config.max_upload_size,
         tus_path=config.tus_path,
         keep_arrived=lambda sink: defer.ensureDeferred(tus.keep_arrived(sink)),
+        session_cookie=(SESSION_COOKIE, session_key(secret)),
+        large_bodies={(b"POST", b"/profile/picture"): FILE_FORM_LIMIT},
     )
     pages = WebApp(
         auth=auth, accounts=accounts, users=users, files=files, remote=remote, db=db, clock=clock,

@@ -572,15 +572,19 @@ def test_a_release_by_someone_not_holding_the_claim_changes_nothing(
     assert handed.called
 
 
-def test_the_offset_is_what_was_last_acknowledged_until_forgotten(
+def test_the_offset_is_what_was_last_acknowledged_until_forgotten_and_only_its_owner_sees_it(
     progress: UploadProgress,
 ) -> None:
-    assert progress.offset("u") is None
-    progress.acknowledged("u", 0, 100, None)
-    progress.acknowledged("u", 100, 250, None)
-    assert progress.offset("u") == 250
+    assert progress.offset("u", 7) is None
+    progress.acknowledged("u", 0, 100, None, owner=7)
+    progress.acknowledged("u", 100, 250, None, owner=7)
+    assert (progress.offset("u", 7), progress.offset("u", 8)) == (250, None)
+    progress.learn_offset("u", 0, owner=8)  # never over one it knows
+    assert (progress.offset("u", 7), progress.offset("u", 8)) == (250, None)
     progress.forget("u")
-    assert progress.offset("u") is None
+    assert progress.offset("u", 7) is None
+    progress.learn_offset("u", 250, owner=7)
+    assert (progress.offset("u", 7), progress.offset("u", 8)) == (250, None)
 
 
 # ---------------------------------------------------------------- shared helpers

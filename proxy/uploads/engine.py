@@ -181,7 +181,9 @@ class UploadEngine:
             except BaseException:
                 await self._in_thread(self._staging.remove, upload.id)
                 raise
-            self._progress.acknowledged(upload.id, 0, accepted.received, hashes)
+            self._progress.acknowledged(
+                upload.id, 0, accepted.received, hashes, owner=upload.owner_id
+            )
             self._emitted(upload.id, emitter)
             return accepted
 
@@ -246,7 +248,9 @@ class UploadEngine:
             accepted = await self._db.run(
                 self._append_txn, user_id, upload_id, chunk, body, hashes, emitter, due
             )
-            self._progress.acknowledged(upload_id, chunk.start, accepted.received, hashes)
+            self._progress.acknowledged(
+                upload_id, chunk.start, accepted.received, hashes, owner=user_id
+            )
             self._emitted(upload_id, emitter)
             return accepted
         finally:
@@ -449,7 +453,7 @@ class UploadEngine:
         is checked for the ``initial`` bytes about to be sent with the creation)."""
         upload = self._new_upload(user_id, filename, parent_id, total, path, **tus)
         upload = await self._db.run(self._create_empty_txn, upload, initial)
-        self._progress.acknowledged(upload.id, 0, 0, HashState.empty())
+        self._progress.acknowledged(upload.id, 0, 0, HashState.empty(), owner=upload.owner_id)
         return upload
 
     def _create_empty_txn(self, txn: Txn, upload: Upload, initial: int = 0) -> Upload:

@@ -75,13 +75,17 @@ class UploadProgress:
         self._reactor = reactor
         self._pool = pool
         self._lanes: dict[str, HashLanes] = {}
-        self._offsets: dict[str, int] = {}
+        # The acknowledged offset of each upload and whose upload it is: a body is written
+        # in place only for its owner (``proxy.uploads.intake``).
+        self._offsets: dict[str, tuple[int, int]] = {}
         self._hashes: dict[str, HashState] = {}
         self._claims: dict[str, object] = {}
         self._waiters: dict[str, list[tuple[object, Deferred[None]]]] = {}
 
-    def offset(self, upload_id: str) -> int | None:
-        return self._offsets.get(upload_id)
+    def offset(self, upload_id: str, owner_id: int) -> int | None:
+        """The offset this process knows the upload is acknowledged at, if it is the owner's."""
+        found = self._offsets.get(upload_id)
+        return found[1] if found is not None and found[0] == owner_id else None
 
     def hashes_at(self, upload_id: str, offset: int) -> HashState | None:
         """A private copy of the running hashes if they cover exactly ``offset`` bytes.
@@ -112,9 +116,12 @@ class UploadProgress:
         # Waiting may be cancelled (the client went away); the lanes' own work goes on.
         return shielded(both.addCallback(lambda _: None))
 
-    def acknowledged(self, upload_id: str, start: int, end: int, hashes: HashState | None) -> None:
-        """Record a committed chunk [start, end); keep hashes only if they chain on."""
-        self._offsets[upload_id] = end
+    def acknowledged(
+        self, upload_id: str, start: int, end: int, hashes: HashState | None, *, owner: int
+    ) -> None:
+        """Record a committed chunk [start, end) of ``owner``'s upload; keep hashes only if
+        they chain on."""
+        self._offsets[upload_id] = (owner, end)
         current = self._hashes.get(upload_id)
         chained = start == 0 or (current is not None and current.offset == start)
         if hashes is not None and hashes.offset == end and chained:
@@ -122,13 +129,13 @@ class UploadProgress:
         else:
             self._hashes.pop(upload_id, None)
 
-    def learn_offset(self, upload_id: str, offset: int) -> None:
+    def learn_offset(self, upload_id: str, offset: int, *, owner: int) -> None:
         """An offset read from the database, used only if this process knows none.
 
         Never over one it knows: that one comes from a commit at least as recent as the
         read (every commit records its offset before it releases the claim).
         """
-        self._offsets.setdefault(upload_id, offset)
+        self._offsets.setdefault(upload_id, (owner, offset))
 
     def remember_hashes(self, upload_id: str, hashes: HashState) -> None:
         self._hashes[upload_id] = hashes

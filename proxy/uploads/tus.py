@@ -158,7 +158,7 @@ class TusUploads:
         """The upload as HEAD reports it; its offset is learned for in-place PATCHes."""
         upload = await self._engine.resumable(user_id, upload_id)
         if upload.status != COMPLETE and upload.concat != "final":
-            self._progress.learn_offset(upload.id, upload.received)
+            self._progress.learn_offset(upload.id, upload.received, owner=upload.owner_id)
         return upload
 
     async def patch(
