@@ -100,9 +100,22 @@ def test_a_folder_goes_up_with_its_relative_paths_minus_what_is_ignored(
         "backup/pictures/2024/summer/b.jpg", "backup/pictures/a.jpg", "backup/pictures/empty.txt",
     ]  # fmt: skip
     assert files["backup/pictures/2024/summer/b.jpg"]["filename"] == "b.jpg"
-    # Again: each path gets a second version (the command does not skip what is there; sync does)
+    # Again, unchanged: passed over (the server still has it as it is here), not a new version
+    again = me("upload", str(tree / "a.jpg"), "--to", "backup/pictures")
+    assert again.code == 0 and again.out.startswith(
+        "uploaded backup/pictures/a.jpg: 1000 bytes, unchanged since it was sent"
+    ), again.out
+    assert len(stored(cluster, me)["backup/pictures/a.jpg"]["versions"]) == 1
+    (tree / "a.jpg").write_bytes(b"A" * 1000)  # changed: a second version
     assert me("upload", str(tree / "a.jpg"), "--to", "backup/pictures").code == 0
     assert len(stored(cluster, me)["backup/pictures/a.jpg"]["versions"]) == 2
+    status, _ = cluster.proxy.request(
+        "DELETE", f"/storage/files/{stored(cluster, me)['backup/pictures/a.jpg']['id']}/",
+        headers={"Authorization": f"JWT {token_of(me)}"},
+    )  # fmt: skip
+    assert status == 204
+    assert me("upload", str(tree / "a.jpg"), "--to", "backup/pictures").code == 0  # deleted: sent
+    assert len(stored(cluster, me)["backup/pictures/a.jpg"]["versions"]) == 1
 
 
 def upload_process(device: Device, *args: str) -> subprocess.Popen[str]:
@@ -113,12 +126,13 @@ def upload_process(device: Device, *args: str) -> subprocess.Popen[str]:
 
 
 def journal_url(device: Device) -> str | None:
+    """The upload the journal says its one file is going into (None once it is up)."""
     try:
         with sqlite3.connect(device.config / "uploads.sqlite") as db:
             row = db.execute("SELECT url FROM uploads").fetchone()
     except sqlite3.OperationalError:
         return None
-    return None if row is None else str(row[0])
+    return None if row is None or not row[0] else str(row[0])
 
 
 def server_offset(cluster: Cluster, device: Device, url: str) -> int:
@@ -170,6 +184,9 @@ def test_killed_midway_the_same_command_again_sends_only_the_rest(
     assert second < size - offset + 8 * MiB, (second, offset)  # the rest, and a chunk or two
     assert stored(cluster, me)["video.mkv"]["sha256"] == digest
     assert journal_url(me) is None  # done: nothing left to resume
+    rerun = me("upload", str(source), "--chunk-size", "4M")  # after the interruption, again
+    assert rerun.code == 0 and "unchanged since it was sent" in rerun.out, rerun.out
+    assert len(stored(cluster, me)["video.mkv"]["versions"]) == 1  # not sent again
 
 
 @pytest.mark.slow

@@ -177,9 +177,14 @@ class Uploads:
     ) -> Result:
         entry = self.journal.find(source)
         resume: str | None = None
-        if entry is not None and entry.current:
+        if entry is not None and entry.current and entry.file_id and entry.sha256:
+            if self._still_current(client, source, entry.file_id, entry.sha256):
+                message = f"{source.size} bytes, unchanged since it was sent (sha256 "
+                message += f"{entry.sha256[:16]}...)"
+                return Result(source, OK, message, None, entry.file_id, entry.sha256)
+        elif entry is not None and entry.current:
             resume = entry.url
-        elif entry is not None:  # the file changed, or goes elsewhere: start afresh
+        elif entry is not None and entry.url:  # the file changed, or goes elsewhere: afresh
             try:
                 client.abort(entry.url)
             except ApiError:
@@ -214,19 +219,32 @@ class Uploads:
             self.journal.forget(source)  # the upload expired on the server: from the start
             resume, first[:] = None, []
             done = upload(None)
-        self.journal.forget(source)
         file_id = str(done["file_id"])
         stored = client.file_info(file_id)
         resumed_at = first[0] if resume is not None and first else None
         if stored.get("sha256") != digests.get("sha256"):
+            self.journal.forget(source)
             return Result(
                 source, FAILURE,
                 f"checksum mismatch: sent sha256 {digests.get('sha256')}, the server stored "
                 f"{stored.get('sha256')}",
                 resumed_at, file_id,
             )  # fmt: skip
+        self.journal.sent(source, file_id, digests["sha256"])
         message = f"{source.size} bytes, sha256 {digests['sha256'][:16]}... verified"
         return Result(source, OK, message, resumed_at, file_id, digests["sha256"])
+
+    @staticmethod
+    def _still_current(client: PyArchiveClient, source: Source, file_id: str, sha256: str) -> bool:
+        """Whether the server's file is still at this path with this content as its current
+        version (it may have been deleted, moved, rolled back or changed since)."""
+        try:
+            stored = client.file_info(file_id)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return stored.get("sha256") == sha256 and stored.get("path") == source.remote
 
 
 def exit_code(results: Sequence[Result]) -> int:

@@ -26,10 +26,10 @@ from client.cli.settings import write_private
 from client.errors import ApiError
 
 # What people want told by default; ``--all`` adds progress and parts.
+# What is printed without --all: an upload's end is told by its file.created or file.updated.
 NOTABLE = (
     "file.created", "file.updated", "file.deleted", "file.rolled_back", "file.moved",
-    "replica.confirmed",
-    "file.backed_up", "file.restored", "upload.complete",
+    "replica.confirmed", "file.backed_up", "file.restored",
 )  # fmt: skip
 
 
@@ -80,8 +80,10 @@ def describe(event: Event) -> str:
     data = event.data
     name = data.get("path") or data.get("filename") or data.get("file_id", "")
     match event.type:
-        case "file.created" | "upload.complete":
+        case "file.created":
             return f"created {name} ({data.get('size')} bytes)"
+        case "upload.complete":
+            return f"upload of {name} complete ({data.get('size')} bytes)"
         case "file.updated":
             return f"new version {data.get('version')} of {name} ({data.get('size')} bytes)"
         case "file.deleted":
