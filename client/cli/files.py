@@ -161,7 +161,9 @@ def uncache(context: Context, ref: str, as_json: bool) -> None:
 
 @cli.command(epilog=example("watch"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
-@click.option("--all", "everything", is_flag=True, help="Progress, parts and each upload's end too.")
+@click.option(
+    "--all", "everything", is_flag=True, help="Progress, parts and each upload's end too."
+)
 @pass_context
 def watch(context: Context, as_json: bool, everything: bool) -> None:
     """Print what happens to your files as it happens (live; Ctrl-C stops).
