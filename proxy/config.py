@@ -31,14 +31,6 @@ def _tus_path_text(text: str) -> str:
     return path
 
 
-def _readable_file(text: str) -> str:
-    """A path that can be read now (or empty): refused at start-up, naming the setting."""
-    if text:
-        with open(text, "rb"):
-            pass
-    return text
-
-
 def _at_least_one(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -176,12 +168,6 @@ class ProxyConfig:
         3.0, parse_duration, "How long a ping may take before it counts as missed.", shown="3s"
     )
     node_down_after: int = setting(3, int, "Missed pings in a row after which a node is down.")
-    node_ca_file: str = setting(
-        "",
-        _readable_file,
-        "PEM file of the certificate authority that signed the nodes' certificates, for nodes "
-        "registered with https:// URLs and a private CA; empty: the system's trusted CAs.",
-    )
     replica_grace: float = setting(
         900.0,
         parse_duration,

@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import treq
-from treq.client import HTTPClient
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from common.db import Database, parse_database_url
 from proxy.api.app import ProxyApp
@@ -216,17 +213,6 @@ class Proxy:
         self.pool.stop()
 
 
-def node_http(reactor: Any, ca_file: str) -> Any:
-    """What the proxy talks to nodes with: treq, trusting the system's CAs, or, with
-    ``node_ca_file``, an HTTP client that trusts that CA for https:// node URLs."""
-    if not ca_file:
-        return treq
-    with open(ca_file, "rb") as pem:
-        authority = Certificate.loadPEM(pem.read())
-    agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=authority))
-    return HTTPClient(agent)
-
-
 def build_proxy(
     config: ProxyConfig,
     reactor: Any,
@@ -263,9 +249,8 @@ def build_proxy(
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
     cluster_secret = load_cluster_secret(config)
     node_client = NodeClient(
-        http=node_http(reactor, config.node_ca_file), clock=clock, cluster_secret=cluster_secret,
-        timeout=config.node_ping_timeout,
-    )  # fmt: skip
+        http=treq, clock=clock, cluster_secret=cluster_secret, timeout=config.node_ping_timeout
+    )
     rsync = RsyncPusher(
         reactor=reactor, clock=clock, cluster_secret=cluster_secret,
         timeout=config.rsync_timeout, binary=config.rsync_binary,
