@@ -30,6 +30,7 @@ from proxy.cluster.replication import Replicator
 from proxy.config import ProxyConfig
 from proxy.events.hub import EventHub
 from proxy.migrations import migrate
+from proxy.ops.joblocks import JobLocks, job_locks
 from proxy.ops.jobs import JobScheduler
 from proxy.ops.systemlog import SystemLog
 from proxy.remote.backup import MetadataBackup
@@ -108,6 +109,7 @@ class Proxy:
     remote: RemoteTier | None = None
     backup: MetadataBackup | None = None
     events: EventHub | None = None
+    job_locks: JobLocks | None = None
 
     async def start(self) -> IListeningPort:
         await self.db.run(migrate)
@@ -209,6 +211,8 @@ class Proxy:
             self.events.close()  # open streams and long polls end
         if self.port is not None:
             await defer.maybeDeferred(self.port.stopListening)
+        if self.job_locks is not None:
+            self.job_locks.close()
         self.db.close()
         self.pool.stop()
 
@@ -244,7 +248,8 @@ def build_proxy(
     )  # fmt: skip
     sessions = Sessions(db, clock, session_key(secret), lifetime=config.session_lifetime)
     auth = WebAuth(accounts, sessions, secure=config.public_url.startswith("https://"))
-    scheduler = JobScheduler(db, clock, syslog, waker=events)
+    locks = job_locks(db.url)
+    scheduler = JobScheduler(db, clock, syslog, waker=events, locks=locks)
     box = connection_box(config.encryption_key or secret)
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
     cluster_secret = load_cluster_secret(config)
@@ -356,7 +361,7 @@ def build_proxy(
         config, reactor, clock, db, pool, site, uploads, accounts, sessions,
         monitor=monitor, replicator=replicator, scrubber=scrubber,
         scheduler=scheduler, syslog=syslog, s3_connections=s3_connections,
-        remote=remote, backup=backup, events=events,
+        remote=remote, backup=backup, events=events, job_locks=locks,
     )  # fmt: skip
     proxy.add_builtin_jobs()
     return proxy
