@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import treq
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
@@ -27,6 +26,7 @@ from proxy.cluster.downloads import DownloadLocator
 from proxy.cluster.monitor import NodeMonitor, Scrubber
 from proxy.cluster.placement import parse_zone_map
 from proxy.cluster.replication import Replicator
+from proxy.cluster.tls import node_http_client
 from proxy.config import ProxyConfig
 from proxy.events.hub import EventHub
 from proxy.migrations import migrate
@@ -254,8 +254,9 @@ def build_proxy(
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
     cluster_secret = load_cluster_secret(config)
     node_client = NodeClient(
-        http=treq, clock=clock, cluster_secret=cluster_secret, timeout=config.node_ping_timeout
-    )
+        http=node_http_client(reactor, config.node_ca_file), clock=clock,
+        cluster_secret=cluster_secret, timeout=config.node_ping_timeout,
+    )  # fmt: skip
     rsync = RsyncPusher(
         reactor=reactor, clock=clock, cluster_secret=cluster_secret,
         timeout=config.rsync_timeout, binary=config.rsync_binary,
