@@ -74,7 +74,6 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     healthy: bool = False
-    restarts: int = 0
 
     def spawn(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -117,7 +116,6 @@ class Child:
         """One supervision step: notice an exit, restart when due, see a restart through."""
         if self.process is None:
             if self.restart_at is not None and now >= self.restart_at:
-                self.restarts += 1
                 self.spawn()
             return
         status = self.process.poll()
