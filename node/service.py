@@ -29,6 +29,7 @@ from node.api.inputs import NodeSite
 from node.config import NodeConfig
 from node.mirror.loop import MirrorEngine, MirrorSettings
 from node.mirror.state import StateDir
+from node.replicas import deathsig
 from node.replicas.rsyncd import (
     RsyncDaemon,
     RsyncdSettings,
@@ -184,8 +185,11 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
         raise
 
     def spawn(protocol: ProcessProtocol, argv: Sequence[str]) -> IProcessTransport:
+        # Through deathsig: the daemon dies with this process, even on SIGKILL, so a node
+        # started again (by run-local's supervisor, systemd...) finds the rsync port free.
+        command = deathsig.wrapped(os.getpid(), rsync, argv)
         transport: IProcessTransport = reactor.spawnProcess(
-            protocol, rsync, list(argv), env=dict(os.environ)
+            protocol, command[0], command, env=dict(os.environ)
         )
         return transport
 

@@ -168,6 +168,12 @@ class ProxyConfig:
         3.0, parse_duration, "How long a ping may take before it counts as missed.", shown="3s"
     )
     node_down_after: int = setting(3, int, "Missed pings in a row after which a node is down.")
+    node_ca_file: str = setting(
+        "",
+        str,
+        "PEM file of the certificates trusted for nodes' https:// URLs (a private CA, or a "
+        "node's self-signed certificate); empty: the system's trust store.",
+    )
     replica_grace: float = setting(
         900.0,
         parse_duration,

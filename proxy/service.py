@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import treq
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
@@ -27,9 +26,11 @@ from proxy.cluster.downloads import DownloadLocator
 from proxy.cluster.monitor import NodeMonitor, Scrubber
 from proxy.cluster.placement import parse_zone_map
 from proxy.cluster.replication import Replicator
+from proxy.cluster.tls import node_http_client
 from proxy.config import ProxyConfig
 from proxy.events.hub import EventHub
 from proxy.migrations import migrate
+from proxy.ops.joblocks import JobLocks, job_locks
 from proxy.ops.jobs import JobScheduler
 from proxy.ops.systemlog import SystemLog
 from proxy.remote.backup import MetadataBackup
@@ -108,6 +109,7 @@ class Proxy:
     remote: RemoteTier | None = None
     backup: MetadataBackup | None = None
     events: EventHub | None = None
+    job_locks: JobLocks | None = None
 
     async def start(self) -> IListeningPort:
         await self.db.run(migrate)
@@ -209,6 +211,8 @@ class Proxy:
             self.events.close()  # open streams and long polls end
         if self.port is not None:
             await defer.maybeDeferred(self.port.stopListening)
+        if self.job_locks is not None:
+            self.job_locks.close()
         self.db.close()
         self.pool.stop()
 
@@ -244,13 +248,15 @@ def build_proxy(
     )  # fmt: skip
     sessions = Sessions(db, clock, session_key(secret), lifetime=config.session_lifetime)
     auth = WebAuth(accounts, sessions, secure=config.public_url.startswith("https://"))
-    scheduler = JobScheduler(db, clock, syslog, waker=events)
+    locks = job_locks(db.url)
+    scheduler = JobScheduler(db, clock, syslog, waker=events, locks=locks)
     box = connection_box(config.encryption_key or secret)
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
     cluster_secret = load_cluster_secret(config)
     node_client = NodeClient(
-        http=treq, clock=clock, cluster_secret=cluster_secret, timeout=config.node_ping_timeout
-    )
+        http=node_http_client(reactor, config.node_ca_file), clock=clock,
+        cluster_secret=cluster_secret, timeout=config.node_ping_timeout,
+    )  # fmt: skip
     rsync = RsyncPusher(
         reactor=reactor, clock=clock, cluster_secret=cluster_secret,
         timeout=config.rsync_timeout, binary=config.rsync_binary,
@@ -358,7 +364,7 @@ def build_proxy(
         config, reactor, clock, db, pool, site, uploads, accounts, sessions,
         monitor=monitor, replicator=replicator, scrubber=scrubber,
         scheduler=scheduler, syslog=syslog, s3_connections=s3_connections,
-        remote=remote, backup=backup, events=events,
+        remote=remote, backup=backup, events=events, job_locks=locks,
     )  # fmt: skip
     proxy.add_builtin_jobs()
     return proxy

@@ -1,10 +1,12 @@
-"""The supervisor behind ``scripts/run-local``: starts the local system, stops it on a signal.
+"""The supervisor behind ``scripts/run-local``: starts the local system and keeps it running.
 
 The system: the proxy (SQLite), two storage nodes, ``node1`` (zone ``a``) and ``node2``
 (zone ``b``), each with its rsync daemon, and a local S3 endpoint (moto's server, data in
 memory: a stand-in for a real bucket) configured as the proxy's active S3 connection, all on
 free loopback ports. Every child is started with an argument list, remembered by PID, and
-stopped by PID.
+stopped by PID. A child that exits is started again on the same ports, with growing delays
+while it keeps failing (see ``local_supervisor.py``); only Ctrl-C or SIGTERM stops the whole
+system.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import FrameType
+
+from local_supervisor import Child, stop_all, supervise
 
 BIN = Path(sys.executable).parent
 LOCAL_BUCKET = "pyarchive-local"
@@ -90,47 +92,24 @@ def register_node(data_dir: Path, name: str, zone: str, port: int, rsync_port: i
             sys.exit(f"run-local: could not register {name}: {updated.stderr.strip()}")
 
 
-def wait_healthy(url: str, child: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            sys.exit(f"run-local: {url} exited with status {child.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    child.terminate()
-    sys.exit(f"run-local: {url}health did not answer within {timeout:.0f} s")
-
-
-def start_local_s3(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """moto's S3 server on a free loopback port with an empty bucket ``pyarchive-local``."""
+def local_s3(data_dir: Path) -> Child:
+    """moto's S3 server on a free loopback port; each run starts with an empty bucket."""
     port = free_port()
-    with open(data_dir / "s3.log", "ab") as log:
-        child = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                break
-        except OSError:
-            if child.poll() is not None or time.monotonic() > deadline:
-                stop(child)
-                sys.exit(f"run-local: the local S3 endpoint did not start (see {data_dir}/s3.log)")
-            time.sleep(0.2)
-    import boto3
 
-    boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id=LOCAL_S3_KEY, aws_secret_access_key=LOCAL_S3_SECRET,
-    ).create_bucket(Bucket=LOCAL_BUCKET)  # fmt: skip
-    return child, endpoint
+    def create_bucket() -> None:
+        import boto3
+
+        boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=LOCAL_S3_KEY, aws_secret_access_key=LOCAL_S3_SECRET,
+        ).create_bucket(Bucket=LOCAL_BUCKET)  # fmt: skip
+
+    return Child(
+        "s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        data_dir / "s3.log", f"{endpoint}/moto-api/", after_start=create_bucket,
+        back_note=f", with an empty bucket {LOCAL_BUCKET}: what it held was in memory",
+    )  # fmt: skip
 
 
 def configure_local_s3(data_dir: Path, endpoint: str) -> None:
@@ -154,14 +133,16 @@ def configure_local_s3(data_dir: Path, endpoint: str) -> None:
         sys.exit(f"run-local: the local S3 endpoint does not work: {checked.stdout.strip()}")
 
 
-def stop(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
-        os.kill(child.pid, signal.SIGTERM)
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
+def storage_node(data_dir: Path, name: str, zone: str, env: dict[str, str]) -> Child:
+    port, rsync_port = free_port(), free_port()
+    register_node(data_dir, name, zone, port, rsync_port)
+    return Child(
+        name,
+        [str(BIN / "pyarchive-node"), "--name", name, "--zone", zone,
+         "--data-dir", str(data_dir / name), "--listen", f"tcp:{port}:interface=127.0.0.1",
+         "--rsync-port", str(rsync_port)],
+        data_dir / f"{name}.log", f"http://127.0.0.1:{port}/health", env=env,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -169,38 +150,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000, help="proxy port (default 8000)")
     parser.add_argument("--data-dir", default="var/local", help="data (default ./var/local)")
     args = parser.parse_args()
-    data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_admin(data_dir)
-    url = f"http://127.0.0.1:{args.port}/"
-    secret = cluster_secret(data_dir)
-    env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret}
-    children: list[tuple[str, subprocess.Popen[bytes], str]] = []
-    s3, endpoint = start_local_s3(data_dir)
-    children.append(("s3", s3, f"{endpoint}/moto-api/"))
-    configure_local_s3(data_dir, endpoint)
-    for name, zone in (("node1", "a"), ("node2", "b")):
-        port, rsync_port = free_port(), free_port()
-        register_node(data_dir, name, zone, port, rsync_port)
-        node_dir = data_dir / name
-        with open(data_dir / f"{name}.log", "ab") as log:
-            node = subprocess.Popen(
-                [str(BIN / "pyarchive-node"), "--name", name, "--zone", zone,
-                 "--data-dir", str(node_dir), "--listen", f"tcp:{port}:interface=127.0.0.1",
-                 "--rsync-port", str(rsync_port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
-        children.append((name, node, f"http://127.0.0.1:{port}/"))
-    log_path = data_dir / "proxy.log"
-    with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            proxy_command(data_dir, "--listen", f"tcp:{args.port}:interface=127.0.0.1"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    children.append(("proxy", child, url))
-
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -209,28 +158,51 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_admin(data_dir)
+    url = f"http://127.0.0.1:{args.port}/"
+    secret = cluster_secret(data_dir)
+    env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret}
+    children: list[Child] = []
     try:
-        for name, process, address in children:
-            if name == "s3":
-                print(f"Local S3 endpoint at {endpoint}, bucket {LOCAL_BUCKET}: moto's server,"
-                      " data in memory, a STAND-IN for a real bucket (gone when this stops;"
-                      " see the README to use real S3)", flush=True)  # fmt: skip
-                continue
-            wait_healthy(address, process)
-            if name != "proxy":
-                print(f"Storage node {name} at {address} (log: {data_dir / (name + '.log')})",
-                      flush=True)  # fmt: skip
-        print(f"Proxy log: {log_path}", flush=True)
-        print(f"PyArchive is ready at {url}", flush=True)
-        while not stopping and all(p.poll() is None for _, p, _ in children):
-            time.sleep(0.2)
-    finally:
-        for _, process, _ in reversed(children):
-            stop(process)
-    if not stopping:
-        dead = [f"{name} ({p.returncode})" for name, p, _ in children if p.returncode is not None]
-        sys.exit(f"run-local: exited: {', '.join(dead)}; see the logs in {data_dir}")
+        s3 = local_s3(data_dir)
+        s3.spawn()
+        children.append(s3)
+        fail_unless_healthy(s3, data_dir)
+        endpoint = s3.health_url.removesuffix("/moto-api/")
+        configure_local_s3(data_dir, endpoint)
+        print(f"Local S3 endpoint at {endpoint}, bucket {LOCAL_BUCKET}: moto's server,"
+              " data in memory, a STAND-IN for a real bucket (gone when this stops;"
+              " see the README to use real S3)", flush=True)  # fmt: skip
+        nodes = [storage_node(data_dir, n, z, env) for n, z in (("node1", "a"), ("node2", "b"))]
+        for node in nodes:
+            node.spawn()
+            children.append(node)
+        proxy = Child(
+            "proxy", proxy_command(data_dir, "--listen", f"tcp:{args.port}:interface=127.0.0.1"),
+            data_dir / "proxy.log", f"{url}health", env=env,
+        )  # fmt: skip
+        proxy.spawn()
+        children.append(proxy)
+        for node in nodes:
+            fail_unless_healthy(node, data_dir)
+            address = node.health_url.removesuffix("health")
+            print(f"Storage node {node.name} at {address} (log: {node.log_path})", flush=True)
+        fail_unless_healthy(proxy, data_dir)
+    except BaseException:
+        stop_all(children)
+        raise
+    print(f"Proxy log: {proxy.log_path}", flush=True)
+    print(f"PyArchive is ready at {url}", flush=True)
+    supervise(children, lambda: stopping)
     print("PyArchive stopped.", flush=True)
+
+
+def fail_unless_healthy(child: Child, data_dir: Path) -> None:
+    problem = child.wait_healthy()
+    if problem is not None:
+        sys.exit(f"run-local: {problem} (see the logs in {data_dir})")
 
 
 if __name__ == "__main__":

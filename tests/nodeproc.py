@@ -116,7 +116,7 @@ class NodeProcess:
         self.stop_left_daemon()
 
     def kill(self) -> None:
-        """SIGKILL the node. Its rsync daemon runs on, as it would in production."""
+        """SIGKILL the node (its rsync daemon dies with it: see node/replicas/deathsig.py)."""
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait()

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -40,10 +41,19 @@ class ProxyProcess:
     process: subprocess.Popen[bytes] | None = None
     # What to run instead of the installed pyarchive-proxy (e.g. a test build with a hook).
     command: list[str] | None = None
+    # For https: a TLS endpoint string's options after the port, and the client's context.
+    tls_options: str = ""
+    tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def listen(self) -> str:
+        if self.tls_options:
+            return f"ssl:{self.port}:interface=127.0.0.1:{self.tls_options}"
+        return f"tcp:{self.port}:interface=127.0.0.1"
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:
         self.port = self.port or free_port()
@@ -54,7 +64,7 @@ class ProxyProcess:
             [
                 *(self.command or [str(BIN / "pyarchive-proxy")]),
                 "--data-dir", str(self.data_dir),
-                "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                "--listen", self.listen,
                 "--database", self.database_url,
             ],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
@@ -99,7 +109,11 @@ class ProxyProcess:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn = (
+            http.client.HTTPSConnection("127.0.0.1", self.port, timeout=60, context=self.tls)
+            if self.tls
+            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        )
         try:
             conn.request(method, path, body=body, headers=dict(headers or {}))
             response = conn.getresponse()

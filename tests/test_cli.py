@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib.util
 import json
 import os
 import re
@@ -9,11 +11,14 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from common.config import ConfigError, load
@@ -223,3 +228,125 @@ def test_operators_add_list_drain_update_and_remove_nodes_from_the_command_line(
     assert "http://127.0.0.1:9201" in moved.stdout and "active" in moved.stdout
     assert nodes("remove", "n1").stdout.strip() == "node n1 removed"
     assert nodes("list").stdout == ""
+
+
+def _tree(pid: int) -> dict[int, list[str]]:
+    """Every live descendant of ``pid`` and its command line."""
+    found = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found[child.pid] = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_run_local_restarts_a_killed_node_and_proxy_while_the_rest_serves(tmp_path: Path) -> None:
+    from tests.clusterkit import eventually
+
+    port, password = free_port(), "Sturdy-Kettle-77"
+    env = {**os.environ, "PYARCHIVE_ADMIN_PASSWORD": password,
+           "PYARCHIVE_NODE_PING_INTERVAL": "1s"}  # fmt: skip
+    command = [sys.executable, str(ROOT / "scripts" / "run_local.py"), "--port", str(port),
+               "--data-dir", str(tmp_path / "local")]  # fmt: skip
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    assert runner.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(runner.stdout or ()), daemon=True)
+    reader.start()
+    proxy_url = f"http://127.0.0.1:{port}"
+    seen: dict[int, list[str]] = {}
+    try:
+
+        def ready() -> bool:
+            return any(ln.startswith("PyArchive is ready") for ln in lines)
+
+        eventually(lambda: ready() or runner.poll() is not None, 90, "ready")
+        assert ready(), lines
+        nodes = dict(re.findall(r"^Storage node (\w+) at (\S+)/ ", "".join(lines), re.M))
+        tree = _tree(runner.pid)
+        seen.update(tree)
+
+        def pid_of(words: str) -> int:
+            [pid] = [p for p, cmd in tree.items() if words in " ".join(cmd)]
+            return pid
+
+        node1 = pid_of("--name node1 ")
+        daemon = [p for p in psutil.Process(node1).children() if "--daemon" in p.cmdline()]
+        assert len(daemon) == 1, tree
+        os.kill(node1, signal.SIGKILL)
+        killed_at = time.time()
+        assert _answers(f"{proxy_url}/health") and _answers(f"{nodes['node2']}/health")
+        eventually(lambda: _gone(daemon[0].pid), 5, "the killed node's rsync daemon gone")
+        eventually(lambda: _answers(f"{nodes['node1']}/health"), 30, "node1 back")
+        assert any(ln.startswith("node1 exited with status -9; restarting in 1 s") for ln in lines)
+        _, body = ProxyProcess(tmp_path, "", port=port).request(
+            "POST", "/api-token-auth/", json.dumps({"username": "admin", "password": password}),
+            {"Content-Type": "application/json"},
+        )  # fmt: skip
+        auth = {"Authorization": f"JWT {body['token']}"}
+
+        def proxy_sees_node1_up() -> bool:
+            _, listed = ProxyProcess(tmp_path, "", port=port).request(
+                "GET", "/api/nodes/", headers=auth
+            )
+            [node] = [n for n in listed if n["name"] == "node1"]
+            last_seen = node["last_seen"] and datetime.fromisoformat(node["last_seen"])
+            return bool(node["status"] == "up" and last_seen and
+                        last_seen.timestamp() > killed_at + 1)  # fmt: skip
+
+        eventually(proxy_sees_node1_up, 30, "the proxy sees node1 up again")
+        assert not _gone(pid_of("--name node2 ")), "node2 was restarted too"
+
+        proxy = pid_of("bin/pyarchive-proxy --data-dir")
+        os.kill(proxy, signal.SIGKILL)
+        eventually(lambda: not _answers(f"{proxy_url}/health"), 5, "the proxy down")
+        assert _answers(f"{nodes['node1']}/health") and _answers(f"{nodes['node2']}/health")
+        eventually(lambda: _answers(f"{proxy_url}/health"), 30, "the proxy back")
+        assert any(ln.startswith("proxy exited with status -9; restarting in") for ln in lines)
+        s3 = pid_of("moto_server")
+        os.kill(s3, signal.SIGKILL)
+        eventually(lambda: any(ln.startswith("s3 is back") for ln in lines), 30, "S3 back")
+        s3_url = re.search(r"^Local S3 endpoint at (\S+),", "".join(lines), re.M)
+        assert s3_url is not None
+        with urllib.request.urlopen(f"{s3_url[1]}/pyarchive-local") as answer:
+            assert answer.status == 200  # the bucket is there again
+        seen.update(_tree(runner.pid))
+        assert len([cmd for cmd in seen.values() if "--daemon" in cmd]) == 3, seen
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(60)
+        reader.join(10)
+    assert runner.returncode == 0, lines
+    assert lines[-1].strip() == "PyArchive stopped.", lines
+    left = {pid: cmd for pid, cmd in seen.items() if not _gone(pid)}
+    assert left == {}, "children left running"
+
+
+def test_run_locals_restart_delays_double_up_to_30_s_and_start_over_after_a_long_run() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "local_supervisor", ROOT / "scripts" / "local_supervisor.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["local_supervisor"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    results = doctest.testmod(module)
+    assert results.attempted >= 2 and results.failed == 0

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from proxy.ops.jobs import JobScheduler
 from proxy.web.pages import console_jobs
@@ -151,6 +153,10 @@ async def test_a_job_that_is_running_shows_it_until_it_is_over(site: RunningProx
     boss = await staff_browser(site)
     started = await run_now(boss, "slow")
     assert started.status == 303  # answered while the run is still going
+    for _ in range(100):  # the run starts once it holds the job's lock (a query on PostgreSQL)
+        if work.held:
+            break
+        await deferLater(reactor, 0.01, lambda: None)
     assert work.calls == 1 and len(work.held) == 1
     page = await boss.get("/admin/jobs/?run=slow")
     cells = row(page, "slow")

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from common.signing import rsync_password
+from node.replicas.rsyncd import daemon_argv, stale_daemon_pid
 from tests.nodeproc import SECRET, NodeProcess, expected, key_for
 from tests.proc import BIN, free_port
 
@@ -366,22 +367,58 @@ def test_stopping_the_node_stops_its_rsync_daemon_too(tmp_path: Path) -> None:
     assert not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == "zombie"
 
 
-def test_a_daemon_left_by_a_killed_node_is_stopped_when_the_node_starts_again(
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_killed_nodes_rsync_daemon_dies_with_it_and_the_node_starts_again_on_its_ports(
     tmp_path: Path,
 ) -> None:
     node = NodeProcess(tmp_path / "data").start()
-    orphan = node.rsyncd_pid()
-    assert orphan is not None
-    node.kill()
-    assert psutil.pid_exists(orphan)
-    node.start()
     try:
-        assert node.rsyncd_pid() not in {None, orphan}
+        daemon = node.rsyncd_pid()
+        assert daemon is not None
+        node.kill()
+        deadline = time.monotonic() + 5
+        while not _gone(daemon) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(daemon), "the rsync daemon outlived its SIGKILLed node"
+        node.start()  # the same HTTP and rsync ports: nothing holds them
+        assert node.rsyncd_pid() not in {None, daemon}
         key, content = confirmed(node, tmp_path, 1000)
         assert node.replica_path(key).read_bytes() == content
     finally:
         node.stop()
-    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"
+
+
+def test_a_daemon_left_by_an_earlier_run_is_stopped_when_the_node_starts(tmp_path: Path) -> None:
+    """A daemon that did not die with its node (started by an older version, or elsewhere
+    than on Linux) is found by its pid file and stopped before the new one binds the port."""
+    node = NodeProcess(tmp_path / "data").start()
+    node.stop()
+    conf = node.data_dir.resolve() / "rsyncd.conf"
+    orphan = subprocess.Popen(
+        daemon_argv("rsync", node.rsync_port, conf),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        (node.data_dir / "rsyncd.pid").write_text(f"{orphan.pid}\n")
+        deadline = time.monotonic() + 10
+        while stale_daemon_pid(node.data_dir / "rsyncd.pid", conf) != orphan.pid:
+            assert time.monotonic() < deadline, "the stand-in orphan did not start"
+            time.sleep(0.05)
+        node.start()
+        try:
+            assert node.rsyncd_pid() not in {None, orphan.pid}
+            assert orphan.wait(5) is not None
+            key, content = confirmed(node, tmp_path, 1000)
+            assert node.replica_path(key).read_bytes() == content
+        finally:
+            node.stop()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
 
 
 def test_a_node_without_a_cluster_secret_refuses_to_start_with_one_clear_line(
@@ -416,13 +453,3 @@ def test_a_second_node_on_the_same_data_directory_refuses_to_start(node: NodePro
     ]
     assert node.health()["status"] == "ok"
     assert str(node.rsync_port) in psutil.Process(node.rsyncd_pid()).cmdline()
-
-
-def test_the_test_helper_ends_the_daemon_a_killed_node_left(tmp_path: Path) -> None:
-    node = NodeProcess(tmp_path / "data").start()
-    orphan = node.rsyncd_pid()
-    assert orphan is not None
-    node.kill()
-    assert psutil.Process(orphan).status() != "zombie"
-    node.stop()
-    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 import node.api.inputs
 import node.config
+import node.replicas.deathsig
 import node.replicas.rsyncd
 from common.config import ConfigError, load
 from common.errors import BadRequest, Conflict, NotFound
@@ -323,7 +324,7 @@ def test_the_daemon_runs_in_the_foreground_with_the_generated_config() -> None:
 
 
 def test_the_examples_in_the_node_docstrings_hold() -> None:
-    for module in (node.config, node.replicas.rsyncd, node.api.inputs):
+    for module in (node.config, node.replicas.rsyncd, node.replicas.deathsig, node.api.inputs):
         results = doctest.testmod(module)
         assert results.attempted >= 1 and results.failed == 0, module.__name__
 

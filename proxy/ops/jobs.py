@@ -13,6 +13,9 @@ Rules every job gets for free:
   the loop goes on at its interval.
 - An interval staff set is stored in the ``jobs`` table and survives a restart; rows written
   only to record runs carry ``interval_seconds = 0``, meaning "the configured default".
+- Across proxies on one PostgreSQL database, a job runs on one proxy at a time: a run takes
+  the job's cluster-wide lock (``joblocks``) first, and a proxy that does not get it skips
+  that run (its tick does nothing; a staff "run now" answers 409).
 
 Jobs that run on storage nodes (their S3 mirror loops, named ``mirror@<node>``) are reported
 here by whoever talks to the nodes (``report_remote``) and listed with ``where`` = the node.
@@ -36,6 +39,7 @@ from proxy.api.views import isotime
 from proxy.events import kinds
 from proxy.events.emit import NO_WAKING, Emitter, Waker, tell_staff
 from proxy.ops import jobstore
+from proxy.ops.joblocks import JobLocks, LocalOnly, let_go, take
 from proxy.ops.jobrules import (
     MAX_INTERVAL,
     QUIET_BELOW,
@@ -59,6 +63,11 @@ class Outcome:
     ok: bool
     result: Any
     text: str
+    skipped: bool = False
+    """Not run: another proxy holds the job's lock."""
+
+
+_SKIPPED = Outcome(False, None, "running on another proxy", skipped=True)
 
 
 @dataclass
@@ -106,9 +115,15 @@ class JobScheduler:
     """Runs added jobs on ``clock``; records runs in ``db`` and ``syslog``."""
 
     def __init__(
-        self, db: Database, clock: IReactorTime, syslog: SystemLog, waker: Waker = NO_WAKING
+        self,
+        db: Database,
+        clock: IReactorTime,
+        syslog: SystemLog,
+        waker: Waker = NO_WAKING,
+        locks: JobLocks | None = None,
     ) -> None:
         self._db = db
+        self._locks: JobLocks = locks or LocalOnly()
         self._clock = clock
         self._syslog = syslog
         self._waker = waker
@@ -196,55 +211,63 @@ class JobScheduler:
 
     async def _execute(self, job: _Job, asked: bool) -> Outcome:
         try:
-            started = self._clock.seconds()
-            # Staff watch the runs they asked for and those of slow jobs; a job every few
-            # seconds is shown live only when its outcome changes.
-            announced = asked or job.interval >= QUIET_BELOW
-            # Recorded while the work starts (never delaying it), and before its end is.
-            telling = (
-                ensureDeferred(
-                    tell_staff(self._db, self._waker, started, kinds.JOB_STARTED, job=job.name)
-                )
-                if announced
-                else None
-            )
+            if not await take(self._locks, job.name):
+                return _SKIPPED
             try:
-                result = await job.work()
-            except Exception as exc:
-                log.failure("job {job} failed", job=job.name)
-                outcome = Outcome(False, None, error_text(exc))
-            else:
-                outcome = Outcome(True, result, summary(result))
-            now = self._clock.seconds()
-            duration = max(0.0, now - started)
-            was_ok = job.last_ok
-            job.last_run, job.last_duration = started, duration
-            job.last_ok, job.last_result = outcome.ok, outcome.text
-            if telling is not None:
-                await telling
-            emitter = Emitter(now)
-            told = announced or (was_ok is not None and was_ok != outcome.ok)
-            next_run = self._next_run(job, now)  # here: the loop belongs to the reactor
-
-            def record(txn: Txn) -> None:
-                jobstore.record_run(
-                    txn, job.name, started, duration, outcome.ok, outcome.text, next_run
-                )
-                if told:
-                    emitter.for_staff(
-                        txn, kinds.JOB_FINISHED, job=job.name, ok=outcome.ok,
-                        result=outcome.text, duration=round(duration, 3),
-                    )  # fmt: skip
-
-            try:
-                await self._db.run(record)
-            except Exception:
-                log.failure("could not record a run of job {job}", job=job.name)
-            self._waker.wake(emitter.users)
-            await self._log_run(job, outcome, duration, was_ok)
-            return outcome
+                return await self._execute_held(job, asked)
+            finally:
+                await let_go(self._locks, job.name)
         finally:
             job.current = None
+
+    async def _execute_held(self, job: _Job, asked: bool) -> Outcome:
+        started = self._clock.seconds()
+        # Staff watch the runs they asked for and those of slow jobs; a job every few
+        # seconds is shown live only when its outcome changes.
+        announced = asked or job.interval >= QUIET_BELOW
+        # Recorded while the work starts (never delaying it), and before its end is.
+        telling = (
+            ensureDeferred(
+                tell_staff(self._db, self._waker, started, kinds.JOB_STARTED, job=job.name)
+            )
+            if announced
+            else None
+        )
+        try:
+            result = await job.work()
+        except Exception as exc:
+            log.failure("job {job} failed", job=job.name)
+            outcome = Outcome(False, None, error_text(exc))
+        else:
+            outcome = Outcome(True, result, summary(result))
+        now = self._clock.seconds()
+        duration = max(0.0, now - started)
+        was_ok = job.last_ok
+        job.last_run, job.last_duration = started, duration
+        job.last_ok, job.last_result = outcome.ok, outcome.text
+        if telling is not None:
+            await telling
+        emitter = Emitter(now)
+        told = announced or (was_ok is not None and was_ok != outcome.ok)
+        next_run = self._next_run(job, now)  # here: the loop belongs to the reactor
+
+        def record(txn: Txn) -> None:
+            jobstore.record_run(
+                txn, job.name, started, duration, outcome.ok, outcome.text, next_run
+            )
+            if told:
+                emitter.for_staff(
+                    txn, kinds.JOB_FINISHED, job=job.name, ok=outcome.ok,
+                    result=outcome.text, duration=round(duration, 3),
+                )  # fmt: skip
+
+        try:
+            await self._db.run(record)
+        except Exception:
+            log.failure("could not record a run of job {job}", job=job.name)
+        self._waker.wake(emitter.users)
+        await self._log_run(job, outcome, duration, was_ok)
+        return outcome
 
     @staticmethod
     def _next_run(job: _Job, now: float) -> float | None:
@@ -283,7 +306,10 @@ class JobScheduler:
                 when = f"; it runs every {every:g} s" if every is not None else ""
                 raise Conflict(f"{name} runs on node {remote.node}{when}", node=remote.node)
             raise NotFound(f"No job named {name!r}; jobs: {', '.join(self.names())}")
-        return await self._run(job, asked=True)
+        outcome = await self._run(job, asked=True)
+        if outcome.skipped:
+            raise Conflict(f"{name} is running on another proxy; ask again once it has finished")
+        return outcome
 
     async def idle(self) -> None:
         """Wait until no run is in progress (for an orderly stop, and for tests)."""

@@ -203,7 +203,10 @@ class StaffRoutes(RouteBase):
         answer_description="How the run went: `ok`, its `result`, and `error` if it failed.",
         responses={
             404: _NO_JOB,
-            409: error("The job runs on a storage node, on its own schedule."),
+            409: error(
+                "The job runs on a storage node, on its own schedule. Or another proxy on "
+                "the same database is running it now: ask again once it has finished."
+            ),
         },
     )
     async def run_job(self, request: IRequest, caller: TokenClaims, name: str) -> bytes:
