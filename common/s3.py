@@ -135,13 +135,14 @@ class SecretBox:
             raise SecretError("sealed secret cannot be opened with this key") from None
 
 
-def transport_box(cluster_secret: str) -> SecretBox:
-    """The box for S3 secrets travelling from the proxy to nodes."""
-    return SecretBox(cluster_secret, "s3 transport")
+def transport_box(transport_key: str) -> SecretBox:
+    """The box for S3 secrets travelling from the proxy to one node, whose transport key
+    (``common.signing.NodeKeys.transport``) it is."""
+    return SecretBox(transport_key, "s3 transport")
 
 
-def settings_to_wire(settings: S3Settings, cluster_secret: str) -> dict[str, Any]:
-    """The active connection as the proxy sends it to a node: the secret sealed."""
+def settings_to_wire(settings: S3Settings, transport_key: str) -> dict[str, Any]:
+    """The active connection as the proxy sends it to a node: the secret sealed for it."""
     return {
         "name": settings.name,
         "endpoint_url": settings.endpoint_url,
@@ -149,11 +150,11 @@ def settings_to_wire(settings: S3Settings, cluster_secret: str) -> dict[str, Any
         "bucket": settings.bucket,
         "prefix": settings.prefix,
         "access_key": settings.access_key,
-        "secret_key_sealed": transport_box(cluster_secret).seal(settings.secret_key),
+        "secret_key_sealed": transport_box(transport_key).seal(settings.secret_key),
     }
 
 
-def settings_from_wire(body: dict[str, Any], cluster_secret: str) -> S3Settings:
+def settings_from_wire(body: dict[str, Any], transport_key: str) -> S3Settings:
     """The inverse of ``settings_to_wire``; ValueError on anything malformed."""
     try:
         text = {
@@ -167,5 +168,5 @@ def settings_from_wire(body: dict[str, Any], cluster_secret: str) -> S3Settings:
         raise ValueError("connection fields must be strings")
     if not valid_prefix(text["prefix"]):
         raise ValueError("connection prefix is not a valid key prefix")
-    secret = transport_box(cluster_secret).open(sealed)
+    secret = transport_box(transport_key).open(sealed)
     return S3Settings(secret_key=secret, **text)

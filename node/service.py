@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +24,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.threadpool import ThreadPool
 
 from common.config import ConfigError
+from common.signing import NodeKeys
 from node.api.app import NodeApp
 from node.api.inputs import NodeSite
 from node.config import NodeConfig
@@ -115,7 +116,9 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def write_rsyncd_files(config: NodeConfig, store: ReplicaStore, files: RsyncdFiles) -> None:
+def write_rsyncd_files(
+    config: NodeConfig, keys: NodeKeys, store: ReplicaStore, files: RsyncdFiles
+) -> None:
     uid, gid = process_identity()
     settings = RsyncdSettings(
         address=config.rsync_bind_address(),
@@ -130,8 +133,20 @@ def write_rsyncd_files(config: NodeConfig, store: ReplicaStore, files: RsyncdFil
         text = rsyncd_conf(settings)
     except ValueError as exc:
         raise ConfigError(f"data_dir or rsync_address: {exc}") from None
-    write_private(files.secrets, rsyncd_secrets(config.cluster_secret))
+    write_private(files.secrets, rsyncd_secrets(keys.rsync_password))
     write_private(files.conf, text, 0o644)
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the rsync daemon: this one without the node's secrets.
+
+    >>> child_environment({"PATH": "/bin", "PYARCHIVE_NODE_KEY": "k"})
+    {'PATH': '/bin'}
+    """
+    return {k: v for k, v in environ.items() if k not in _SECRET_VARIABLES}
+
+
+_SECRET_VARIABLES = frozenset({"PYARCHIVE_NODE_KEY", "PYARCHIVE_CLUSTER_SECRET"})
 
 
 def _probe(reactor: Any, host: str, port: int) -> Deferred[None]:
@@ -166,6 +181,9 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
     """
     clock = clock or reactor
     config.check()
+    # The node keeps its derived keys and forgets the node key and any cluster secret.
+    keys = config.keys()
+    config = config.without_secrets()
     rsync = shutil.which(config.rsync_binary)
     if rsync is None:
         raise ConfigError(
@@ -178,14 +196,14 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
     lock_fd = lock_data_dir(data_dir)
     files = RsyncdFiles.under(data_dir)
     try:
-        write_rsyncd_files(config, store, files)
+        write_rsyncd_files(config, keys, store, files)
     except BaseException:
         os.close(lock_fd)
         raise
 
     def spawn(protocol: ProcessProtocol, argv: Sequence[str]) -> IProcessTransport:
         transport: IProcessTransport = reactor.spawnProcess(
-            protocol, rsync, list(argv), env=dict(os.environ)
+            protocol, rsync, list(argv), env=child_environment(os.environ)
         )
         return transport
 
@@ -220,7 +238,7 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
         zone=config.zone,
         version=_version(),
         replicas=replicas,
-        cluster_secret=config.cluster_secret,
+        keys=keys,
         clock=clock,
         rsync_ready=lambda: daemon.ready,
         mirror=mirror,

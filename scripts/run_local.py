@@ -164,6 +164,14 @@ def stop(child: subprocess.Popen[bytes]) -> None:
             child.wait()
 
 
+def node_environment(secret: str, name: str) -> dict[str, str]:
+    """A node's environment: its own key, derived from the cluster secret, and not the secret."""
+    from common.signing import node_key
+
+    env = {k: v for k, v in os.environ.items() if k != "PYARCHIVE_CLUSTER_SECRET"}
+    return {**env, "PYARCHIVE_NODE_KEY": node_key(secret, name)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run PyArchive locally in the foreground.")
     parser.add_argument("--port", type=int, default=8000, help="proxy port (default 8000)")
@@ -174,7 +182,7 @@ def main() -> None:
     ensure_admin(data_dir)
     url = f"http://127.0.0.1:{args.port}/"
     secret = cluster_secret(data_dir)
-    env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret}
+    env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret}  # the proxy's
     children: list[tuple[str, subprocess.Popen[bytes], str]] = []
     s3, endpoint = start_local_s3(data_dir)
     children.append(("s3", s3, f"{endpoint}/moto-api/"))
@@ -188,7 +196,7 @@ def main() -> None:
                 [str(BIN / "pyarchive-node"), "--name", name, "--zone", zone,
                  "--data-dir", str(node_dir), "--listen", f"tcp:{port}:interface=127.0.0.1",
                  "--rsync-port", str(rsync_port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, env=node_environment(secret, name),
             )  # fmt: skip
         children.append((name, node, f"http://127.0.0.1:{port}/"))
     log_path = data_dir / "proxy.log"

@@ -26,7 +26,7 @@ import node.config
 import node.replicas.rsyncd
 from common.config import ConfigError, load
 from common.errors import BadRequest, Conflict, NotFound
-from common.signing import replica_key, rsync_password
+from common.signing import NodeKeys, replica_key
 from node.api.inputs import CappedBody, expected_content
 from node.cli import config_sample
 from node.config import NodeConfig
@@ -307,8 +307,9 @@ def test_rsyncd_conf_refuses_values_that_would_change_its_meaning(changes: Any) 
 def test_the_secrets_file_holds_the_derived_password_and_is_private(tmp_path: Path) -> None:
     path = tmp_path / "rsyncd.secrets"
     write_private(path, "old\n", 0o644)
-    write_private(path, rsyncd_secrets("cluster"))
-    assert path.read_text() == f"pyarchive:{rsync_password('cluster')}\n"
+    password = NodeKeys.for_node("cluster", "n1").rsync_password
+    write_private(path, rsyncd_secrets(password))
+    assert path.read_text() == f"pyarchive:{password}\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -360,7 +361,9 @@ def test_node_settings_come_from_file_then_environment_then_flags(tmp_path: Path
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"cluster_secret": ""}, "cluster_secret is not set"),
+        ({"cluster_secret": ""}, "node_key is not set"),
+        ({"node_key": "ab" * 32}, "node_key or cluster_secret, not both"),
+        ({"cluster_secret": "", "node_key": "not hex"}, "node_key must be the 64 hex digits"),
         ({"name": ""}, "name must be set"),
         ({"name": "../x"}, "name must be set"),
         ({"rsync_port": 0}, "rsync_port"),

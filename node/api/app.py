@@ -1,11 +1,13 @@
 """The node's HTTP routes: health, the signed internal API, and downloads by token.
 
-Each route checks who may ask (a request signed with the cluster secret, or a download token
-the proxy issued), parses the request into values, calls ``Replicas`` and shapes the answer.
+Each route checks who may ask (a request the proxy signed with this node's key, or a download
+token the proxy issued for this node), parses the request into values, calls ``Replicas`` and
+shapes the answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +21,8 @@ from twisted.web.server import Request
 from common.errors import NotFound, PayloadTooLarge
 from common.fileserve import serve_file
 from common.signing import (
-    NONCE,
-    SIGNATURE,
-    TIMESTAMP,
+    SIGNATURE_HEADERS,
+    NodeKeys,
     RequestVerifier,
     verify_download_token,
 )
@@ -45,7 +46,7 @@ class NodeApp:
         zone: str,
         version: str,
         replicas: Replicas,
-        cluster_secret: str,
+        keys: NodeKeys,
         clock: IReactorTime,
         rsync_ready: Callable[[], bool],
         mirror: MirrorEngine | None = None,
@@ -54,23 +55,24 @@ class NodeApp:
         self._zone = zone
         self._version = version
         self._replicas = replicas
-        self._secret = cluster_secret
-        self._verifier = RequestVerifier(cluster_secret)
+        self._keys = keys
+        self._verifier = RequestVerifier(keys)
         self._clock = clock
         self._rsync_ready = rsync_ready
         self._mirror = mirror
 
     def _signed_body(self, request: IRequest) -> bytes:
-        """The request's body, if the proxy signed the request; Forbidden otherwise."""
+        """The request's body, if the proxy signed the request for this node; Forbidden
+        otherwise."""
         content = request.content
         if isinstance(content, CappedBody) and content.overflowed:
             raise PayloadTooLarge(f"request body is larger than {content.limit} bytes")
         body = content.read() if content is not None else b""
-        signature = {name: header(request, name) for name in (TIMESTAMP, NONCE, SIGNATURE)}
+        signature = {name: header(request, name) for name in SIGNATURE_HEADERS}
         self._verifier.verify(
             request.method.decode("ascii"),
             request.uri.decode("latin-1"),
-            body,
+            hashlib.sha256(body).hexdigest(),
             signature,
             now=self._clock.seconds(),
         )
@@ -131,16 +133,14 @@ class NodeApp:
         body = self._signed_body(request)
         if self._mirror is None:
             raise NotFound("This node does not mirror to S3")
-        want = parse_sync(body, self._secret)
+        want = parse_sync(body, self._keys.transport)
         return respond(request, 200, await self._mirror.sync(want))
 
     # -- downloads (by a token the proxy issued)
 
     @app.route("/download/<token>", methods=["GET", "HEAD"])
     async def download(self, request: IRequest, token: str) -> Any:
-        grant = verify_download_token(
-            self._secret, token, node=self._name, now=self._clock.seconds()
-        )
+        grant = verify_download_token(self._keys, token, now=self._clock.seconds())
         path = self._replicas.store.path(grant.replica)
         try:
             info = os.stat(path)

@@ -24,8 +24,6 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from common.signing import rsync_password
-
 log = Logger(namespace="node.replicas.rsyncd")
 
 MODULE = "incoming"
@@ -108,8 +106,9 @@ def rsyncd_conf(settings: RsyncdSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rsyncd_secrets(cluster_secret: str) -> str:
-    return f"{USER}:{rsync_password(cluster_secret)}\n"
+def rsyncd_secrets(password: str) -> str:
+    """The daemon's secrets file: the proxy's user with this node's rsync password."""
+    return f"{USER}:{password}\n"
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
