@@ -26,7 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from common.config import ConfigError
 from common.signing import NodeKeys
 from node.api.app import NodeApp
-from node.api.inputs import NodeSite
+from node.api.receiving import NodeSite
 from node.config import NodeConfig
 from node.mirror.loop import MirrorEngine, MirrorSettings
 from node.mirror.state import StateDir
@@ -243,7 +243,7 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
         rsync_ready=lambda: daemon.ready,
         mirror=mirror,
     )
-    site = NodeSite(app.app.resource())
+    site = NodeSite(app.app.resource(), gate=app.refusal)
     site.displayTracebacks = False
     return Node(
         config, reactor, clock, store, pool, site, daemon, files, lock_fd, mirror, mirror_pool

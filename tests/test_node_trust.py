@@ -1,8 +1,11 @@
-"""A real node trusts less: only what was made with its own key."""
+"""A real node trusts less: only what was made with its own key, and nothing about a request's
+body before its signature headers check out."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +16,7 @@ import psutil
 import pytest
 
 from common.signing import NODE, NodeKeys, node_key
-from tests.nodeproc import SECRET, NodeProcess, key_for
+from tests.nodeproc import SECRET, NodeProcess, expected, key_for
 from tests.proc import BIN
 
 MiB = 2**20
@@ -81,6 +84,109 @@ def test_a_node_given_the_cluster_secret_derives_its_key_and_keeps_the_secret_fr
         assert node_key(SECRET, "n9") != "0" * 64
     finally:
         keyed.stop()
+
+
+# ---------------------------------------------------------------- before the body
+
+
+def _rss(node: NodeProcess) -> int:
+    assert node.process is not None
+    return int(psutil.Process(node.process.pid).memory_info().rss)
+
+
+def _post_slowly(node: NodeProcess, path: str, headers: dict[str, str]) -> tuple[bytes, int]:
+    """POST announcing a 200 MiB body, sending 64 KiB, then waiting for an answer; then keep
+    sending 1 MiB at a time. Returns (what the node answered, bytes of body sent in all)."""
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {ANNOUNCED}",
+            "Content-Type: application/json"]  # fmt: skip
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        conn.sendall(b" " * 64 * 1024)
+        sent = 64 * 1024
+        answer = conn.recv(65536)  # waits (up to the timeout) for the node to answer
+        conn.settimeout(2)
+        try:
+            while sent < ANNOUNCED:
+                conn.sendall(b" " * MiB)
+                sent += MiB
+                time.sleep(0.01)
+        except OSError:
+            pass  # the node closed the connection
+        return answer, sent
+
+
+def _answered(raw: bytes) -> tuple[int, dict[str, str], object]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), fields, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("signing", "status", "detail"),
+    [
+        ("unsigned", 403, "Request is not signed"),
+        ("stale", 403, "Request signature has expired"),
+        ("other node", 403, "Request is for another node"),
+        ("signed", 413, f"request body is larger than {64 * 1024} bytes"),
+    ],
+)
+def test_a_huge_post_is_refused_at_its_headers_before_its_body_is_sent(
+    node: NodeProcess, signing: str, status: int, detail: str
+) -> None:
+    key = key_for(b"never sent")
+    path = f"/internal/replicas/{key}/confirm"
+    headers = {
+        "unsigned": {},
+        "stale": node.signed_headers("POST", path, at=time.time() - 120),
+        "other node": node.signed_headers("POST", path, keys=OTHER),
+        "signed": node.signed_headers("POST", path, json.dumps(expected(b"x")).encode()),
+    }[signing]
+    before = _rss(node)
+    answer, sent = _post_slowly(node, path, headers)
+    assert answer, "the node did not answer while the body was still being sent"
+    code, fields, body = _answered(answer)
+    assert (code, body) == (status, {"detail": detail})
+    assert fields["Connection"] == "close" and fields["Content-Type"] == "application/json"
+    assert sent < 32 * MiB  # the node stopped reading: the rest was never sent
+    assert _rss(node) - before < 16 * MiB
+
+
+def test_an_unsigned_post_expecting_100_continue_gets_only_the_refusal(node: NodeProcess) -> None:
+    head = ["POST /internal/mirror/sync HTTP/1.1", "Host: 127.0.0.1",
+            f"Content-Length: {ANNOUNCED}", "Expect: 100-continue"]  # fmt: skip
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert b"100 Continue" not in answer
+    assert _answered(answer)[2] == {"detail": "Request is not signed"}
+
+
+def test_a_signed_body_past_64_kib_is_spooled_and_its_signature_checked(
+    node: NodeProcess,
+) -> None:
+    want = json.dumps({"connection": None, "mirror_interval": None, "mirror": [], "restore": []})
+    body = (want + " " * 300 * 1024).encode()  # JSON may end in whitespace
+    path = "/internal/mirror/sync"
+    headers = {**node.signed_headers("POST", path, body), "Content-Type": "application/json"}
+    assert node.request("POST", path, body, headers).status == 200
+    tampered = body[:-1] + b"\n"
+    headers = {**node.signed_headers("POST", path, body), "Content-Type": "application/json"}
+    refused = node.request("POST", path, tampered, headers)
+    assert (refused.status, refused.json()) == (403, {"detail": "Request signature does not match"})
+
+
+def test_a_signed_body_is_still_taken_whole(node: NodeProcess, tmp_path: Path) -> None:
+    content = os.urandom(1000)
+    source = tmp_path / "ok.bin"
+    source.write_bytes(content)
+    key = key_for(content)
+    assert node.push(source, key).returncode == 0
+    assert node.confirm(key, content).json() == {"key": key, "size": 1000}
 
 
 # ---------------------------------------------------------------- the operator's side

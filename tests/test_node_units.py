@@ -27,7 +27,8 @@ import node.replicas.rsyncd
 from common.config import ConfigError, load
 from common.errors import BadRequest, Conflict, NotFound
 from common.signing import NodeKeys, replica_key
-from node.api.inputs import CappedBody, expected_content
+from node.api.inputs import expected_content
+from node.api.receiving import CappedBody
 from node.cli import config_sample
 from node.config import NodeConfig
 from node.replicas.rsyncd import (
@@ -410,9 +411,21 @@ def test_a_capped_body_keeps_small_bodies_and_only_counts_large_ones() -> None:
     small = CappedBody(10)
     small.write(b"12345")
     small.write(b"67890")
-    assert not small.overflowed and small.getvalue() == b"1234567890"
+    assert not small.overflowed and small.sha256() == hashlib.sha256(b"1234567890").hexdigest()
     small.write(b"!")
-    assert small.overflowed and small.getvalue() == b"1234567890"
+    small.seek(0)
+    assert small.overflowed and small.read() == b"1234567890"
+
+
+def test_a_capped_body_past_64_kib_is_spooled_to_disk_not_memory() -> None:
+    body = CappedBody(1024 * 1024)
+    body.write(b"x" * 64 * 1024)
+    assert not body.spooled()
+    body.write(b"y")
+    assert body.spooled()
+    body.seek(0)
+    assert body.read() == b"x" * 64 * 1024 + b"y"
+    body.close()
 
 
 # ---------------------------------------------------------------- the replica store

@@ -11,6 +11,7 @@ import jwt
 import pytest
 
 import common.signing
+import node.api.receiving
 import node.service
 from common.errors import Forbidden
 from common.signing import (
@@ -38,7 +39,7 @@ def verify(verifier: RequestVerifier, headers: dict[str, str], *, now: float = N
 
 
 def test_the_modules_examples_hold() -> None:
-    for module in (common.signing, node.service):
+    for module in (common.signing, node.api.receiving, node.service):
         results = doctest.testmod(module)
         assert results.attempted > 0 and results.failed == 0, module
 

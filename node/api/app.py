@@ -7,7 +7,6 @@ shapes the answer.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -15,10 +14,11 @@ from typing import Any
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from common.errors import NotFound, PayloadTooLarge
+from common.errors import ApiError, Forbidden, NotFound, PayloadTooLarge
 from common.fileserve import serve_file
 from common.signing import (
     SIGNATURE_HEADERS,
@@ -28,7 +28,8 @@ from common.signing import (
 )
 from common.web import header, respond
 from common.weberrors import answer_errors_as_json
-from node.api.inputs import CappedBody, expected_content
+from node.api.inputs import expected_content
+from node.api.receiving import CappedBody, body_limit
 from node.mirror.loop import MirrorEngine
 from node.mirror.wire import parse_sync
 from node.replicas.store import Replicas, check_key, key_sha256
@@ -61,22 +62,45 @@ class NodeApp:
         self._rsync_ready = rsync_ready
         self._mirror = mirror
 
+    def refusal(
+        self, method: bytes, path: bytes, headers: Headers, length: int | None
+    ) -> ApiError | None:
+        """What to answer a request with as soon as its headers are in, before its body is
+        read (``node.api.receiving``): None for a public path or a request that may go on."""
+        if not path.startswith(b"/internal/"):
+            return None
+        signature = {}
+        for name in SIGNATURE_HEADERS:
+            values = headers.getRawHeaders(name)
+            signature[name] = values[0] if values else None
+        try:
+            self._verifier.check_headers(signature, now=self._clock.seconds())
+        except Forbidden as refused:
+            return refused
+        limit = body_limit(path)
+        if length is not None and length > limit:
+            return PayloadTooLarge(f"request body is larger than {limit} bytes")
+        return None
+
     def _signed_body(self, request: IRequest) -> bytes:
         """The request's body, if the proxy signed the request for this node; Forbidden
-        otherwise."""
+        otherwise. The MAC is checked against the body's sha256 before the body is read."""
         content = request.content
-        if isinstance(content, CappedBody) and content.overflowed:
+        if not isinstance(content, CappedBody):  # a site other than NodeSite (tests' StubTreq)
+            content = CappedBody(body_limit(request.path))
+            content.write(request.content.read() if request.content is not None else b"")
+            content.seek(0)
+        if content.overflowed:
             raise PayloadTooLarge(f"request body is larger than {content.limit} bytes")
-        body = content.read() if content is not None else b""
         signature = {name: header(request, name) for name in SIGNATURE_HEADERS}
         self._verifier.verify(
             request.method.decode("ascii"),
             request.uri.decode("latin-1"),
-            hashlib.sha256(body).hexdigest(),
+            content.sha256(),
             signature,
             now=self._clock.seconds(),
         )
-        return body
+        return content.read()
 
     # -- errors
 
