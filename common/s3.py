@@ -5,8 +5,9 @@
 - ``SecretBox`` encrypts a secret with a key derived from a configured secret (Fernet:
   AES-128-CBC + HMAC-SHA256 from ``cryptography``, so tampering is detected, not decrypted).
   The proxy stores S3 secret keys sealed with a box made from its ``secret_key``; it sends the
-  active connection to nodes sealed with a box made from the cluster secret, inside a signed
-  request, so the secret is neither in plain text on the wire nor on any disk.
+  active connection to each node sealed with a box made from that node's transport key
+  (``common.signing.NodeKeys``), inside a signed request, so the secret is neither in plain
+  text on the wire nor on any disk, and no node can open what was sent to another.
 - Object keys are content-addressed: ``<prefix>/<sha256>``; metadata snapshots live under
   ``<prefix>/metadata/``.
 """

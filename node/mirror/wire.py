@@ -9,8 +9,8 @@ The proxy sends the node's whole want-list each time::
                   "parts": [{"index", "offset", "size", "sha256"}]}]}
 
 Every key must be a replica key whose sha256 is the entry's; restore parts must be numbered
-from 1 and cover the file exactly, in order. The sealed secret is opened with the cluster
-secret here and kept in the returned ``S3Settings`` only.
+from 1 and cover the file exactly, in order. The sealed secret is opened with this node's
+transport key here and kept in the returned ``S3Settings`` only.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The node's rsync daemon: its generated configuration, and a supervisor that keeps it running.
 
 The proxy pushes replicas into the one write-only module, ``incoming``, authenticated as user
-``pyarchive`` with a password derived from the cluster secret. The daemon is a child process
+``pyarchive`` with this node's rsync password (from its key). The daemon is a child process
 (``rsync --daemon --no-detach``), started with ``spawnProcess`` and an argument list; when it
 exits the supervisor starts it again after a delay that doubles on each quick failure, and the
 node reports itself degraded until the new daemon accepts connections.

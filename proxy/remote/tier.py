@@ -6,9 +6,9 @@ The proxy decides, the nodes do the work. Each ``sync_once`` pass (the ``mirror-
    holding a confirmed replica (the least loaded one); a blob whose node is lost past the
    grace period, or no longer holds a copy, is reassigned.
 2. **Sends** each node that answers its complete want-list over the signed internal channel
-   (``POST /internal/mirror/sync``): the active S3 connection (secret sealed with a key
-   derived from the cluster secret), the blobs it must mirror and the blobs it must restore
-   (with every part's offset, size and sha256).
+   (``POST /internal/mirror/sync``): the active S3 connection (secret sealed with that node's
+   transport key, derived from the cluster secret), the blobs it must mirror and the blobs
+   it must restore (with every part's offset, size and sha256).
 3. **Records** what the node reports: per-part state into ``blob_parts``, a blob that is
    completed and verified in S3 becomes ``mirrored``; a restored blob becomes a confirmed
    replica on that node, and the usual replication brings the count back to ``replicas``;
