@@ -166,6 +166,18 @@ def test_an_unsigned_post_expecting_100_continue_gets_only_the_refusal(node: Nod
     assert _answered(answer)[2] == {"detail": "Request is not signed"}
 
 
+def test_an_unsigned_chunked_post_is_refused_after_its_first_chunk(node: NodeProcess) -> None:
+    head = ["POST /internal/mirror/sync HTTP/1.1", "Host: 127.0.0.1",
+            "Transfer-Encoding: chunked"]  # fmt: skip
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        conn.sendall(b"10000\r\n" + b" " * 0x10000 + b"\r\n")  # and no end of body
+        answer = conn.recv(65536)
+    code, fields, body = _answered(answer)
+    assert (code, body) == (403, {"detail": "Request is not signed"})
+    assert fields["Connection"] == "close"
+
+
 def test_a_signed_body_past_64_kib_is_spooled_and_its_signature_checked(
     node: NodeProcess,
 ) -> None:
