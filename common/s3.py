@@ -5,8 +5,9 @@
 - ``SecretBox`` encrypts a secret with a key derived from a configured secret (Fernet:
   AES-128-CBC + HMAC-SHA256 from ``cryptography``, so tampering is detected, not decrypted).
   The proxy stores S3 secret keys sealed with a box made from its ``secret_key``; it sends the
-  active connection to nodes sealed with a box made from the cluster secret, inside a signed
-  request, so the secret is neither in plain text on the wire nor on any disk.
+  active connection to each node sealed with a box made from that node's transport key
+  (``common.signing.NodeKeys``), inside a signed request, so the secret is neither in plain
+  text on the wire nor on any disk, and no node can open what was sent to another.
 - Object keys are content-addressed: ``<prefix>/<sha256>``; metadata snapshots live under
   ``<prefix>/metadata/``.
 """
@@ -135,13 +136,14 @@ class SecretBox:
             raise SecretError("sealed secret cannot be opened with this key") from None
 
 
-def transport_box(cluster_secret: str) -> SecretBox:
-    """The box for S3 secrets travelling from the proxy to nodes."""
-    return SecretBox(cluster_secret, "s3 transport")
+def transport_box(transport_key: str) -> SecretBox:
+    """The box for S3 secrets travelling from the proxy to one node, whose transport key
+    (``common.signing.NodeKeys.transport``) it is."""
+    return SecretBox(transport_key, "s3 transport")
 
 
-def settings_to_wire(settings: S3Settings, cluster_secret: str) -> dict[str, Any]:
-    """The active connection as the proxy sends it to a node: the secret sealed."""
+def settings_to_wire(settings: S3Settings, transport_key: str) -> dict[str, Any]:
+    """The active connection as the proxy sends it to a node: the secret sealed for it."""
     return {
         "name": settings.name,
         "endpoint_url": settings.endpoint_url,
@@ -149,11 +151,11 @@ def settings_to_wire(settings: S3Settings, cluster_secret: str) -> dict[str, Any
         "bucket": settings.bucket,
         "prefix": settings.prefix,
         "access_key": settings.access_key,
-        "secret_key_sealed": transport_box(cluster_secret).seal(settings.secret_key),
+        "secret_key_sealed": transport_box(transport_key).seal(settings.secret_key),
     }
 
 
-def settings_from_wire(body: dict[str, Any], cluster_secret: str) -> S3Settings:
+def settings_from_wire(body: dict[str, Any], transport_key: str) -> S3Settings:
     """The inverse of ``settings_to_wire``; ValueError on anything malformed."""
     try:
         text = {
@@ -167,5 +169,5 @@ def settings_from_wire(body: dict[str, Any], cluster_secret: str) -> S3Settings:
         raise ValueError("connection fields must be strings")
     if not valid_prefix(text["prefix"]):
         raise ValueError("connection prefix is not a valid key prefix")
-    secret = transport_box(cluster_secret).open(sealed)
+    secret = transport_box(transport_key).open(sealed)
     return S3Settings(secret_key=secret, **text)

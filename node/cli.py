@@ -32,7 +32,8 @@ def _config(ctx: click.Context) -> NodeConfig:
 def main(ctx: click.Context, /, **options: Any) -> None:
     """A PyArchive storage node. Without a command it serves until stopped.
 
-    The cluster secret comes from $PYARCHIVE_CLUSTER_SECRET or the config file.
+    Its key comes from $PYARCHIVE_NODE_KEY or the config file ('pyarchive-proxy nodes key NAME'
+    prints it); given $PYARCHIVE_CLUSTER_SECRET instead, the node derives its key from it.
     """
     ctx.obj = options
     if ctx.invoked_subcommand is None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.config import ConfigError, parse_duration, parse_size, setting
 from common.s3 import MIN_PART_SIZE
+from common.signing import NodeKeys, node_key, valid_node_key
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
@@ -31,12 +32,21 @@ class NodeConfig:
     zone: str = setting(
         "default", str, "The zone this node is in; the proxy keeps a file's replicas apart."
     )
+    node_key: str = setting(
+        "",
+        str,
+        "This node's own key (64 hex digits), printed by 'pyarchive-proxy nodes key NAME' "
+        "on the proxy: checks the proxy's signed requests and download tokens, opens the S3 "
+        "settings the proxy sends, and yields the rsync password. It is good for this node's "
+        "name only. Required unless cluster_secret is given; better given as "
+        "PYARCHIVE_NODE_KEY than written here.",
+    )
     cluster_secret: str = setting(
         "",
         str,
-        "Secret shared by the proxy and every node: signs internal requests and download "
-        "tokens, and yields the rsync password. Required; better given as "
-        "PYARCHIVE_CLUSTER_SECRET than written here.",
+        "Instead of node_key, for convenience: the proxy's cluster secret, from which the "
+        "node derives its node_key at start-up and then forgets it. Safer not to give a node "
+        "the cluster secret at all (a node holding it could act for every node).",
     )
     rsync_port: int = setting(
         8873, int, "TCP port of the node's rsync daemon (where the proxy pushes replicas)."
@@ -96,10 +106,16 @@ class NodeConfig:
 
     def check(self) -> None:
         """Raise ConfigError, naming the setting, for values the node cannot run with."""
-        if not self.cluster_secret:
+        if not self.node_key and not self.cluster_secret:
             raise ConfigError(
-                "cluster_secret is not set: give it as PYARCHIVE_CLUSTER_SECRET or in the "
-                "[node] section of the config file"
+                "node_key is not set: give it as PYARCHIVE_NODE_KEY (from 'pyarchive-proxy "
+                "nodes key NAME') or in the [node] section of the config file"
+            )
+        if self.node_key and self.cluster_secret:
+            raise ConfigError("give node_key or cluster_secret, not both")
+        if self.node_key and not valid_node_key(self.node_key):
+            raise ConfigError(
+                "node_key must be the 64 hex digits 'pyarchive-proxy nodes key NAME' printed"
             )
         if not _NAME.fullmatch(self.name):
             raise ConfigError(
@@ -123,6 +139,17 @@ class NodeConfig:
             raise ConfigError("mirror_bandwidth must be 0 (no limit) or bytes per second")
         if self.mirror_interval <= 0 or self.mirror_retry_max <= 0:
             raise ConfigError("mirror_interval and mirror_retry_max must be longer than 0s")
+
+    def keys(self) -> NodeKeys:
+        """This node's keys, from node_key (or derived from cluster_secret, which is used for
+        nothing else)."""
+        key = self.node_key or node_key(self.cluster_secret, self.name)
+        return NodeKeys.from_node_key(self.name, key)
+
+    def without_secrets(self) -> NodeConfig:
+        """The same settings with node_key and cluster_secret blanked, to keep once the keys
+        are derived."""
+        return replace(self, node_key="", cluster_secret="")
 
     def rsync_bind_address(self) -> str:
         """Where the rsync daemon listens: ``rsync_address``, else the HTTP interface.

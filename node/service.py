@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,8 +24,9 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.threadpool import ThreadPool
 
 from common.config import ConfigError
+from common.signing import NodeKeys
 from node.api.app import NodeApp
-from node.api.inputs import NodeSite
+from node.api.receiving import NodeSite
 from node.config import NodeConfig
 from node.mirror.loop import MirrorEngine, MirrorSettings
 from node.mirror.state import StateDir
@@ -116,7 +117,9 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def write_rsyncd_files(config: NodeConfig, store: ReplicaStore, files: RsyncdFiles) -> None:
+def write_rsyncd_files(
+    config: NodeConfig, keys: NodeKeys, store: ReplicaStore, files: RsyncdFiles
+) -> None:
     uid, gid = process_identity()
     settings = RsyncdSettings(
         address=config.rsync_bind_address(),
@@ -131,8 +134,20 @@ def write_rsyncd_files(config: NodeConfig, store: ReplicaStore, files: RsyncdFil
         text = rsyncd_conf(settings)
     except ValueError as exc:
         raise ConfigError(f"data_dir or rsync_address: {exc}") from None
-    write_private(files.secrets, rsyncd_secrets(config.cluster_secret))
+    write_private(files.secrets, rsyncd_secrets(keys.rsync_password))
     write_private(files.conf, text, 0o644)
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the rsync daemon: this one without the node's secrets.
+
+    >>> child_environment({"PATH": "/bin", "PYARCHIVE_NODE_KEY": "k"})
+    {'PATH': '/bin'}
+    """
+    return {k: v for k, v in environ.items() if k not in _SECRET_VARIABLES}
+
+
+_SECRET_VARIABLES = frozenset({"PYARCHIVE_NODE_KEY", "PYARCHIVE_CLUSTER_SECRET"})
 
 
 def _probe(reactor: Any, host: str, port: int) -> Deferred[None]:
@@ -167,6 +182,9 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
     """
     clock = clock or reactor
     config.check()
+    # The node keeps its derived keys and forgets the node key and any cluster secret.
+    keys = config.keys()
+    config = config.without_secrets()
     rsync = shutil.which(config.rsync_binary)
     if rsync is None:
         raise ConfigError(
@@ -179,7 +197,7 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
     lock_fd = lock_data_dir(data_dir)
     files = RsyncdFiles.under(data_dir)
     try:
-        write_rsyncd_files(config, store, files)
+        write_rsyncd_files(config, keys, store, files)
     except BaseException:
         os.close(lock_fd)
         raise
@@ -189,7 +207,7 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
         # started again (by run-local's supervisor, systemd...) finds the rsync port free.
         command = deathsig.wrapped(os.getpid(), rsync, argv)
         transport: IProcessTransport = reactor.spawnProcess(
-            protocol, command[0], command, env=dict(os.environ)
+            protocol, command[0], command, env=child_environment(os.environ)
         )
         return transport
 
@@ -224,12 +242,12 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
         zone=config.zone,
         version=_version(),
         replicas=replicas,
-        cluster_secret=config.cluster_secret,
+        keys=keys,
         clock=clock,
         rsync_ready=lambda: daemon.ready,
         mirror=mirror,
     )
-    site = NodeSite(app.app.resource())
+    site = NodeSite(app.app.resource(), gate=app.refusal)
     site.displayTracebacks = False
     return Node(
         config, reactor, clock, store, pool, site, daemon, files, lock_fd, mirror, mirror_pool

@@ -156,9 +156,10 @@ class ProxyConfig:
     cluster_secret: str = setting(
         "",
         str,
-        "Secret shared with every storage node (signed internal calls, download tokens, the "
-        "rsync password); empty means generated once and kept in DATA_DIR/cluster_secret "
-        "(mode 0600): give the same value to the nodes.",
+        "The secret every storage node's key is derived from (signed internal calls, "
+        "download tokens, rsync passwords, sealed S3 settings); empty means generated once "
+        "and kept in DATA_DIR/cluster_secret (mode 0600). Give each node its own key "
+        "('pyarchive-proxy nodes key NAME'), not this.",
     )
     replicas: int = setting(2, int, "Confirmed copies on distinct nodes each file should have.")
     node_ping_interval: float = setting(

@@ -367,7 +367,10 @@ class Node:
     def __init__(self, data_root: Path, name: str, zone: str, cluster_secret: str) -> None:
         data_root.mkdir(parents=True, exist_ok=True)
         LOGS.mkdir(parents=True, exist_ok=True)
+        from common.signing import NodeKeys, node_key
+
         self.name, self.zone, self.secret = name, zone, cluster_secret
+        self.keys = NodeKeys.for_node(cluster_secret, name)  # what the proxy uses with it
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"pyarchive-bench-{name}-", dir=data_root))
         self.port, self.rsync_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -375,7 +378,8 @@ class Node:
         self.log_path = LOGS / f"pyarchive-node-{name}.log"
         self.daemon_pid: int | None = None
         env = {k: v for k, v in os.environ.items() if k not in _CONTROLLED_ENV}
-        env["PYARCHIVE_CLUSTER_SECRET"] = cluster_secret
+        env.pop("PYARCHIVE_CLUSTER_SECRET", None)
+        env["PYARCHIVE_NODE_KEY"] = node_key(cluster_secret, name)  # its own key, not the secret
         self.logf = open(self.log_path, "ab")  # closed in stop()
         self.logf.write(
             f"--- {datetime.datetime.now().isoformat()} port {self.port} rsync "

@@ -109,7 +109,7 @@ def signed(node: Node, method: str, path: str, payload: Any) -> tuple[int, Any]:
     from common.signing import sign_request
 
     body = json.dumps(payload).encode()
-    headers = sign_request(node.secret, method, path, body, now=time.time())
+    headers = sign_request(node.keys, method, path, body, now=time.time())
     headers["Content-Type"] = "application/json"
     conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=RUN_TIMEOUT)
     try:
@@ -123,10 +123,10 @@ def signed(node: Node, method: str, path: str, payload: Any) -> tuple[int, Any]:
 
 def place_replica(node: Node, path: Path, md5: str, sha256: str) -> str:
     """Push the test file to the node and confirm it, as the proxy's replication does."""
-    from common.signing import replica_key, rsync_password
+    from common.signing import replica_key
 
     key = replica_key(BLOB_ID, sha256)
-    env = {**os.environ, "RSYNC_PASSWORD": rsync_password(node.secret)}
+    env = {**os.environ, "RSYNC_PASSWORD": node.keys.rsync_password}
     done = subprocess.run(
         ["rsync", "--partial", "--inplace", str(path), f"{node.rsync_url}/{key}"],
         env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
@@ -174,7 +174,7 @@ def mirror(node: Node, settings: Any, key: str, size: int, md5: str, sha256: str
     from common.s3 import settings_to_wire
 
     want = {
-        "connection": settings_to_wire(settings, node.secret),
+        "connection": settings_to_wire(settings, node.keys.transport),
         "mirror_interval": None,
         "mirror": [{"key": key, "size": size, "md5": md5, "sha256": sha256}],
         "restore": [],

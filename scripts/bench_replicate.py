@@ -172,9 +172,7 @@ def one_run(i: int, path: Path, md5: str) -> dict[str, dict[str, Any]]:
             [f"{local_dir}/"], local_dir / path.name, path, md5 if i == 0 else None
         )
         node = cluster.nodes[0]
-        from common.signing import rsync_password
-
-        env = {**os.environ, "RSYNC_PASSWORD": rsync_password(cluster.secret)}
+        env = {**os.environ, "RSYNC_PASSWORD": node.keys.rsync_password}
         d["rsync-daemon"] = plain_rsync(
             [f"{node.rsync_url}/bench-plain-{path.name}"],
             node.data_dir / "incoming" / f"bench-plain-{path.name}",

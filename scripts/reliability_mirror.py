@@ -55,10 +55,14 @@ class NodeProc:
     """One pyarchive-node on fixed ports and a fixed data directory, restartable."""
 
     def __init__(self, data_dir: Path, secret: str, env: dict[str, str]) -> None:
+        from common.signing import NodeKeys, node_key
+
         self.data_dir, self.secret = data_dir, secret
+        self.keys = NodeKeys.for_node(secret, "node1")  # what the proxy would use with it
         self.port, self.rsync_port = free_port(), free_port()
         self.rsync_url = f"rsync://pyarchive@127.0.0.1:{self.rsync_port}/incoming"
-        self.env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret, **env}
+        self.env = {**os.environ, "PYARCHIVE_NODE_KEY": node_key(secret, "node1"), **env}
+        self.env.pop("PYARCHIVE_CLUSTER_SECRET", None)
         self.log = open(data_dir.parent / "node.log", "ab")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -166,7 +170,7 @@ def main() -> None:
         client.create_bucket(Bucket=settings.bucket)
         object_key = settings.object_key(sha256.hexdigest())
         want = {
-            "connection": settings_to_wire(settings, node.secret),
+            "connection": settings_to_wire(settings, node.keys.transport),
             "mirror_interval": None,
             "mirror": [{"key": key, "size": size, "md5": md5.hexdigest(),
                         "sha256": sha256.hexdigest()}],

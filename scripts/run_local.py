@@ -145,6 +145,14 @@ def storage_node(data_dir: Path, name: str, zone: str, env: dict[str, str]) -> C
     )  # fmt: skip
 
 
+def node_environment(secret: str, name: str) -> dict[str, str]:
+    """A node's environment: its own key, derived from the cluster secret, and not the secret."""
+    from common.signing import node_key
+
+    env = {k: v for k, v in os.environ.items() if k != "PYARCHIVE_CLUSTER_SECRET"}
+    return {**env, "PYARCHIVE_NODE_KEY": node_key(secret, name)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run PyArchive locally in the foreground.")
     parser.add_argument("--port", type=int, default=8000, help="proxy port (default 8000)")
@@ -163,7 +171,7 @@ def main() -> None:
     ensure_admin(data_dir)
     url = f"http://127.0.0.1:{args.port}/"
     secret = cluster_secret(data_dir)
-    env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret}
+    env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": secret}  # the proxy's; nodes get their keys
     children: list[Child] = []
     try:
         s3 = local_s3(data_dir)
@@ -175,7 +183,10 @@ def main() -> None:
         print(f"Local S3 endpoint at {endpoint}, bucket {LOCAL_BUCKET}: moto's server,"
               " data in memory, a STAND-IN for a real bucket (gone when this stops;"
               " see the README to use real S3)", flush=True)  # fmt: skip
-        nodes = [storage_node(data_dir, n, z, env) for n, z in (("node1", "a"), ("node2", "b"))]
+        nodes = [
+            storage_node(data_dir, n, z, node_environment(secret, n))
+            for n, z in (("node1", "a"), ("node2", "b"))
+        ]
         for node in nodes:
             node.spawn()
             children.append(node)

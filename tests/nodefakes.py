@@ -18,13 +18,15 @@ class UnplayedNodeApi:
     async def health(self, base_url: str) -> dict[str, Any]:
         raise NotPlayed(f"health of {base_url}")
 
-    async def confirm(self, base_url: str, key: str, size: int, md5: str, sha256: str) -> None:
+    async def confirm(
+        self, base_url: str, node: str, key: str, size: int, md5: str, sha256: str
+    ) -> None:
         raise NotPlayed(f"confirm of {key} on {base_url}")
 
-    async def verify(self, base_url: str, key: str, size: int, sha256: str) -> bool:
+    async def verify(self, base_url: str, node: str, key: str, size: int, sha256: str) -> bool:
         raise NotPlayed(f"verify of {key} on {base_url}")
 
-    async def delete(self, base_url: str, key: str) -> None:
+    async def delete(self, base_url: str, node: str, key: str) -> None:
         raise NotPlayed(f"delete of {key} on {base_url}")
 
     async def fetch(
@@ -33,6 +35,6 @@ class UnplayedNodeApi:
         raise NotPlayed(f"fetch of {key} from {base_url}")
 
     async def mirror_sync(
-        self, base_url: str, want: Mapping[str, Any], *, timeout: float
+        self, base_url: str, node: str, want: Mapping[str, Any], *, timeout: float
     ) -> dict[str, Any]:
         raise NotPlayed(f"mirror sync with {base_url}")

@@ -22,9 +22,10 @@ import psutil
 
 from common.signing import (
     DownloadGrant,
+    NodeKeys,
     issue_download_token,
+    node_key,
     replica_key,
-    rsync_password,
     sign_request,
 )
 from node.replicas.rsyncd import stale_daemon_pid
@@ -55,6 +56,11 @@ class NodeProcess:
     process: subprocess.Popen[bytes] | None = None
 
     @property
+    def keys(self) -> NodeKeys:
+        """This node's keys, as the proxy derives them from the cluster secret."""
+        return NodeKeys.for_node(self.secret, self.name)
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -67,7 +73,12 @@ class NodeProcess:
         self.port = self.port or free_port()
         self.rsync_port = self.rsync_port or free_port()
         log = open(self.log_path, "ab")
-        env = {**os.environ, "PYARCHIVE_CLUSTER_SECRET": self.secret, **self.env}
+        # A node is given its own key, never the cluster secret (unless ``env`` says so).
+        env = {**os.environ, "PYARCHIVE_NODE_KEY": node_key(self.secret, self.name), **self.env}
+        env.pop("PYARCHIVE_CLUSTER_SECRET", None)
+        if "PYARCHIVE_CLUSTER_SECRET" in self.env:
+            env.pop("PYARCHIVE_NODE_KEY")
+            env["PYARCHIVE_CLUSTER_SECRET"] = self.env["PYARCHIVE_CLUSTER_SECRET"]
         self.process = subprocess.Popen(
             [
                 str(BIN / "pyarchive-node"),
@@ -170,9 +181,10 @@ class NodeProcess:
             conn.close()
 
     def signed_headers(
-        self, method: str, path: str, body: bytes = b"", *, secret: str | None = None, at: float = 0
-    ) -> dict[str, str]:
-        return sign_request(secret or self.secret, method, path, body, now=at or time.time())
+        self, method: str, path: str, body: bytes = b"", *, keys: NodeKeys | None = None,
+        at: float = 0,
+    ) -> dict[str, str]:  # fmt: skip
+        return sign_request(keys or self.keys, method, path, body, now=at or time.time())
 
     def signed(self, method: str, path: str, data: Any = None) -> Response:
         body = b"" if data is None else json.dumps(data).encode()
@@ -190,7 +202,7 @@ class NodeProcess:
         self, source: Path, key: str, *, password: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Push ``source`` into the node's incoming module with the real rsync client."""
-        env = {**os.environ, "RSYNC_PASSWORD": password or rsync_password(self.secret)}
+        env = {**os.environ, "RSYNC_PASSWORD": password or self.keys.rsync_password}
         destination = f"rsync://pyarchive@127.0.0.1:{self.rsync_port}/incoming/{key}"
         return subprocess.run(
             ["rsync", "--partial", "--timeout=30", str(source), destination],
@@ -204,13 +216,15 @@ class NodeProcess:
         filename: str = "report.bin",
         lifetime: float = 60,
         node: str | None = None,
-        secret: str | None = None,
+        keys: NodeKeys | None = None,
         content_type: str = "",
     ) -> str:
+        """A download token; by default for this node, signed with its download key."""
+        keys = keys or NodeKeys.for_node(self.secret, node or self.name)
         grant = DownloadGrant(
             key, node or self.name, filename, int(time.time() + lifetime), content_type
         )
-        return issue_download_token(secret or self.secret, grant)
+        return issue_download_token(keys, grant)
 
     def replica_path(self, key: str) -> Path:
         return self.data_dir / "replicas" / key[-2:] / key

@@ -756,9 +756,9 @@ def _write_replica(data_dir: Path, content: bytes) -> Blob:
     return Blob(key, len(content), hashlib.md5(content).hexdigest(), sha256)
 
 
-def _sync_body(settings: S3Settings, secret: str, blobs: list[Blob]) -> dict[str, Any]:
+def _sync_body(settings: S3Settings, transport_key: str, blobs: list[Blob]) -> dict[str, Any]:
     return {
-        "connection": settings_to_wire(settings, secret),
+        "connection": settings_to_wire(settings, transport_key),
         "mirror_interval": 0.2,
         "mirror": [{"key": b.key, "size": b.size, "md5": b.md5, "sha256": b.sha256}
                    for b in blobs],
@@ -782,7 +782,7 @@ def test_a_node_killed_mid_mirror_resumes_after_a_restart(tmp_path: Path, s3: S3
         assert unsigned.status == 403
         bad = node.signed("POST", "/internal/mirror/sync", {"mirror": "everything"})
         assert bad.status == 400 and "mirror" in bad.json()["detail"]
-        body = _sync_body(settings, node.secret, [blob])
+        body = _sync_body(settings, node.keys.transport, [blob])
         answer = node.signed("POST", "/internal/mirror/sync", body)
         assert answer.status == 200, answer.body
         deadline = time.monotonic() + 30

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common.signing import rsync_password
+from common.signing import NodeKeys
 from node.replicas.rsyncd import daemon_argv, stale_daemon_pid
 from tests.nodeproc import SECRET, NodeProcess, expected, key_for
 from tests.proc import BIN, free_port
@@ -210,7 +210,7 @@ def test_a_key_that_is_not_a_replica_key_is_404_everywhere(node: NodeProcess, ke
 def test_internal_requests_must_be_signed_fresh_and_used_once(node: NodeProcess) -> None:
     path = "/internal/replicas"
     assert node.request("GET", path).status == 403
-    wrong = node.signed_headers("GET", path, secret="another cluster")
+    wrong = node.signed_headers("GET", path, keys=NodeKeys.for_node("another", node.name))
     assert node.request("GET", path, headers=wrong).status == 403
     stale = node.signed_headers("GET", path, at=time.time() - 120)
     assert node.request("GET", path, headers=stale).status == 403
@@ -248,7 +248,7 @@ def test_a_push_with_the_wrong_password_is_refused(node: NodeProcess, tmp_path: 
 
 def test_the_incoming_module_cannot_be_read_or_listed(node: NodeProcess, tmp_path: Path) -> None:
     key, _ = pushed(node, tmp_path)
-    env = {**os.environ, "RSYNC_PASSWORD": rsync_password(SECRET)}
+    env = {**os.environ, "RSYNC_PASSWORD": node.keys.rsync_password}
     base = f"rsync://pyarchive@127.0.0.1:{node.rsync_port}/"
     read = subprocess.run(
         ["rsync", "--timeout=30", f"{base}incoming/{key}", str(tmp_path / "back")],
@@ -325,7 +325,7 @@ def test_tampered_expired_and_other_node_tokens_are_403(node: NodeProcess, tmp_p
         token[:-2] + ("AA" if not token.endswith("AA") else "BB"),
         node.token(key, lifetime=-5),
         node.token(key, node="node2"),
-        node.token(key, secret="another cluster"),
+        node.token(key, keys=NodeKeys.for_node("another cluster", node.name)),
         "not-a-token",
     ]
     for token in bad:
@@ -421,18 +421,17 @@ def test_a_daemon_left_by_an_earlier_run_is_stopped_when_the_node_starts(tmp_pat
             orphan.wait()
 
 
-def test_a_node_without_a_cluster_secret_refuses_to_start_with_one_clear_line(
-    tmp_path: Path,
-) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYARCHIVE_CLUSTER_SECRET"}
+def test_a_node_without_a_key_refuses_to_start_with_one_clear_line(tmp_path: Path) -> None:
+    secrets = {"PYARCHIVE_CLUSTER_SECRET", "PYARCHIVE_NODE_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in secrets}
     done = subprocess.run(
         [str(BIN / "pyarchive-node"), "--name", "n", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
-        "Error: cluster_secret is not set: give it as PYARCHIVE_CLUSTER_SECRET or in the "
-        "[node] section of the config file"
+        "Error: node_key is not set: give it as PYARCHIVE_NODE_KEY (from 'pyarchive-proxy "
+        "nodes key NAME') or in the [node] section of the config file"
     ]
     assert not (tmp_path / "rsyncd.conf").exists()
 

@@ -27,8 +27,9 @@ import node.replicas.deathsig
 import node.replicas.rsyncd
 from common.config import ConfigError, load
 from common.errors import BadRequest, Conflict, NotFound
-from common.signing import replica_key, rsync_password
-from node.api.inputs import CappedBody, expected_content
+from common.signing import NodeKeys, replica_key
+from node.api.inputs import expected_content
+from node.api.receiving import CappedBody
 from node.cli import config_sample
 from node.config import NodeConfig
 from node.replicas.rsyncd import (
@@ -308,8 +309,9 @@ def test_rsyncd_conf_refuses_values_that_would_change_its_meaning(changes: Any) 
 def test_the_secrets_file_holds_the_derived_password_and_is_private(tmp_path: Path) -> None:
     path = tmp_path / "rsyncd.secrets"
     write_private(path, "old\n", 0o644)
-    write_private(path, rsyncd_secrets("cluster"))
-    assert path.read_text() == f"pyarchive:{rsync_password('cluster')}\n"
+    password = NodeKeys.for_node("cluster", "n1").rsync_password
+    write_private(path, rsyncd_secrets(password))
+    assert path.read_text() == f"pyarchive:{password}\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -361,7 +363,9 @@ def test_node_settings_come_from_file_then_environment_then_flags(tmp_path: Path
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"cluster_secret": ""}, "cluster_secret is not set"),
+        ({"cluster_secret": ""}, "node_key is not set"),
+        ({"node_key": "ab" * 32}, "node_key or cluster_secret, not both"),
+        ({"cluster_secret": "", "node_key": "not hex"}, "node_key must be the 64 hex digits"),
         ({"name": ""}, "name must be set"),
         ({"name": "../x"}, "name must be set"),
         ({"rsync_port": 0}, "rsync_port"),
@@ -408,9 +412,21 @@ def test_a_capped_body_keeps_small_bodies_and_only_counts_large_ones() -> None:
     small = CappedBody(10)
     small.write(b"12345")
     small.write(b"67890")
-    assert not small.overflowed and small.getvalue() == b"1234567890"
+    assert not small.overflowed and small.sha256() == hashlib.sha256(b"1234567890").hexdigest()
     small.write(b"!")
-    assert small.overflowed and small.getvalue() == b"1234567890"
+    small.seek(0)
+    assert small.overflowed and small.read() == b"1234567890"
+
+
+def test_a_capped_body_past_64_kib_is_spooled_to_disk_not_memory() -> None:
+    body = CappedBody(1024 * 1024)
+    body.write(b"x" * 64 * 1024)
+    assert not body.spooled()
+    body.write(b"y")
+    assert body.spooled()
+    body.seek(0)
+    assert body.read() == b"x" * 64 * 1024 + b"y"
+    body.close()
 
 
 # ---------------------------------------------------------------- the replica store

@@ -28,7 +28,7 @@ from common.backoff import retry_delay
 from common.db import Database, Txn, parse_database_url
 from common.errors import Conflict
 from common.s3 import S3Settings, settings_from_wire
-from common.signing import replica_key
+from common.signing import NodeKeys, replica_key
 from proxy.catalog import store
 from proxy.cluster import nodestore
 from proxy.cluster.nodestore import CONFIRMED, UP
@@ -57,9 +57,10 @@ class FakeMirrorNodes(UnplayedNodeApi):
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     async def mirror_sync(
-        self, base_url: str, want: Mapping[str, Any], *, timeout: float
+        self, base_url: str, name: str, want: Mapping[str, Any], *, timeout: float
     ) -> dict[str, Any]:
         node = base_url.split("//")[1].split(".")[0]
+        assert node == name
         if node in self.down:
             raise ConnectionRefusedError(node)
         payload = dict(want)
@@ -226,17 +227,19 @@ async def test_each_blob_is_mirrored_by_exactly_one_node_holding_a_copy(world: W
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_connection_travels_sealed_and_opens_with_the_cluster_secret(
+async def test_the_connection_travels_sealed_for_each_node_with_its_own_key(
     world: World,
 ) -> None:
     await world.blob(1, on=("n1",))
     await world.tier.sync_once()
     payload = world.nodes.last("n1")
     assert S3_SECRET not in json.dumps(payload)
-    opened = settings_from_wire(payload["connection"], SECRET)
+    opened = settings_from_wire(payload["connection"], NodeKeys.for_node(SECRET, "n1").transport)
     assert opened == SETTINGS
+    with pytest.raises(ValueError):  # not the cluster secret, not another node's key
+        settings_from_wire(payload["connection"], SECRET)
     with pytest.raises(ValueError):
-        settings_from_wire(payload["connection"], "some other cluster secret")
+        settings_from_wire(payload["connection"], NodeKeys.for_node(SECRET, "n2").transport)
 
 
 @pytest_twisted.ensureDeferred

@@ -27,7 +27,7 @@ from twisted.internet.task import Clock
 from common.backoff import retry_delay
 from common.db import Database, Txn, parse_database_url
 from common.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable
-from common.signing import replica_key, verify_download_token
+from common.signing import NodeKeys, replica_key, verify_download_token
 from proxy.catalog import store
 from proxy.catalog.store import Blob
 from proxy.cluster import nodestore, placement
@@ -129,9 +129,12 @@ class FakeNodes(UnplayedNodeApi):
 
     # ReplicaPusher
 
-    def push(self, source: str, rsync_url: str, key: str, size: int = 0) -> Deferred[None]:
+    def push(
+        self, source: str, rsync_url: str, name: str, key: str, size: int = 0
+    ) -> Deferred[None]:
         try:
             node = self._reach(rsync_url)
+            assert node.name == name
         except ConnectionRefusedError as exc:
             return defer.fail(RsyncError(f"rsync failed: {exc}"))
         node.pushes.append(key)
@@ -165,8 +168,11 @@ class FakeNodes(UnplayedNodeApi):
             "total_bytes": node.total_bytes, "files": len(node.held), "version": "test",
         }  # fmt: skip
 
-    async def confirm(self, url: str, key: str, size: int, md5: str, sha256: str) -> None:
+    async def confirm(
+        self, url: str, name: str, key: str, size: int, md5: str, sha256: str
+    ) -> None:
         node = self._reach(url)
+        assert node.name == name
         data = node.incoming.pop(key, None)  # checked, then kept or discarded, like a node
         if data is None:
             raise NodeError("confirm answered 404: nothing received", 404)
@@ -176,14 +182,17 @@ class FakeNodes(UnplayedNodeApi):
             raise NodeError("confirm answered 409: the copy does not match its checksums", 409)
         node.held[key] = data
 
-    async def delete(self, url: str, key: str) -> None:
+    async def delete(self, url: str, name: str, key: str) -> None:
         node = self._reach(url)
+        assert node.name == name
         node.deleted.append(key)
         node.held.pop(key, None)
         node.incoming.pop(key, None)
 
-    async def verify(self, url: str, key: str, size: int, sha256: str) -> bool:
-        data = self._reach(url).held.get(key)
+    async def verify(self, url: str, name: str, key: str, size: int, sha256: str) -> bool:
+        node = self._reach(url)
+        assert node.name == name
+        data = node.held.get(key)
         return data is not None and len(data) == size and hashlib.sha256(data).hexdigest() == sha256
 
     async def fetch(self, url: str, node: str, key: str, write: Callable[[bytes], None]) -> None:
@@ -880,17 +889,18 @@ async def test_the_download_token_names_the_replica_and_filename_for_that_node_o
     where = await cluster.downloads.locate(blob, "holiday.mp4", "192.168.1.20")
     token = redirected_to(where, cluster.network.nodes["near"])
     now = cluster.clock.seconds()
-    grant = verify_download_token(SECRET, token, node="near", now=now)
+    near, far = NodeKeys.for_node(SECRET, "near"), NodeKeys.for_node(SECRET, "remote")
+    grant = verify_download_token(near, token, now=now)
     assert grant.node == "near"
     assert grant.filename == "holiday.mp4"
     assert grant.replica == replica_key(blob.id, blob.sha256)
     assert grant.expires == int(now + TOKEN_LIFETIME)
     with pytest.raises(Forbidden):
-        verify_download_token(SECRET, token, node="remote", now=now)
+        verify_download_token(far, token, now=now)  # another node's key
     with pytest.raises(Forbidden):
-        verify_download_token(SECRET, token, node="near", now=now + TOKEN_LIFETIME + 1)
+        verify_download_token(near, token, now=now + TOKEN_LIFETIME + 1)
     with pytest.raises(Forbidden):
-        verify_download_token("another-cluster", token, node="near", now=now)
+        verify_download_token(NodeKeys.for_node("another-cluster", "near"), token, now=now)
 
 
 @pytest_twisted.ensureDeferred

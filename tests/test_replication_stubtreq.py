@@ -30,7 +30,7 @@ from twisted.web.vhost import NameVirtualHost
 from zope.interface import implementer
 
 from common.db import Database, Txn, parse_database_url
-from common.signing import DEFAULT_WINDOW, replica_key
+from common.signing import DEFAULT_WINDOW, NodeKeys, replica_key
 from node.api.app import NodeApp
 from node.replicas.store import Replicas, ReplicaStore
 from proxy.catalog import store
@@ -103,7 +103,8 @@ class RealNode:
         self.store.create()
         self.app = NodeApp(
             name=name, zone=zone, version="test", replicas=Replicas(self.store, threads, pool),
-            cluster_secret=SECRET, clock=clock, rsync_ready=lambda: self.rsync_ready,
+            keys=NodeKeys.for_node(SECRET, name), clock=clock,
+            rsync_ready=lambda: self.rsync_ready,
         )  # fmt: skip
 
     @property
@@ -138,8 +139,11 @@ class CopyingRsync:
         self._nodes = nodes
         self.mangle: set[str] = set()
 
-    def push(self, source: str, rsync_url: str, key: str, size: int = 0) -> Deferred[None]:
+    def push(
+        self, source: str, rsync_url: str, name: str, key: str, size: int = 0
+    ) -> Deferred[None]:
         node = self._nodes[(urlsplit(rsync_url).hostname or "").split(".")[0]]
+        assert node.name == name
         data = Path(source).read_bytes()
         if node.name in self.mangle:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
@@ -318,7 +322,7 @@ async def test_a_replica_left_in_incoming_is_confirmed_by_the_node_and_the_proxy
     assert not await rig.is_local(blob)
     assert not rig.staging.blob_path(blob.sha256, blob.id).exists()
     # Asked again (a proxy that restarted before recording the answer), the node says yes.
-    await rig.client.confirm(n1.url, key_of(blob), blob.size, blob.md5, blob.sha256)
+    await rig.client.confirm(n1.url, n1.name, key_of(blob), blob.size, blob.md5, blob.sha256)
     assert n1.held(key_of(blob)) == data
 
 
@@ -352,12 +356,12 @@ async def test_confirming_what_never_arrived_is_a_404_and_a_wrong_size_a_409(rig
     md5, sha256 = hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
     key = replica_key(7, sha256)
     with pytest.raises(NodeError) as missing:
-        await rig.client.confirm(node.url, key, len(data), md5, sha256)
+        await rig.client.confirm(node.url, node.name, key, len(data), md5, sha256)
     assert missing.value.status == 404
 
     (node.store.incoming / key).write_bytes(data)
     with pytest.raises(NodeError) as wrong:
-        await rig.client.confirm(node.url, key, len(data) + 1, md5, sha256)
+        await rig.client.confirm(node.url, node.name, key, len(data) + 1, md5, sha256)
     assert wrong.value.status == 409
     assert node.incoming() == [] and node.held(key) is None
 
@@ -371,12 +375,12 @@ async def test_a_node_refuses_a_call_signed_by_a_proxy_whose_clock_is_off(rig: R
     (node.store.incoming / key).write_bytes(data)
     rig.clock.advance(DEFAULT_WINDOW + 1)  # the proxy's clock runs ahead of the node's
     with pytest.raises(NodeError) as refused:
-        await rig.client.confirm(node.url, key, len(data), md5, sha256)
+        await rig.client.confirm(node.url, node.name, key, len(data), md5, sha256)
     assert refused.value.status == 403
     assert node.incoming() == [key]  # nothing was touched
 
     rig.node_clock.advance(DEFAULT_WINDOW + 1)  # in step again
-    await rig.client.confirm(node.url, key, len(data), md5, sha256)
+    await rig.client.confirm(node.url, node.name, key, len(data), md5, sha256)
     assert node.held(key) == data
 
 
@@ -424,4 +428,4 @@ async def test_deleting_a_file_removes_its_replicas_from_the_nodes_disks(rig: Ri
     assert n1.held(key) is None and n2.held(key) is None
     assert await rig.db.run(nodestore.due_deletions, rig.clock.seconds() + GRACE) == []
     # Deleting again, or what a node never held, is no error.
-    await rig.client.delete(n1.url, key)
+    await rig.client.delete(n1.url, n1.name, key)

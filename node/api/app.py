@@ -1,7 +1,8 @@
 """The node's HTTP routes: health, the signed internal API, and downloads by token.
 
-Each route checks who may ask (a request signed with the cluster secret, or a download token
-the proxy issued), parses the request into values, calls ``Replicas`` and shapes the answer.
+Each route checks who may ask (a request the proxy signed with this node's key, or a download
+token the proxy issued for this node), parses the request into values, calls ``Replicas`` and
+shapes the answer.
 """
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ from typing import Any
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from common.errors import NotFound, PayloadTooLarge
+from common.errors import ApiError, Forbidden, NotFound, PayloadTooLarge
 from common.fileserve import serve_file
 from common.signing import (
-    NONCE,
-    SIGNATURE,
-    TIMESTAMP,
+    SIGNATURE_HEADERS,
+    NodeKeys,
     RequestVerifier,
     verify_download_token,
 )
 from common.web import header, respond
 from common.weberrors import answer_errors_as_json
-from node.api.inputs import CappedBody, expected_content
+from node.api.inputs import expected_content
+from node.api.receiving import CappedBody, body_limit
 from node.mirror.loop import MirrorEngine
 from node.mirror.wire import parse_sync
 from node.replicas.store import Replicas, check_key, key_sha256
@@ -45,7 +47,7 @@ class NodeApp:
         zone: str,
         version: str,
         replicas: Replicas,
-        cluster_secret: str,
+        keys: NodeKeys,
         clock: IReactorTime,
         rsync_ready: Callable[[], bool],
         mirror: MirrorEngine | None = None,
@@ -54,27 +56,51 @@ class NodeApp:
         self._zone = zone
         self._version = version
         self._replicas = replicas
-        self._secret = cluster_secret
-        self._verifier = RequestVerifier(cluster_secret)
+        self._keys = keys
+        self._verifier = RequestVerifier(keys)
         self._clock = clock
         self._rsync_ready = rsync_ready
         self._mirror = mirror
 
+    def refusal(
+        self, method: bytes, path: bytes, headers: Headers, length: int | None
+    ) -> ApiError | None:
+        """What to answer a request with as soon as its headers are in, before its body is
+        read (``node.api.receiving``): None for a public path or a request that may go on."""
+        if not path.startswith(b"/internal/"):
+            return None
+        signature = {}
+        for name in SIGNATURE_HEADERS:
+            values = headers.getRawHeaders(name)
+            signature[name] = values[0] if values else None
+        try:
+            self._verifier.check_headers(signature, now=self._clock.seconds())
+        except Forbidden as refused:
+            return refused
+        limit = body_limit(path)
+        if length is not None and length > limit:
+            return PayloadTooLarge(f"request body is larger than {limit} bytes")
+        return None
+
     def _signed_body(self, request: IRequest) -> bytes:
-        """The request's body, if the proxy signed the request; Forbidden otherwise."""
+        """The request's body, if the proxy signed the request for this node; Forbidden
+        otherwise. The MAC is checked against the body's sha256 before the body is read."""
         content = request.content
-        if isinstance(content, CappedBody) and content.overflowed:
+        if not isinstance(content, CappedBody):  # a site other than NodeSite (tests' StubTreq)
+            content = CappedBody(body_limit(request.path))
+            content.write(request.content.read() if request.content is not None else b"")
+            content.seek(0)
+        if content.overflowed:
             raise PayloadTooLarge(f"request body is larger than {content.limit} bytes")
-        body = content.read() if content is not None else b""
-        signature = {name: header(request, name) for name in (TIMESTAMP, NONCE, SIGNATURE)}
+        signature = {name: header(request, name) for name in SIGNATURE_HEADERS}
         self._verifier.verify(
             request.method.decode("ascii"),
             request.uri.decode("latin-1"),
-            body,
+            content.sha256(),
             signature,
             now=self._clock.seconds(),
         )
-        return body
+        return content.read()
 
     # -- errors
 
@@ -131,16 +157,14 @@ class NodeApp:
         body = self._signed_body(request)
         if self._mirror is None:
             raise NotFound("This node does not mirror to S3")
-        want = parse_sync(body, self._secret)
+        want = parse_sync(body, self._keys.transport)
         return respond(request, 200, await self._mirror.sync(want))
 
     # -- downloads (by a token the proxy issued)
 
     @app.route("/download/<token>", methods=["GET", "HEAD"])
     async def download(self, request: IRequest, token: str) -> Any:
-        grant = verify_download_token(
-            self._secret, token, node=self._name, now=self._clock.seconds()
-        )
+        grant = verify_download_token(self._keys, token, now=self._clock.seconds())
         path = self._replicas.store.path(grant.replica)
         try:
             info = os.stat(path)

@@ -1,22 +1,15 @@
-"""Parsing what the proxy sends the node into values, and the bounded request body."""
+"""Parsing what the proxy sends the node into values."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from typing import Any
-
-from twisted.web import server
 
 from common.errors import BadRequest
 from common.hex32 import is_hex32
 from node.replicas.store import Expected
 
-SMALL_BODY_LIMIT = 64 * 1024
-# The mirror's want-list lists every blob a node mirrors or restores, with restore parts.
-MIRROR_SYNC_PATH = b"/internal/mirror/sync"
-MIRROR_SYNC_LIMIT = 32 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -51,35 +44,3 @@ def json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object")
     return data
-
-
-class CappedBody(io.BytesIO):
-    """A request body kept in memory up to ``limit`` bytes; beyond that it is only counted.
-
-    Every body the node takes is small JSON; anything larger is answered 413 once it has
-    streamed past, without ever being stored.
-    """
-
-    def __init__(self, limit: int = SMALL_BODY_LIMIT) -> None:
-        super().__init__()
-        self.limit = limit
-        self.overflowed = False
-
-    def write(self, data: Any) -> int:
-        if self.overflowed or self.tell() + len(data) > self.limit:
-            self.overflowed = True
-            return len(data)
-        return super().write(data)
-
-
-class NodeRequest(server.Request):
-    def gotLength(self, length: int | None) -> None:
-        # The request line is parsed before the headers; Request.path is set only later.
-        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
-        self.content = CappedBody(
-            MIRROR_SYNC_LIMIT if path == MIRROR_SYNC_PATH else SMALL_BODY_LIMIT
-        )
-
-
-class NodeSite(server.Site):
-    requestFactory = NodeRequest

@@ -9,8 +9,8 @@ The proxy sends the node's whole want-list each time::
                   "parts": [{"index", "offset", "size", "sha256"}]}]}
 
 Every key must be a replica key whose sha256 is the entry's; restore parts must be numbered
-from 1 and cover the file exactly, in order. The sealed secret is opened with the cluster
-secret here and kept in the returned ``S3Settings`` only.
+from 1 and cover the file exactly, in order. The sealed secret is opened with this node's
+transport key here and kept in the returned ``S3Settings`` only.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ class WantList:
     restore: tuple[RestoreWant, ...]
 
 
-def parse_sync(body: bytes, cluster_secret: str) -> WantList:
-    """The want-list in a sync body; BadRequest naming the field that is wrong."""
+def parse_sync(body: bytes, transport_key: str) -> WantList:
+    """The want-list in a sync body (its S3 secret sealed with this node's ``transport_key``);
+    BadRequest naming the field that is wrong."""
     data = json_object(body)
     unknown = set(data) - {"connection", "mirror_interval", "mirror", "restore"}
     if unknown:
@@ -55,10 +56,10 @@ def parse_sync(body: bytes, cluster_secret: str) -> WantList:
         if not isinstance(data["connection"], dict):
             raise BadRequest("connection must be an object or null", field="connection")
         try:
-            connection = settings_from_wire(data["connection"], cluster_secret)
+            connection = settings_from_wire(data["connection"], transport_key)
         except SecretError:
             raise BadRequest(
-                "connection's secret cannot be opened with this node's cluster secret",
+                "connection's secret cannot be opened with this node's key",
                 field="connection",
             ) from None
         except ValueError as exc:

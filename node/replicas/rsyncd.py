@@ -1,7 +1,7 @@
 """The node's rsync daemon: its generated configuration, and a supervisor that keeps it running.
 
 The proxy pushes replicas into the one write-only module, ``incoming``, authenticated as user
-``pyarchive`` with a password derived from the cluster secret. The daemon is a child process
+``pyarchive`` with this node's rsync password (from its key). The daemon is a child process
 (``rsync --daemon --no-detach``), started with ``spawnProcess`` and an argument list; when it
 exits the supervisor starts it again after a delay that doubles on each quick failure, and the
 node reports itself degraded until the new daemon accepts connections.
@@ -23,8 +23,6 @@ from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReacto
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-
-from common.signing import rsync_password
 
 log = Logger(namespace="node.replicas.rsyncd")
 
@@ -108,8 +106,9 @@ def rsyncd_conf(settings: RsyncdSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rsyncd_secrets(cluster_secret: str) -> str:
-    return f"{USER}:{rsync_password(cluster_secret)}\n"
+def rsyncd_secrets(password: str) -> str:
+    """The daemon's secrets file: the proxy's user with this node's rsync password."""
+    return f"{USER}:{password}\n"
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:

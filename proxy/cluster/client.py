@@ -15,7 +15,7 @@ from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.python.failure import Failure
 
-from common.signing import DownloadGrant, issue_download_token, rsync_password, sign_request
+from common.signing import DownloadGrant, NodeKeys, issue_download_token, sign_request
 
 # Confirm and verify make the node hash the whole replica; allow for this slow a disk and CPU.
 _SLOWEST_HASHING = 20 * 2**20  # bytes per second
@@ -31,7 +31,7 @@ class NodeError(Exception):
 
 class NodeClient:
     """HTTP calls to nodes (``proxy.cluster.nodeapi.NodeApi`` over the network); the internal
-    ones are signed with the cluster secret."""
+    ones are signed with the key of the node they are for, derived from the cluster secret."""
 
     def __init__(self, *, http: Any, clock: IReactorTime, cluster_secret: str, timeout: float):
         self._http = http  # a treq HTTPClient (or the treq module)
@@ -54,6 +54,7 @@ class NodeClient:
         self,
         method: str,
         base_url: str,
+        node: str,
         path: str,
         payload: Mapping[str, Any] | None = None,
         *,
@@ -62,7 +63,8 @@ class NodeClient:
         """A signed request; returns (status, parsed JSON body or None)."""
         body = json.dumps(payload).encode() if payload is not None else b""
         signed_path = urlsplit(base_url).path.rstrip("/") + path
-        headers = sign_request(self._secret, method, signed_path, body, now=self._clock.seconds())
+        keys = NodeKeys.for_node(self._secret, node)
+        headers = sign_request(keys, method, signed_path, body, now=self._clock.seconds())
         headers["Content-Type"] = "application/json"
         response = await self._http.request(
             method, f"{base_url}{path}", data=body or None, headers=headers,
@@ -75,17 +77,19 @@ class NodeClient:
             parsed = None
         return response.code, parsed
 
-    async def confirm(self, base_url: str, key: str, size: int, md5: str, sha256: str) -> None:
+    async def confirm(
+        self, base_url: str, node: str, key: str, size: int, md5: str, sha256: str
+    ) -> None:
         status, body = await self.call(
-            "POST", base_url, f"/internal/replicas/{key}/confirm",
+            "POST", base_url, node, f"/internal/replicas/{key}/confirm",
             {"size": size, "md5": md5, "sha256": sha256}, timeout=self.timeout_for(size),
         )  # fmt: skip
         if status != 200:
             detail = body.get("detail") if isinstance(body, dict) else None
             raise NodeError(f"confirm answered {status}: {detail}", status)
 
-    async def delete(self, base_url: str, key: str) -> None:
-        status, _ = await self.call("DELETE", base_url, f"/internal/replicas/{key}")
+    async def delete(self, base_url: str, node: str, key: str) -> None:
+        status, _ = await self.call("DELETE", base_url, node, f"/internal/replicas/{key}")
         if status not in (200, 204, 404):
             raise NodeError(f"delete answered {status}", status)
 
@@ -95,18 +99,18 @@ class NodeClient:
         """Download a replica through the node's signed download URL, calling ``write`` with
         each piece in order (the caller checks size and checksum)."""
         grant = DownloadGrant(key, node, key, int(self._clock.seconds() + 300))
-        token = issue_download_token(self._secret, grant)
+        token = issue_download_token(NodeKeys.for_node(self._secret, node), grant)
         response = await self._http.get(f"{base_url}/download/{token}", timeout=self.timeout)
         if response.code != 200:
             await response.content()
             raise NodeError(f"download answered {response.code}", response.code)
         await treq.collect(response, write)
 
-    async def verify(self, base_url: str, key: str, size: int, sha256: str) -> bool:
+    async def verify(self, base_url: str, node: str, key: str, size: int, sha256: str) -> bool:
         """True if the node's copy checks out; False if the node found it corrupt."""
         status, _ = await self.call(
-            "POST", base_url, f"/internal/replicas/{key}/verify", {"size": size, "sha256": sha256},
-            timeout=self.timeout_for(size),
+            "POST", base_url, node, f"/internal/replicas/{key}/verify",
+            {"size": size, "sha256": sha256}, timeout=self.timeout_for(size),
         )  # fmt: skip
         if status == 200:
             return True
@@ -115,11 +119,11 @@ class NodeClient:
         raise NodeError(f"verify answered {status}", status)
 
     async def mirror_sync(
-        self, base_url: str, want: Mapping[str, Any], *, timeout: float
+        self, base_url: str, node: str, want: Mapping[str, Any], *, timeout: float
     ) -> dict[str, Any]:
         """Send the node its S3 mirror want-list; returns the node's report (a JSON object)."""
         status, body = await self.call(
-            "POST", base_url, "/internal/mirror/sync", want, timeout=timeout
+            "POST", base_url, node, "/internal/mirror/sync", want, timeout=timeout
         )
         if status != 200 or not isinstance(body, dict):
             detail = body.get("detail") if isinstance(body, dict) else None
@@ -165,11 +169,13 @@ class RsyncPusher:
     ) -> None:
         self._reactor = reactor
         self._clock = clock
-        self._password = rsync_password(cluster_secret)
+        self._secret = cluster_secret
         self._timeout = timeout
         self._binary = binary
 
-    def push(self, source: str, rsync_url: str, key: str, size: int = 0) -> Deferred[None]:
+    def push(
+        self, source: str, rsync_url: str, node: str, key: str, size: int = 0
+    ) -> Deferred[None]:
         """Run rsync; ``--timeout`` ends a stalled transfer, and as a last resort the process
         is killed after four timeouts plus the time the file takes at 10 MiB/s."""
         done: Deferred[None] = Deferred()
@@ -178,7 +184,8 @@ class RsyncPusher:
             self._binary, "--partial", "--inplace", f"--timeout={max(int(self._timeout), 1)}",
             "--", source, f"{rsync_url.rstrip('/')}/{key}",
         ]  # fmt: skip
-        env = {"RSYNC_PASSWORD": self._password, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        password = NodeKeys.for_node(self._secret, node).rsync_password
+        env = {"RSYNC_PASSWORD": password, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         process = self._reactor.spawnProcess(proto, self._binary, args, env=env)
         deadline = self._timeout * 4 + size / (10 * 2**20)
         killer = self._clock.callLater(deadline, _kill, process)

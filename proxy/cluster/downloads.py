@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from common.db import Database, Txn
 from common.errors import ServiceUnavailable
-from common.signing import DownloadGrant, issue_download_token, replica_key
+from common.signing import DownloadGrant, NodeKeys, issue_download_token, replica_key
 from proxy.catalog.store import Blob
 from proxy.cluster import nodestore
 from proxy.cluster.nodestore import CONFIRMED, UP
@@ -54,7 +54,7 @@ class DownloadLocator:
                 replica_key(blob.id, blob.sha256), source.name, filename,
                 int(self._clock.seconds() + self._lifetime), content_type,
             )  # fmt: skip
-            token = issue_download_token(self._secret, grant)
+            token = issue_download_token(NodeKeys.for_node(self._secret, source.name), grant)
             return Redirect(f"{urls[source.name]}/download/{token}")
         if local:
             return self._staging.blob_path(blob.sha256, blob.id)

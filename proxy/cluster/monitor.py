@@ -102,7 +102,8 @@ class Scrubber:
         checked = corrupt = unreachable = 0
         for blob_id, sha256, size, node, url in await self._db.run(self._confirmed):
             try:
-                good = await self._client.verify(url, replica_key(blob_id, sha256), size, sha256)
+                key = replica_key(blob_id, sha256)
+                good = await self._client.verify(url, node, key, size, sha256)
             except Exception as exc:
                 log.warn("scrub of blob {blob} on {node}: {exc}", blob=blob_id, node=node, exc=exc)
                 unreachable += 1

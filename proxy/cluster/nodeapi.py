@@ -20,23 +20,26 @@ from twisted.internet.defer import Deferred
 
 
 class NodeApi(Protocol):
-    """The node's HTTP API as the proxy uses it; ``base_url`` is the node's registered URL."""
+    """The node's HTTP API as the proxy uses it; ``base_url`` is the node's registered URL
+    and ``node`` its name (whose keys sign the call)."""
 
     async def health(self, base_url: str) -> dict[str, Any]:
         """The node's ``/health`` body (status, free and total bytes, ...)."""
         ...
 
-    async def confirm(self, base_url: str, key: str, size: int, md5: str, sha256: str) -> None:
+    async def confirm(
+        self, base_url: str, node: str, key: str, size: int, md5: str, sha256: str
+    ) -> None:
         """Make what rsync left in the node's incoming folder a replica, if it has this size
         and these checksums; the node discards it and the call raises otherwise."""
         ...
 
-    async def verify(self, base_url: str, key: str, size: int, sha256: str) -> bool:
+    async def verify(self, base_url: str, node: str, key: str, size: int, sha256: str) -> bool:
         """Re-hash a confirmed replica: True if it checks out, False if the node found it
         missing or corrupt (and quarantined it)."""
         ...
 
-    async def delete(self, base_url: str, key: str) -> None:
+    async def delete(self, base_url: str, node: str, key: str) -> None:
         """Remove a replica and anything received for it; nothing there is fine too."""
         ...
 
@@ -48,13 +51,16 @@ class NodeApi(Protocol):
         ...
 
     async def mirror_sync(
-        self, base_url: str, want: Mapping[str, Any], *, timeout: float
+        self, base_url: str, node: str, want: Mapping[str, Any], *, timeout: float
     ) -> dict[str, Any]:
         """Send the node its S3 mirror want-list; its progress report comes back."""
         ...
 
 
 class ReplicaPusher(Protocol):
-    """Copies a finished file from the proxy's staging area to a node's rsync module."""
+    """Copies a finished file from the proxy's staging area to a node's rsync module, logging
+    in with that node's rsync password."""
 
-    def push(self, source: str, rsync_url: str, key: str, size: int = 0) -> Deferred[None]: ...
+    def push(
+        self, source: str, rsync_url: str, node: str, key: str, size: int = 0
+    ) -> Deferred[None]: ...

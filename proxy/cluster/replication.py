@@ -172,8 +172,10 @@ class Replicator:
         source = str(self._staging.blob_path(copy.sha256, copy.blob_id))
         self._in_flight.add((copy.blob_id, copy.node))
         try:
-            await self._rsync.push(source, copy.rsync_url, copy.key, copy.size)
-            await self._client.confirm(copy.url, copy.key, copy.size, copy.md5, copy.sha256)
+            await self._rsync.push(source, copy.rsync_url, copy.node, copy.key, copy.size)
+            await self._client.confirm(
+                copy.url, copy.node, copy.key, copy.size, copy.md5, copy.sha256
+            )
         except Exception as exc:
             self._in_flight.discard((copy.blob_id, copy.node))
             now = self._clock.seconds()
@@ -292,7 +294,7 @@ class Replicator:
         nodes = {n.name: n for n in await self._db.run(nodestore.list_nodes)}
         for node_name, key in due:
             try:
-                await self._client.delete(nodes[node_name].url, key)
+                await self._client.delete(nodes[node_name].url, node_name, key)
             except Exception as exc:
                 log.warn("deleting {key} on {node} failed: {exc}", key=key, node=node_name, exc=exc)
                 retry = self._clock.seconds() + retry_delay(2)  # a fixed 10 s

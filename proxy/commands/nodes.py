@@ -3,6 +3,8 @@ through the same ``NodeAdmin`` as ``/api/nodes/``."""
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import click
@@ -98,3 +100,19 @@ def nodes_remove(ctx: click.Context, name: str) -> None:
         print(f"node {name} removed")
 
     with_database(config_of(ctx), run)
+
+
+@nodes.command("key")
+@click.argument("name")
+@click.pass_context
+def nodes_key(ctx: click.Context, name: str) -> None:
+    """Print node NAME's key, derived from this proxy's cluster secret: give it to that node
+    as PYARCHIVE_NODE_KEY (it is good for that node's name only)."""
+    from common.signing import node_key
+    from proxy.service import load_cluster_secret
+
+    config = config_of(ctx)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):  # as NodeAdmin checks a name
+        raise click.ClickException(f"{name!r} is not a node name")
+    os.makedirs(config.data_dir, exist_ok=True)
+    click.echo(node_key(load_cluster_secret(config), name))

@@ -6,9 +6,9 @@ The proxy decides, the nodes do the work. Each ``sync_once`` pass (the ``mirror-
    holding a confirmed replica (the least loaded one); a blob whose node is lost past the
    grace period, or no longer holds a copy, is reassigned.
 2. **Sends** each node that answers its complete want-list over the signed internal channel
-   (``POST /internal/mirror/sync``): the active S3 connection (secret sealed with a key
-   derived from the cluster secret), the blobs it must mirror and the blobs it must restore
-   (with every part's offset, size and sha256).
+   (``POST /internal/mirror/sync``): the active S3 connection (secret sealed with that node's
+   transport key, derived from the cluster secret), the blobs it must mirror and the blobs
+   it must restore (with every part's offset, size and sha256).
 3. **Records** what the node reports: per-part state into ``blob_parts``, a blob that is
    completed and verified in S3 becomes ``mirrored``; a restored blob becomes a confirmed
    replica on that node, and the usual replication brings the count back to ``replicas``;
@@ -38,6 +38,7 @@ from twisted.python.threadpool import ThreadPool
 from common.backoff import retry_delay
 from common.db import Database
 from common.s3 import S3Settings, make_client, settings_to_wire
+from common.signing import NodeKeys
 from proxy.cluster.nodeapi import NodeApi
 from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.ops.systemlog import EventLog
@@ -118,9 +119,8 @@ class RemoteTier:
             settings = await self._active()
             now = self._clock.seconds()
             work = await self._db.run(plan, now, settings is not None, self._grace)
-            wire = settings_to_wire(settings, self._secret) if settings is not None else None
             results = await DeferredList(
-                [ensureDeferred(self._sync_node(w, wire)) for w in work], consumeErrors=True
+                [ensureDeferred(self._sync_node(w, settings)) for w in work], consumeErrors=True
             )
             synced = sum(1 for ok, value in results if ok and value)
             mirroring = sum(len(w.mirror) for w in work)
@@ -134,17 +134,21 @@ class RemoteTier:
         finally:
             self._running = False
 
-    async def _sync_node(self, work: NodeWork, connection: dict[str, Any] | None) -> bool:
+    async def _sync_node(self, work: NodeWork, settings: S3Settings | None) -> bool:
         name = work.node.name
         job = mirror_job_name(name)
+        # The S3 secret is sealed for this node alone, with its transport key.
+        transport = NodeKeys.for_node(self._secret, name).transport
         payload = {
-            "connection": connection,
+            "connection": settings_to_wire(settings, transport) if settings is not None else None,
             "mirror_interval": self._jobs.interval_of(job) if self._jobs else None,
             "mirror": [t.wire() for t in work.mirror],
             "restore": [{**t.wire(), "parts": parts} for t, parts in work.restore],
         }
         try:
-            body = await self._client.mirror_sync(work.node.url, payload, timeout=SYNC_TIMEOUT)
+            body = await self._client.mirror_sync(
+                work.node.url, name, payload, timeout=SYNC_TIMEOUT
+            )
         except Exception as exc:
             log.warn("mirror sync with {node} failed: {exc}", node=name, exc=exc)
             return False
