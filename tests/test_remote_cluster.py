@@ -261,6 +261,9 @@ def test_disaster_recovery_from_the_bucket_alone(
     finally:
         first.stop()
 
+    # The operator kept a copy of the backup key apart from the server (as the README says).
+    kept_key = tmp_path / "backup_key.copy"
+    shutil.copy(first.proxy.data_dir / "backup_key", kept_key)
     # The house fire: every data directory is gone, and the database with them.
     shutil.rmtree(tmp_path / "before")
     kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
@@ -274,7 +277,8 @@ def test_disaster_recovery_from_the_bucket_alone(
             [str(BIN / "pyarchive-proxy"), "--data-dir", str(proxy_dir), "--database", database,
              "restore", "--from-s3", "--bucket", s3.bucket, "--region", s3.region,
              "--endpoint-url", s3.endpoint_url, "--prefix", s3.prefix,
-             "--access-key", s3.access_key],
+             "--access-key", s3.access_key, "--backup-key-file", str(kept_key),
+             "--restore-staff"],
             env={**os.environ, "PYARCHIVE_S3_SECRET_KEY": S3_SECRET,
                  "PYARCHIVE_SECRET_KEY": "process-test-secret"},
             capture_output=True, text=True, timeout=120,
