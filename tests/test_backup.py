@@ -164,10 +164,11 @@ def fill_catalogue(txn: Txn, s3: S3Settings) -> None:
         )
     for bid, data, state in ((1, A, "mirrored"), (2, B, "mirroring"), (7, C, "remote")):
         txn.execute(
-            "INSERT INTO blobs (id, sha256, md5, size, created_at, local, remote_state,"
-            " remote_verified, mirror_node, mirror_detail) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-            (bid, sha(data), hashlib.md5(data).hexdigest(), len(data), NOW - 50, state,
-             int(state != "mirroring"), "n1", "ok ü"),
+            "INSERT INTO blobs (id, dedup_key, sha256, md5, size, created_at, local, remote_state,"
+            " remote_verified, mirror_node, mirror_detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+            (bid, f"5:{sha(data)}", sha(data), hashlib.md5(data).hexdigest(), len(data),
+             NOW - 50, state, int(state != "mirroring"), "n1", "ok ü"),
         )  # fmt: skip
         txn.execute(
             "INSERT INTO blob_parts (blob_id, idx, start, size, sha256, remote_state)"
@@ -310,8 +311,9 @@ async def test_a_snapshot_taken_while_writes_continue_holds_whole_transactions_o
             # The blob first: a dump that read tables at different instants would see a
             # blob whose user (read earlier) is missing, or the other way round.
             txn.execute(
-                "INSERT INTO blobs (sha256, md5, size, created_at) VALUES (?, '', 1, 0)",
-                (f"{i:064x}",),
+                "INSERT INTO blobs (dedup_key, sha256, md5, size, created_at)"
+                " VALUES (?, ?, '', 1, 0)",
+                (f"{i:064x}", f"{i:064x}"),
             )
             txn.execute(
                 "INSERT INTO users (username, password_hash, created_at) VALUES (?, '', 0)",
@@ -387,9 +389,9 @@ def test_a_large_catalogue_is_dumped_in_bounded_memory(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         migrate(Txn(conn.cursor(), "sqlite"))
         conn.executemany(
-            "INSERT INTO blobs (sha256, md5, size, created_at, mirror_detail)"
-            " VALUES (?, ?, ?, ?, ?)",
-            ((f"{i:064x}", f"{i:032x}", i, NOW, "x" * 300) for i in range(60_000)),
+            "INSERT INTO blobs (dedup_key, sha256, md5, size, created_at, mirror_detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            ((f"{i:064x}", f"{i:064x}", f"{i:032x}", i, NOW, "x" * 300) for i in range(60_000)),
         )
     conn.close()
     tracemalloc.start()
@@ -604,9 +606,9 @@ async def test_blobs_mirrored_after_the_snapshot_get_their_parts_from_the_object
 
     def mirroring(txn: Txn, data: bytes) -> None:
         txn.execute(
-            "INSERT INTO blobs (sha256, md5, size, created_at, remote_state)"
-            " VALUES (?, ?, ?, 0, 'mirroring')",
-            (sha(data), hashlib.md5(data).hexdigest(), len(data)),
+            "INSERT INTO blobs (dedup_key, sha256, md5, size, created_at, remote_state)"
+            " VALUES (?, ?, ?, ?, 0, 'mirroring')",
+            (sha(data), sha(data), hashlib.md5(data).hexdigest(), len(data)),
         )  # fmt: skip
 
     source = await migrated(f"sqlite:///{tmp_path}/source.sqlite3")

@@ -205,11 +205,15 @@ async def test_a_genuine_snapshot_copied_under_a_newer_name_does_not_verify(
 # ---------------------------------------------------------------- planted rows
 
 
+BAD_BLOB_NAME = r"blobs row 7: (dedup_key|sha256) is not 64 lowercase hex digits"
+
+
 def _blob_at(path: str) -> Callable[[Rows], Rows]:
     def edit(rows: Rows) -> Rows:
         for r in rows:
             if r["table"] == "blobs" and r["row"]["id"] == 7:
                 r["row"]["sha256"] = path
+                r["row"]["dedup_key"] = f"5:{path}"
         return rows
 
     return edit
@@ -227,8 +231,8 @@ def _set(table_name: str, column: str, value: Any) -> Callable[[Rows], Rows]:
 @pytest.mark.parametrize(
     ("label", "edit", "refusal"),
     [
-        ("absolute blob name", None, r"blobs row 7: sha256 is not 64 lowercase hex digits"),
-        ("'..' blob name", _blob_at("../../../../victim"), r"blobs row 7: sha256 is not 64"),
+        ("absolute blob name", None, BAD_BLOB_NAME),
+        ("'..' blob name", _blob_at("../../../../victim"), BAD_BLOB_NAME),
         (
             "'..' path",
             _set("files", "path", "../../outside.bin"),

@@ -346,7 +346,7 @@ async def test_page_size_is_1_to_1000_and_the_links_keep_it_and_the_prefix(
 def _many_files(txn: Txn, owner_id: int, paths: list[str]) -> None:
     """Files straight into the catalogue (uploading 2,500 would only be slower)."""
     now = time.time()
-    blob, _ = store.ensure_blob(txn, "ab" * 32, "cd" * 16, 1, now)
+    blob, _ = store.ensure_blob(txn, owner_id, "ab" * 32, "cd" * 16, 1, now)
     for number, path in enumerate(paths):
         name = path.rsplit("/", 1)[-1]
         store.add_version(txn, owner_id, None, f"{number:032x}", name, blob, now, "", path)

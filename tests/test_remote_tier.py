@@ -102,7 +102,7 @@ class World:
         sha, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
 
         def add(txn: Txn) -> int:
-            blob, _ = store.ensure_blob(txn, sha, md5, size, NOW)
+            blob, _ = store.ensure_blob(txn, 1, sha, md5, size, NOW)
             txn.execute("UPDATE blobs SET local = 0 WHERE id = ?", (blob.id,))
             for node in on:
                 nodestore.set_replica(txn, blob.id, node, CONFIRMED, NOW)

@@ -154,6 +154,15 @@ def _optional_sha256(value: object) -> object:
     return None if value is None else sha256_hex(value)
 
 
+def _dedup_key(value: object) -> object:
+    """``<owner id>:<sha256>``, or a bare sha256 (a blob from before per-owner dedup)."""
+    owner, _, sha256 = str(value).rpartition(":")
+    if not isinstance(value, str) or (owner and not owner.isdigit()):
+        raise BadRow("is not <owner id>:<sha256> or a sha256")
+    sha256_hex(sha256)
+    return value
+
+
 def _file_id(value: object) -> object:
     if not is_hex32(value):
         raise BadRow("is not a file id (32 lowercase hex digits)")
@@ -188,7 +197,8 @@ CHECKS: dict[str, dict[str, Callable[[object], object]]] = {
         "is_active": _flag, "quota": _quota, "must_change_password": _flag,
     },
     "blobs": {
-        "id": _POSITIVE, "sha256": sha256_hex, "md5": _matching(_MD5, "32 lowercase hex digits"),
+        "id": _POSITIVE, "sha256": sha256_hex, "dedup_key": _dedup_key,
+        "md5": _matching(_MD5, "32 lowercase hex digits"),
         "size": _ID, "created_at": _time, "local": _flag, "remote_state": _one_of(_STATES),
         "remote_verified": _flag, "mirror_node": _NODE, "mirror_detail": _text,
         "restore_node": _NODE, "restore_requested_at": _OPTIONAL_TIME, "parts_restored": _ID,
@@ -242,6 +252,12 @@ def check_row(table: str, row: dict[str, Any]) -> None:
             check(value)
             if table == "s3_deletions" and column == "object_key":
                 _deletion_key(value, row.get("sha256"))
+            if (
+                table == "blobs"
+                and column == "dedup_key"
+                and not str(value).endswith(str(row.get("sha256")))
+            ):
+                raise BadRow("is not the key of the blob's own sha256")
         except BadRow as exc:
             raise RestoreError(
                 f"the snapshot is refused (nothing was changed): {table} row {_ident(row)}: "

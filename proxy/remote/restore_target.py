@@ -190,8 +190,12 @@ def load_rows(
 
 
 # (table, [(column, the column it was filled from)]): the files' path came with the paths
-# migration, each existing file's path its filename.
-_REPLAYED: dict[str, list[tuple[str, str]]] = {"files": [("path", "filename")]}
+# migration, each existing file's path its filename; the blobs' dedup_key with per-owner
+# deduplication, each existing blob's key its sha256.
+_REPLAYED: dict[str, list[tuple[str, str]]] = {
+    "files": [("path", "filename")],
+    "blobs": [("dedup_key", "sha256")],
+}
 
 
 def _named(
