@@ -71,6 +71,14 @@ class ProxyConfig:
         "token secret (secret_key) is used. A database moved to a proxy with another key keeps "
         "its connections, but their secret keys must be entered again.",
     )
+    backup_key: str = setting(
+        "",
+        str,
+        "Key that signs the metadata snapshots written to the bucket (HMAC-SHA256), which "
+        "nodes never see; empty means generated once and kept in DATA_DIR/backup_key (mode "
+        "0600). Keep a copy apart from the server: a restore refuses snapshots it cannot "
+        "verify (pyarchive-proxy restore --backup-key-file).",
+    )
     token_lifetime: float = setting(
         86400.0, parse_duration, "How long a login token is valid.", shown="24h"
     )

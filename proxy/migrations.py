@@ -269,6 +269,24 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 value TEXT NOT NULL)""",
         ],
     ),
+    (
+        "blobs are deduplicated per owner: blobs.dedup_key (unique), the sha256 beside it",
+        [
+            # The column that was the content's sha256 becomes the key blobs are deduplicated
+            # by, so the first step's UNIQUE (sha256) is now UNIQUE (dedup_key) on both
+            # databases (SQLite cannot drop a table's constraint). A new blob's key is
+            # '<owner id>:<sha256>': one owner's identical uploads share a blob, two owners'
+            # never do, so nothing about a blob (its state, replicas, uncache, events) tells
+            # one user about another's files. A blob from before keeps its bare sha256 as its
+            # key (content that may be shared, as it was). Then the sha256 comes back as its
+            # own column, filled from the key, and indexed (S3 objects are still one per
+            # content: an object is removed only while no blob has its sha256).
+            "ALTER TABLE blobs RENAME COLUMN sha256 TO dedup_key",
+            "ALTER TABLE blobs ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''",
+            "UPDATE blobs SET sha256 = dedup_key",
+            "CREATE INDEX blobs_by_sha256 ON blobs (sha256)",
+        ],
+    ),
 ]
 
 

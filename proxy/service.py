@@ -52,6 +52,7 @@ from proxy.web.root import Root
 log = Logger()
 EXPIRE_INTERVAL = 600.0
 EVENTS_PRUNE_INTERVAL = 3600.0
+BACKUP_KEY_FILE = "backup_key"
 
 
 def database_url(config: ProxyConfig) -> str:
@@ -66,6 +67,12 @@ def load_secret(config: ProxyConfig) -> str:
 def load_cluster_secret(config: ProxyConfig) -> str:
     """The secret shared with nodes: from config, or made once and kept in DATA_DIR (0600)."""
     return config.cluster_secret or _kept_secret(Path(config.data_dir) / "cluster_secret")
+
+
+def load_backup_key(config: ProxyConfig) -> str:
+    """The key that signs metadata snapshots: from config, or made once and kept in DATA_DIR
+    (0600). Nodes never see it, so a snapshot planted in the bucket cannot carry it."""
+    return config.backup_key or _kept_secret(Path(config.data_dir) / BACKUP_KEY_FILE)
 
 
 def _kept_secret(path: Path) -> str:
@@ -308,7 +315,7 @@ def build_proxy(
     )  # fmt: skip
     backup = MetadataBackup(
         db=db, clock=clock, threads=reactor, pool=pool, settings=s3_connections.active,
-        keep=config.backup_keep, log=syslog,
+        keep=config.backup_keep, key=load_backup_key(config), log=syslog,
     )  # fmt: skip
     users = UserAdmin(db, clock)
     node_admin = NodeAdmin(db=db, clock=clock, waker=events)

@@ -40,7 +40,7 @@ from proxy.remote import snapshots
 from proxy.remote.backup import MetadataBackup
 from proxy.remote.connections import connection_box
 from proxy.remote.dump import pg_connect_kwargs, write_dump
-from proxy.remote.restore import RestoreError, restore_from_s3
+from proxy.remote.restore import RestoreError, Trust, restore_from_s3
 from proxy.remote.snapshots import DUMPED_TABLES, RESTORED_TABLES, SKIPPED_TABLES
 from tests.conftest import _database_url
 from tests.proc import BIN, ProxyProcess, free_port
@@ -49,6 +49,7 @@ NOW = 1_800_000_000.0
 S3_SECRET = "testing-secret-0123456789-backup"
 OLD_KEY = "the-old-proxy-encryption-key"
 NEW_KEY = "the-new-proxy-encryption-key"
+BACKUP_KEY = "the-proxy-backup-key-nodes-never-see"
 STAFF_PASSWORD = "Very-Secret-42"
 
 
@@ -101,16 +102,23 @@ async def migrated(url: str) -> Database:
     return db
 
 
-def backup_of(db: Database, pool: ThreadPool, s3: S3Settings | None, keep: int = 7) -> Any:
+def backup_of(
+    db: Database,
+    pool: ThreadPool,
+    s3: S3Settings | None,
+    keep: int = 7,
+    key: str = BACKUP_KEY,
+    at: float = NOW,
+) -> Any:
     clock = Clock()
-    clock.advance(NOW)
+    clock.advance(at)
 
     async def active() -> S3Settings | None:
         return s3
 
     job = MetadataBackup(
         db=db, clock=clock, threads=IReactorThreads(reactor), pool=pool, settings=active,
-        keep=keep,
+        keep=keep, key=key,
     )  # fmt: skip
     return job, clock
 
@@ -156,10 +164,11 @@ def fill_catalogue(txn: Txn, s3: S3Settings) -> None:
         )
     for bid, data, state in ((1, A, "mirrored"), (2, B, "mirroring"), (7, C, "remote")):
         txn.execute(
-            "INSERT INTO blobs (id, sha256, md5, size, created_at, local, remote_state,"
-            " remote_verified, mirror_node, mirror_detail) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-            (bid, sha(data), hashlib.md5(data).hexdigest(), len(data), NOW - 50, state,
-             int(state != "mirroring"), "n1", "ok ü"),
+            "INSERT INTO blobs (id, dedup_key, sha256, md5, size, created_at, local, remote_state,"
+            " remote_verified, mirror_node, mirror_detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+            (bid, f"5:{sha(data)}", sha(data), hashlib.md5(data).hexdigest(), len(data),
+             NOW - 50, state, int(state != "mirroring"), "n1", "ok ü"),
         )  # fmt: skip
         txn.execute(
             "INSERT INTO blob_parts (blob_id, idx, start, size, sha256, remote_state)"
@@ -167,7 +176,8 @@ def fill_catalogue(txn: Txn, s3: S3Settings) -> None:
             (bid, len(data), sha(data) if state != "mirroring" else None,
              "uploaded" if state != "mirroring" else "uploading"),
         )  # fmt: skip
-    files = (("fa", 2, "a.bin", [1]), ("fb", 2, "b.bin", [2]), ("fc", 5, "café ☕.bin", [1, 7]))
+    files = (("fa" * 16, 2, "a.bin", [1]), ("fb" * 16, 2, "b.bin", [2]),
+             ("fc" * 16, 5, "café ☕.bin", [1, 7]))  # fmt: skip
     for file_id, owner, filename, blobs in files:
         txn.execute(
             "INSERT INTO files (id, owner_id, filename, path, current_version, created_at,"
@@ -301,8 +311,9 @@ async def test_a_snapshot_taken_while_writes_continue_holds_whole_transactions_o
             # The blob first: a dump that read tables at different instants would see a
             # blob whose user (read earlier) is missing, or the other way round.
             txn.execute(
-                "INSERT INTO blobs (sha256, md5, size, created_at) VALUES (?, '', 1, 0)",
-                (f"{i:064x}",),
+                "INSERT INTO blobs (dedup_key, sha256, md5, size, created_at)"
+                " VALUES (?, ?, '', 1, 0)",
+                (f"{i:064x}", f"{i:064x}"),
             )
             txn.execute(
                 "INSERT INTO users (username, password_hash, created_at) VALUES (?, '', 0)",
@@ -378,9 +389,9 @@ def test_a_large_catalogue_is_dumped_in_bounded_memory(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         migrate(Txn(conn.cursor(), "sqlite"))
         conn.executemany(
-            "INSERT INTO blobs (sha256, md5, size, created_at, mirror_detail)"
-            " VALUES (?, ?, ?, ?, ?)",
-            ((f"{i:064x}", f"{i:032x}", i, NOW, "x" * 300) for i in range(60_000)),
+            "INSERT INTO blobs (dedup_key, sha256, md5, size, created_at, mirror_detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            ((f"{i:064x}", f"{i:064x}", f"{i:032x}", i, NOW, "x" * 300) for i in range(60_000)),
         )
     conn.close()
     tracemalloc.start()
@@ -397,19 +408,24 @@ def test_a_large_catalogue_is_dumped_in_bounded_memory(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- restoring
 
 
-async def snapshot_of_catalogue(database_url: str, s3: S3Settings, pool: ThreadPool) -> str:
+async def snapshot_of_catalogue(
+    database_url: str, s3: S3Settings, pool: ThreadPool, at: float = NOW
+) -> str:
     db = await migrated(database_url)
     try:
         await db.run(fill_catalogue, s3)
-        job, _ = backup_of(db, pool, s3)
+        job, _ = backup_of(db, pool, s3, at=at)
         return str((await job.run_once())["snapshot"])
     finally:
         db.close()
 
 
 def restore(url: str, s3: S3Settings, snapshot: str | None = None, **kwargs: Any) -> Any:
-    """``restore_from_s3`` on a worker thread, with the new proxy's key."""
+    """``restore_from_s3`` on a worker thread, with the new proxy's key and (unless told
+    otherwise) the operator's copy of the backup key, at the time of the snapshots."""
     box = connection_box(NEW_KEY)
+    kwargs.setdefault("trust", Trust(BACKUP_KEY))
+    kwargs.setdefault("now", lambda: NOW + 60)
     return threads.deferToThread(restore_from_s3, url, s3, snapshot, box=box, **kwargs)
 
 
@@ -424,7 +440,9 @@ async def test_a_snapshot_restores_into_an_empty_database_of_the_other_kind_as_a
     put_blob_object(s3, C, stored=C[:-1])
     await snapshot_of_catalogue(other_database_url, s3, pool)
     said: list[str] = []
-    summary = await restore(database_url, s3, say=said.append, workdir=str(tmp_path))
+    summary = await restore(
+        database_url, s3, say=said.append, workdir=str(tmp_path), restore_staff=True
+    )
     assert summary["users"] == 3 and summary["files"] == 3
     assert (summary["blobs_remote"], summary["blobs_lost"], summary["files_lost"]) == (1, 2, 2)
     assert summary["connection"] == "main" and summary["connections_unreadable"] == ["elsewhere"]
@@ -588,8 +606,9 @@ async def test_blobs_mirrored_after_the_snapshot_get_their_parts_from_the_object
 
     def mirroring(txn: Txn, data: bytes) -> None:
         txn.execute(
-            "INSERT INTO blobs (sha256, md5, size, created_at, remote_state)"
-            " VALUES (?, '', ?, 0, 'mirroring')", (sha(data), len(data)),
+            "INSERT INTO blobs (dedup_key, sha256, md5, size, created_at, remote_state)"
+            " VALUES (?, ?, ?, ?, 0, 'mirroring')",
+            (sha(data), sha(data), hashlib.md5(data).hexdigest(), len(data)),
         )  # fmt: skip
 
     source = await migrated(f"sqlite:///{tmp_path}/source.sqlite3")
@@ -642,7 +661,10 @@ async def test_the_restore_command_rebuilds_a_proxy_whose_staff_can_log_in(
     database_url: str, s3: S3Settings, pool: ThreadPool, tmp_path: Path
 ) -> None:
     put_blob_object(s3, A)
-    key = await snapshot_of_catalogue(f"sqlite:///{tmp_path}/source.sqlite3", s3, pool)
+    # Taken now: the command runs on the real clock, to which NOW is in the future.
+    key = await snapshot_of_catalogue(
+        f"sqlite:///{tmp_path}/source.sqlite3", s3, pool, at=time.time()
+    )
     data_dir = tmp_path / "new-proxy"
     env = {"PYARCHIVE_S3_SECRET_KEY": S3_SECRET, "PYARCHIVE_SECRET_KEY": ""}
     common = ["--data-dir", str(data_dir), "--database", database_url]
@@ -651,16 +673,28 @@ async def test_the_restore_command_rebuilds_a_proxy_whose_staff_can_log_in(
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split("\t")[0] == key.rsplit("/", 1)[1]
 
-    done = await threads.deferToThread(
+    refused = await threads.deferToThread(
         proxy_cli, *common, "restore", "--from-s3", *s3_flags(s3), env=env
     )
+    assert refused.returncode != 0
+    assert refused.stderr.startswith("Error: no backup key to verify the snapshots with")
+
+    kept_copy = tmp_path / "backup_key.copy"  # the operator's copy, kept apart
+    kept_copy.write_text(BACKUP_KEY + "\n")
+    done = await threads.deferToThread(
+        proxy_cli, *common, "restore", "--from-s3", *s3_flags(s3), "--backup-key-file",
+        str(kept_copy), "--restore-staff", env=env,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert S3_SECRET not in done.stdout + done.stderr
+    assert "signature and sha256 verified" in done.stdout
+    adopted = data_dir / "backup_key"  # the new proxy signs with the same key
+    assert adopted.read_text().strip() == BACKUP_KEY and adopted.stat().st_mode & 0o777 == 0o600
     last = done.stdout.strip().splitlines()
-    assert (
-        f"restored {key.rsplit('/', 1)[1]}: 3 users, 3 files, 1 blobs remote, 2 blobs lost"
-        in last[-2]
-    )
+    assert any(
+        f"restored {key.rsplit('/', 1)[1]}: 3 users, 3 files, 1 blobs remote, 2 blobs lost" in line
+        for line in last[-3:]
+    ), last
 
     again = await threads.deferToThread(
         proxy_cli, *common, "restore", "--from-s3", *s3_flags(s3), env=env

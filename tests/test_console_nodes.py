@@ -232,7 +232,8 @@ async def test_a_nodes_page_shows_its_own_recent_warnings_and_errors(site: Runni
 async def known_catalogue(site: RunningProxy) -> None:
     """Five files of two users over four distinct contents:
 
-    - a.txt (alice) and c.txt (bob) share 100 bytes: two replicas, mirrored and verified;
+    - a.txt and c.txt (both alice's: content is shared within one owner's files only)
+      share 100 bytes: two replicas, mirrored and verified;
     - b.txt (alice), 200 bytes: one replica, mirroring on n1, whose last try failed;
     - d.txt (bob), 50 bytes: uncached, only in S3;
     - e.txt (bob), 10 bytes: no replica yet.
@@ -240,7 +241,7 @@ async def known_catalogue(site: RunningProxy) -> None:
     alice = await site.register_and_login("alice")
     bob = await site.register_and_login("bob")
     shared = await blob(site, alice, "a.txt", b"s" * 100)
-    assert await blob(site, bob, "c.txt", b"s" * 100) == shared
+    assert await blob(site, alice, "c.txt", b"s" * 100) == shared
     failing = await blob(site, alice, "b.txt", b"f" * 200)
     remote = await blob(site, bob, "d.txt", b"r" * 50)
     bare = await blob(site, bob, "e.txt", b"e" * 10)

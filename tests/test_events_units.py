@@ -205,8 +205,9 @@ def _two_owners(txn: Txn) -> dict[str, Any]:
     alice = store.create_user(txn, "alice", "", "x", False, NOW)
     bob = store.create_user(txn, "bob", "", "x", False, NOW)
     assert alice is not None and bob is not None
-    blob, _ = store.ensure_blob(txn, SHA, "cd" * 16, 10, NOW)
-    other, _ = store.ensure_blob(txn, "ef" * 32, "cd" * 16, 10, NOW)
+    # One blob in both owners' files: content shared from before per-owner deduplication.
+    blob, _ = store.ensure_blob(txn, alice.id, SHA, "cd" * 16, 10, NOW)
+    other, _ = store.ensure_blob(txn, bob.id, "ef" * 32, "cd" * 16, 10, NOW)
     a_file, _ = store.add_version(txn, alice.id, None, "a" * 32, "a.txt", blob, NOW)
     b_file, _ = store.add_version(txn, bob.id, None, "b" * 32, "b.txt", blob, NOW)
     old, _ = store.add_version(txn, bob.id, None, "c" * 32, "c.txt", blob, NOW)

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from tusclient import client as tus_client
 
+from client import PyArchiveClient
 from common.s3 import S3Settings, make_client
 from tests.clusterkit import (
     MIRROR_FAST,
@@ -261,6 +262,9 @@ def test_disaster_recovery_from_the_bucket_alone(
     finally:
         first.stop()
 
+    # The operator kept a copy of the backup key apart from the server (as the README says).
+    kept_key = tmp_path / "backup_key.copy"
+    shutil.copy(first.proxy.data_dir / "backup_key", kept_key)
     # The house fire: every data directory is gone, and the database with them.
     shutil.rmtree(tmp_path / "before")
     kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
@@ -274,7 +278,8 @@ def test_disaster_recovery_from_the_bucket_alone(
             [str(BIN / "pyarchive-proxy"), "--data-dir", str(proxy_dir), "--database", database,
              "restore", "--from-s3", "--bucket", s3.bucket, "--region", s3.region,
              "--endpoint-url", s3.endpoint_url, "--prefix", s3.prefix,
-             "--access-key", s3.access_key],
+             "--access-key", s3.access_key, "--backup-key-file", str(kept_key),
+             "--restore-staff"],
             env={**os.environ, "PYARCHIVE_S3_SECRET_KEY": S3_SECRET,
                  "PYARCHIVE_SECRET_KEY": "process-test-secret"},
             capture_output=True, text=True, timeout=120,
@@ -316,3 +321,47 @@ def test_disaster_recovery_from_the_bucket_alone(
             second.stop()
     finally:
         next(new_database, None)
+
+
+def test_two_users_with_the_same_bytes_never_see_or_take_each_others_copies(
+    cluster: RemoteCluster,
+) -> None:
+    """Content is deduplicated within one owner's files only: Bob uploading the tester's
+    bytes learns nothing from his file's answer (it is not already mirrored, as the
+    tester's is), and the tester's uncache leaves Bob's local copies where they are."""
+    data = content(7, 300_000)
+    mine = cluster.upload(data, "mine.bin")["file_id"]
+    mirrored(cluster, mine)
+    eventually(partial(cluster.confirmed, mine, 2), 60, "the tester's two replicas")
+
+    bob_token = cluster.proxy.login("someone-else", "Other-Pass-2024")
+    bobs = {"Authorization": f"JWT {bob_token}"}
+    (cluster.root / "same.bin").write_bytes(data)
+    with PyArchiveClient(cluster.proxy.url, bob_token) as client:
+        theirs = client.upload(cluster.root / "same.bin", chunk_size=1 << 20)["file_id"]
+
+    def bob_sees() -> dict[str, Any]:
+        status, body = cluster.proxy.request("GET", f"/storage/files/{theirs}/", headers=bobs)
+        assert status == 200, body
+        return dict(body)
+
+    fresh = bob_sees()
+    assert fresh["remote_state"] in {"local", "mirroring"} and not fresh["remote_verified"]
+    eventually(lambda: bob_sees()["remote_state"] == "mirrored" or None, 60, "Bob's mirror")
+    eventually(partial(confirmed_for, bob_sees, 2), 60, "Bob's two replicas")
+
+    status, body = cluster.post(f"/storage/files/{mine}/uncache")
+    assert status == 200, body
+    eventually(lambda: cluster.detail(mine)["replicas"] == [], what="the tester's copies gone")
+    assert cluster.detail(mine)["remote_state"] == "remote"
+    after = bob_sees()
+    assert after["remote_state"] == "mirrored" and confirmed_for(bob_sees, 2)
+    status, body = cluster.proxy.request("GET", f"/storage/download/{theirs}/", headers=bobs)
+    assert status != 409, body  # served from his local copies, not "in remote storage"
+    status, body = cluster.proxy.request("POST", f"/storage/files/{mine}/cache", headers=bobs)
+    assert status == 404, body  # and the tester's file stays invisible to him
+
+
+def confirmed_for(detail: Any, count: int) -> bool | None:
+    replicas = detail()["replicas"]
+    return sum(r["state"] == "confirmed" for r in replicas) == count or None

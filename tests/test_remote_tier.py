@@ -103,7 +103,7 @@ class World:
         sha, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
 
         def add(txn: Txn) -> int:
-            blob, _ = store.ensure_blob(txn, sha, md5, size, NOW)
+            blob, _ = store.ensure_blob(txn, 1, sha, md5, size, NOW)
             txn.execute("UPDATE blobs SET local = 0 WHERE id = ?", (blob.id,))
             for node in on:
                 nodestore.set_replica(txn, blob.id, node, CONFIRMED, NOW)
@@ -379,6 +379,42 @@ async def test_uncache_drops_every_replica_and_leaves_the_blob_remote(world: Wor
     assert sorted(queued) == [("n1", key), ("n2", key)]
     await world.tier.uncache(blob)  # again: nothing left to do, no error
     assert await world.tier.state_of(blob) == "remote"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_owner_cannot_uncache_content_another_account_still_uses(world: World) -> None:
+    """Content stored before blobs were kept per owner may be in two accounts' files: only
+    staff may release it; an owner may release content only their own files use."""
+    blob = await mirrored_blob(world)
+
+    def owners(txn: Txn) -> tuple[int, int]:
+        ids = []
+        for name, file_id in (("alice", "a" * 32), ("bob", "b" * 32)):
+            user = store.create_user(txn, name, "", "x", False, NOW)
+            assert user is not None
+            txn.execute(
+                "INSERT INTO files (id, owner_id, path, filename, current_version, created_at,"
+                " updated_at) VALUES (?, ?, 'f.bin', 'f.bin', 1, ?, ?)",
+                (file_id, user.id, NOW, NOW),
+            )
+            txn.execute(
+                "INSERT INTO versions (file_id, number, blob_id, filename, created_at)"
+                " VALUES (?, 1, ?, 'f.bin', ?)",
+                (file_id, blob, NOW),
+            )
+            ids.append(user.id)
+        return ids[0], ids[1]
+
+    alice, bob = await world.db.run(owners)
+    for owner in (alice, bob):
+        with pytest.raises(Conflict, match="files of another account still use it"):
+            await world.tier.uncache(blob, owner)
+    assert len((await world.db.run(nodestore.replicas_of, [blob]))[blob]) == 2
+    await world.db.run(
+        lambda txn: txn.execute("DELETE FROM versions WHERE file_id = ?", ("b" * 32,))
+    )
+    await world.tier.uncache(blob, alice)  # now only hers
+    assert (await world.row(blob))["remote_state"] == "remote"
 
 
 @pytest_twisted.ensureDeferred

@@ -265,7 +265,7 @@ class Cluster:
         """A finished upload's content, as completion leaves it: a row and a local file."""
         md5 = hashlib.md5(data).hexdigest()
         blob, _ = await self.db.run(
-            store.ensure_blob, sha256(data), md5, len(data), self.clock.seconds()
+            store.ensure_blob, 1, sha256(data), md5, len(data), self.clock.seconds()
         )
         path = self.staging.blob_path(blob.sha256, blob.id)
         path.parent.mkdir(exist_ok=True)

@@ -218,10 +218,10 @@ class Rig:
 
         def add(txn: Txn) -> tuple[str, Blob]:
             now = self.clock.seconds()
-            blob, _ = store.ensure_blob(txn, sha256, md5, len(data), now)
             user = store.create_user(txn, "alice", "", "not-a-hash", False, now)
             user = user or store.user_by_name(txn, "alice")
             assert user is not None
+            blob, _ = store.ensure_blob(txn, user.id, sha256, md5, len(data), now)
             file_id, _ = store.add_version(
                 txn, user.id, None, "f" + sha256[:15], "holiday.mp4", blob, now
             )

@@ -176,16 +176,30 @@ class Blob:
     size: int
 
 
-def ensure_blob(txn: Txn, sha256: str, md5: str, size: int, now: float) -> tuple[Blob, bool]:
-    """The blob with this content, created if new; the bool says whether it was created."""
+def dedup_key(owner_id: int, sha256: str) -> str:
+    """What blobs are deduplicated by: content within one owner's files, never across owners
+    (so no user learns from a blob's state, replicas or uncache about another's files).
+
+    >>> dedup_key(7, "ab" * 32) == "7:" + "ab" * 32
+    True
+    """
+    return f"{owner_id}:{sha256}"
+
+
+def ensure_blob(
+    txn: Txn, owner_id: int, sha256: str, md5: str, size: int, now: float
+) -> tuple[Blob, bool]:
+    """The owner's blob with this content, created if new; the bool says whether it was
+    created. Another owner's identical content is another blob (``dedup_key``)."""
+    key = dedup_key(owner_id, sha256)
     row = txn.one(
-        "INSERT INTO blobs (sha256, md5, size, created_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (sha256) DO NOTHING RETURNING id",
-        (sha256, md5, size, now),
+        "INSERT INTO blobs (dedup_key, sha256, md5, size, created_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+        (key, sha256, md5, size, now),
     )
     if row is not None:
         return Blob(int(row[0]), sha256, md5, size), True
-    existing = txn.one("SELECT id, sha256, md5, size FROM blobs WHERE sha256 = ?", (sha256,))
+    existing = txn.one("SELECT id, sha256, md5, size FROM blobs WHERE dedup_key = ?", (key,))
     assert existing is not None
     return Blob(int(existing[0]), existing[1], existing[2], int(existing[3])), False
 

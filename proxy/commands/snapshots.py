@@ -5,6 +5,7 @@ find them)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -49,19 +50,46 @@ def _s3_settings(s3: dict[str, str], name: str = "") -> Any:
     show_default=True,
     help="Name of the S3 connection, unless the snapshot has one for this bucket.",
 )
+@click.option(
+    "--backup-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your copy of the old proxy's DATA_DIR/backup_key, which verifies the snapshots "
+    "(default: the backup_key setting, else this data directory's backup_key).",
+)
+@click.option(
+    "--trust-unsigned",
+    is_flag=True,
+    help="Restore a snapshot even if the backup key does not verify it (anyone holding the "
+    "bucket's credentials, every node included, could have written it).",
+)
+@click.option(
+    "--restore-staff",
+    is_flag=True,
+    help="Keep the snapshot's staff rights (default: every account comes back non-staff).",
+)
 @_s3_options
 @click.pass_context
 def restore(
-    ctx: click.Context, /, from_s3: bool, snapshot: str | None, connection_name: str, **s3: str
+    ctx: click.Context,
+    /,
+    from_s3: bool,
+    snapshot: str | None,
+    connection_name: str,
+    backup_key_file: Path | None,
+    trust_unsigned: bool,
+    restore_staff: bool,
+    **s3: str,
 ) -> None:
     """Rebuild an empty database from a metadata snapshot in an S3 bucket.
 
     For disaster recovery: users, files and versions come back, files whose content is in
-    the bucket become 'remote' (cache them back), nodes must be added again. The bucket's
-    secret key comes from $PYARCHIVE_S3_SECRET_KEY, or is asked for.
+    the bucket become 'remote' (cache them back), nodes must be added again. Only a
+    snapshot signed with the backup key is restored (see --backup-key-file), and accounts
+    come back without staff rights unless --restore-staff. The bucket's secret key comes
+    from $PYARCHIVE_S3_SECRET_KEY, or is asked for.
     """
     from proxy.remote.connections import connection_box
-    from proxy.remote.restore import RestoreError, restore_from_s3
+    from proxy.remote.restore import RestoreError, Trust, restore_from_s3
     from proxy.service import database_url, load_secret
 
     if not from_s3:
@@ -69,20 +97,62 @@ def restore(
     config = config_of(ctx)
     settings = _s3_settings(s3, connection_name)
     os.makedirs(config.data_dir, exist_ok=True)
+    key = _backup_key(config, backup_key_file)
     try:
         done = restore_from_s3(
             database_url(config), settings, snapshot,
             box=connection_box(config.encryption_key or load_secret(config)),
+            trust=Trust(key, unsigned=trust_unsigned), restore_staff=restore_staff,
             say=click.echo, workdir=config.data_dir,
         )  # fmt: skip
     except RestoreError as exc:
         raise click.ClickException(str(exc)) from None
+    if key is not None and backup_key_file is not None:
+        _adopt_backup_key(config, key)
     click.echo(
         f"restored {done['snapshot']}: {done['users']} users, {done['files']} files, "
         f"{done['blobs_remote']} blobs remote, {done['blobs_lost']} blobs lost"
         + (f" ({done['files_lost']} files have lost content)" if done["files_lost"] else "")
     )
     click.echo("next: start the proxy, add storage nodes, then cache files back as needed")
+
+
+def _backup_key(config: Any, key_file: Path | None) -> str | None:
+    """The key that verifies snapshots: the file given, the setting, or the one kept in the
+    data directory (never a new one: a new key verifies nothing)."""
+    from proxy.service import BACKUP_KEY_FILE
+
+    path = key_file or Path(config.data_dir) / BACKUP_KEY_FILE
+    if key_file is None and config.backup_key:
+        return str(config.backup_key)
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read the backup key {path}: {exc}") from None
+    if not key:
+        raise click.ClickException(f"the backup key file {path} is empty")
+    return key
+
+
+def _adopt_backup_key(config: Any, key: str) -> None:
+    """Let the restored proxy go on signing with the key the operator keeps a copy of."""
+    from proxy.service import BACKUP_KEY_FILE
+
+    path = Path(config.data_dir) / BACKUP_KEY_FILE
+    if config.backup_key or path.exists():
+        if (config.backup_key or path.read_text().strip()) != key:
+            kept = "the backup_key setting" if config.backup_key else str(path)
+            click.echo(f"note: this proxy signs new snapshots with another backup key than "
+                       f"the one given ({kept})")  # fmt: skip
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    click.echo(f"the backup key is kept in {path}: new snapshots are signed with it")
 
 
 @click.group()

@@ -26,7 +26,14 @@ from common.errors import Conflict
 from common.s3 import S3Settings, make_client
 from proxy.ops.systemlog import EventLog
 from proxy.remote.dump import write_dump
-from proxy.remote.snapshots import Snapshot, list_snapshots_in, prune_snapshots, snapshot_name
+from proxy.remote.snapshots import (
+    SIGNATURE,
+    Snapshot,
+    list_snapshots_in,
+    prune_snapshots,
+    signature,
+    snapshot_name,
+)
 
 JOB_NAME = "metadata-backup"
 
@@ -34,7 +41,8 @@ JOB_NAME = "metadata-backup"
 class MetadataBackup:
     """The ``metadata-backup`` job: a consistent snapshot to the active bucket, keep-last-N.
 
-    ``settings`` answers the active S3 connection (None: nothing to do). Every blocking step
+    ``settings`` answers the active S3 connection (None: nothing to do); ``key`` is the
+    backup key every snapshot is signed with (``proxy.remote.snapshots``). Every blocking step
     (the database copy, the export, boto3) runs in ``pool``; temporary files go to
     ``workdir`` (default: beside the SQLite file, else the system's temporary directory).
     """
@@ -48,6 +56,7 @@ class MetadataBackup:
         pool: ThreadPool,
         settings: Callable[[], Awaitable[S3Settings | None]],
         keep: int,
+        key: str,
         log: EventLog | None = None,
         workdir: str | None = None,
     ) -> None:
@@ -57,6 +66,7 @@ class MetadataBackup:
         self._pool = pool
         self._settings = settings
         self._keep = max(1, keep)
+        self._key = key
         self._log = log
         if workdir is None and self._url.dialect == "sqlite":
             workdir = str(Path(self._url.path).resolve().parent)
@@ -100,12 +110,13 @@ class MetadataBackup:
                     "ChecksumAlgorithm": "SHA256",
                     "Metadata": {
                         "sha256": dump.sha256,
+                        SIGNATURE: signature(self._key, name, dump.sha256, dump.size),
                         "schema-version": str(dump.schema_version),
                         "dialect": dump.dialect,
                     },
                 },
             )  # fmt: skip
-        pruned = prune_snapshots(client, settings, self._keep)
+        pruned = prune_snapshots(client, settings, self._keep, key=self._key, now=now)
         return {
             "snapshot": key,
             "bytes": dump.size,

@@ -7,11 +7,18 @@ it holds are described in ``proxy.remote.snapshots``. The target is treated as a
   used yet): merging a snapshot into a live catalogue would mix two histories. The check is
   made before downloading anything and again inside the restoring transaction. Job rows a
   started proxy wrote give way to the snapshot's; nodes registered before the restore stay.
-- The newest snapshot (or the one named) is downloaded and its sha256 checked against the one
-  recorded when it was written; a snapshot from a newer schema than this code knows is
-  refused. The target is migrated, and every row is inserted in **one transaction**, so a
-  failure at any step leaves the target as it was. PostgreSQL's sequences are moved past the
-  restored ids (SQLite's AUTOINCREMENT follows explicit ids by itself).
+- Nothing in the bucket is trusted for being there (every node holds its credentials): the
+  newest snapshot signed with the backup key and not dated in the future (or the one named)
+  is downloaded within size limits, its signature and sha256 checked, and read line by
+  line within a line length (``proxy.remote.restore_snapshot``); an unsigned or wrongly
+  signed one is refused unless the operator says ``--trust-unsigned``. Every row is checked
+  with the API's own rules, and one bad row refuses the snapshot
+  (``proxy.remote.restore_rows``); every account comes back without staff rights unless
+  the operator says ``--restore-staff``. A snapshot from a newer schema than this code
+  knows is refused. The target is migrated, and every row is inserted in **one
+  transaction**, so a failure at any step leaves the target as it was. PostgreSQL's
+  sequences are moved past the restored ids (SQLite's AUTOINCREMENT follows explicit ids
+  by itself).
 - The old nodes, their replicas and the old proxy's own store are gone: no node, replica or
   pending replica deletion is restored, and every blob gets ``local = 0`` with its mirror and
   restore assignments cleared. Each blob whose object ``<prefix>/<sha256>`` is in the bucket
@@ -27,8 +34,8 @@ it holds are described in ``proxy.remote.snapshots``. The target is treated as a
   Other restored connections are kept even when this key cannot open their secrets (the
   old proxy's ``encryption_key`` may be gone with it): as for a database moved to a proxy
   with another key, staff see them and only need to enter the secret again; the result
-  names them. Job intervals set by staff are kept, their run history cleared. Staff keep
-  their passwords (argon2 hashes), so they can log in.
+  names them. Job intervals set by staff are kept, their run history cleared. Everyone
+  keeps their password (argon2 hashes), so restored staff can log in.
 
 Only one clear line reaches the operator on failure (``RestoreError``); no secret is ever
 part of a message.
@@ -48,7 +55,10 @@ from proxy.migrations import migrate
 from proxy.ops.systemlog import SystemLog
 from proxy.remote.restore_cluster import HEAD_THREADS, adopt_connection, reset_jobs, settle_blobs
 from proxy.remote.restore_snapshot import (
+    DEFAULT_LIMITS,
+    Limits,
     RestoreError,
+    Trust,
     check_header,
     choose_snapshot,
     download_verified,
@@ -57,7 +67,7 @@ from proxy.remote.restore_snapshot import (
 from proxy.remote.restore_target import RestoreTarget, load_rows
 from proxy.remote.snapshots import RESTORED_TABLES, Snapshot
 
-__all__ = ["RestoreError", "restore_from_s3"]
+__all__ = ["Limits", "RestoreError", "Trust", "restore_from_s3"]
 
 
 def restore_from_s3(
@@ -66,12 +76,22 @@ def restore_from_s3(
     snapshot: str | None = None,
     *,
     box: SecretBox,
+    trust: Trust,
+    restore_staff: bool = False,
     say: Callable[[str], None] = lambda line: None,
     workdir: str | None = None,
     now: Callable[[], float] = time.time,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
-    """Restore ``snapshot`` (default: the newest) from ``settings``' bucket into the empty
-    database at ``database_url``; returns a summary. Blocking: for the command line."""
+    """Restore ``snapshot`` (default: the newest this backup key signed) from ``settings``'
+    bucket into the empty database at ``database_url``; returns a summary. Blocking: for the
+    command line."""
+    if trust.key is None and not trust.unsigned:
+        raise RestoreError(
+            "no backup key to verify the snapshots with: pass --backup-key-file (your copy "
+            "of the old proxy's DATA_DIR/backup_key) or set backup_key; --trust-unsigned "
+            "restores a snapshot nobody can vouch for"
+        )
     try:
         url = parse_database_url(database_url)
     except DatabaseUrlError as exc:
@@ -84,19 +104,22 @@ def restore_from_s3(
         target.rollback()  # PostgreSQL: do not sit in a transaction while downloading
         say(f"target database ({url.dialect}) is empty")
         client = make_client(settings, max_pool_connections=HEAD_THREADS + 2)
-        chosen = choose_snapshot(client, settings, snapshot, say)
+        chosen, signed = choose_snapshot(client, settings, snapshot, say, trust=trust, now=now())
         with tempfile.TemporaryDirectory(prefix=".metadata-restore-", dir=workdir) as tmp:
             path = Path(tmp) / chosen.name
-            download_verified(client, settings, chosen, path)
-            say(f"downloaded {chosen.name} ({chosen.size} bytes), sha256 verified")
-            records = read_records(path, chosen.name)
+            download_verified(client, settings, chosen, path, trust=trust, signed=signed,
+                              limits=limits)  # fmt: skip
+            checked = "signature and sha256 verified" if signed else "sha256 verified, UNSIGNED"
+            say(f"downloaded {chosen.name} ({chosen.size} bytes), {checked}")
+            records = read_records(path, chosen.name, limits)
             header = check_header(next(records, None), chosen.name)
             say(f"snapshot of a {header['dialect']} database at schema version "
                 f"{header['schema_version']}, taken {header['created_at']}")  # fmt: skip
             target.begin()
             try:
                 summary = _restore_txn(target, client, settings, box, chosen, header, records,
-                                       say, now())  # fmt: skip
+                                       say, now(), restore_staff)  # fmt: skip
+                summary["signed"] = signed
                 target.commit()
             except target.errors as exc:
                 target.rollback()
@@ -118,13 +141,19 @@ def _restore_txn(
     records: Iterator[dict[str, Any]],
     say: Callable[[str], None],
     now: float,
+    restore_staff: bool,
 ) -> dict[str, Any]:
     """Everything that happens inside the one restoring transaction."""
     migrate(target.txn)
     target.refuse_if_used()
-    counts = load_rows(target, header, records)
+    counts, demoted = load_rows(target, header, records, restore_staff=restore_staff)
     restored = {t: counts[t] for t in RESTORED_TABLES if t in counts}
     say("rows: " + ", ".join(f"{n} {t}" for t, n in restored.items()))
+    if demoted:
+        say(f"restored without staff rights (--restore-staff keeps them): {', '.join(demoted)}"
+            "; make staff again with pyarchive-proxy create-admin")  # fmt: skip
+    elif restore_staff:
+        say("staff rights restored as the snapshot has them (--restore-staff)")
     target.fix_sequences()
     blobs = settle_blobs(target.txn, client, settings, say)
     detail = f"used to restore {chosen.name}"
@@ -140,6 +169,7 @@ def _restore_txn(
         "taken_at": header["created_at"],
         "tables": restored,
         "users": counts.get("users", 0),
+        "staff_demoted": demoted,
         "files": counts.get("files", 0),
         **blobs,
         "connection": connection,

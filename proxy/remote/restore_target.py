@@ -8,6 +8,7 @@ from typing import Any
 
 from common.db import DatabaseUrl, Txn
 from proxy.remote.dump import pg_connect_kwargs, quoted
+from proxy.remote.restore_rows import check_row, clear_staff
 from proxy.remote.restore_snapshot import RestoreError
 from proxy.remote.snapshots import RESTORED_TABLES
 
@@ -125,9 +126,15 @@ def _driver_errors(dialect: str) -> tuple[type[Exception], ...]:
 
 
 def load_rows(
-    target: RestoreTarget, header: dict[str, Any], records: Iterator[dict[str, Any]]
-) -> dict[str, int]:
-    """Insert the restored tables' rows in snapshot order; the row count of every table.
+    target: RestoreTarget,
+    header: dict[str, Any],
+    records: Iterator[dict[str, Any]],
+    *,
+    restore_staff: bool = False,
+) -> tuple[dict[str, int], list[str]]:
+    """Insert the restored tables' rows in snapshot order, each checked first
+    (``proxy.remote.restore_rows``); the row count of every table, and the usernames of the
+    staff accounts restored as ordinary ones (all of them unless ``restore_staff``).
 
     Migrations so far only add tables and columns, so a snapshot of an older schema loads into
     the current one with the new columns at their defaults, except those a migration filled
@@ -150,6 +157,7 @@ def load_rows(
         # snapshot; users, files and blobs were checked to be empty, nodes are kept.
         target.txn.execute(f"DELETE FROM {quoted(table)}")
     counts = {name: 0 for name in columns}
+    demoted: list[str] = []
     batch: list[tuple[Any, ...]] = []
     current = ""
     try:
@@ -166,7 +174,11 @@ def load_rows(
                 if batch:
                     target.insert_many(current, _named(current, columns, derived), batch)
                 batch, current = [], table
-            values = [row[c] for c in columns[table]]
+            row = {c: row[c] for c in columns[table]}
+            check_row(table, row)
+            if table == "users" and not restore_staff and clear_staff(row):
+                demoted.append(str(row["username"]))
+            values = list(row.values())
             batch.append(tuple(values + [row[old] for _, old in derived.get(table, [])]))
         else:
             raise RestoreError("the snapshot is truncated (it has no trailer)")
@@ -174,12 +186,16 @@ def load_rows(
         raise RestoreError(f"the snapshot is malformed: {exc!r}") from None
     if batch:
         target.insert_many(current, _named(current, columns, derived), batch)
-    return counts
+    return counts, demoted
 
 
 # (table, [(column, the column it was filled from)]): the files' path came with the paths
-# migration, each existing file's path its filename.
-_REPLAYED: dict[str, list[tuple[str, str]]] = {"files": [("path", "filename")]}
+# migration, each existing file's path its filename; the blobs' dedup_key with per-owner
+# deduplication, each existing blob's key its sha256.
+_REPLAYED: dict[str, list[tuple[str, str]]] = {
+    "files": [("path", "filename")],
+    "blobs": [("dedup_key", "sha256")],
+}
 
 
 def _named(

@@ -26,6 +26,21 @@ connected now; after a restore their cursors are too new, and they are told to r
 table that a later migration adds and nobody classified is still dumped, after the known
 ones; a test fails until it is classified.
 
+**Signed with a key nodes never see.** Every node holds the bucket's credentials, so anything
+under ``metadata/`` may have been planted by a compromised node. The backup job signs each
+snapshot with the proxy's *backup key* (``backup_key``, else ``DATA_DIR/backup_key``):
+an HMAC-SHA256 over the object's name, its sha256 and its size (``signature``), kept in the
+object's S3 metadata beside the sha256. Metadata rather than a trailer or a sidecar object:
+it is written in the same PUT as the body (no second object to go missing or be swapped
+alone), pruning and choosing the newest verify it with one HEAD per snapshot instead of a
+download, and the body's format stays as it was. Binding the name means a genuine snapshot
+copied under another (say, future) name no longer verifies; binding the sha256 means the
+body, checked against it before a byte is parsed, is what the proxy wrote.
+
+**Pruning and "the newest" trust only what this proxy wrote**: names dated more than
+``CLOCK_SKEW`` after now, and objects whose signature this key does not verify, are neither
+counted among the newest ``keep`` nor deleted (they are left for the operator to look at).
+
 Writing one is ``proxy.remote.dump``'s job, the job that does it every so often is
 ``proxy.remote.backup``'s, and restoring one is ``proxy.remote.restore``'s.
 """
@@ -33,8 +48,11 @@ Writing one is ``proxy.remote.dump``'s job, the job that does it every so often 
 from __future__ import annotations
 
 import calendar
+import hashlib
+import hmac
 import re
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +81,10 @@ SKIPPED_TABLES = {
     "events": "a live feed for connected clients; a restored cluster starts a new one",
     "event_counters": "the live feed's positions: clients' old cursors are answered reset",
 }
+
+CLOCK_SKEW = 300.0  # a snapshot dated later than this after now is planted (or a broken clock)
+SIGNATURE = "signature"  # the S3 metadata key of a snapshot's signature
+_SCHEME = "hmac-sha256:"
 
 _SNAPSHOT_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}\.jsonl\.gz")
 
@@ -117,9 +139,61 @@ def list_snapshots_in(client: Any, settings: S3Settings) -> list[Snapshot]:
     return sorted(found, key=lambda s: (s.name, s.last_modified), reverse=True)
 
 
-def prune_snapshots(client: Any, settings: S3Settings, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` (at least one) snapshots; their names. Blocking."""
-    doomed = list_snapshots_in(client, settings)[max(1, keep) :]
+def signature(key: str, name: str, sha256: str, size: int) -> str:
+    """The signature of snapshot ``name`` whose body has ``sha256`` and ``size`` bytes.
+
+    >>> signature("k", "20270115T080000Z-0a1b2c3d.jsonl.gz", "ab" * 32, 10)[:20]
+    'hmac-sha256:6239aa60'
+    """
+    message = f"pyarchive-metadata-snapshot/1\n{name}\n{sha256}\n{size}".encode()
+    return _SCHEME + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signed_by(key: str | None, name: str, metadata: Mapping[str, str], size: int) -> bool:
+    """Whether an object's metadata carries this key's signature of ``name`` at ``size``.
+
+    >>> meta = {"sha256": "ab" * 32, "signature": signature("k", "n", "ab" * 32, 10)}
+    >>> signed_by("k", "n", meta, 10), signed_by("other", "n", meta, 10)
+    (True, False)
+    >>> signed_by("k", "renamed", meta, 10), signed_by("k", "n", meta, 11)
+    (False, False)
+    """
+    if not key:
+        return False
+    expected = signature(key, name, str(metadata.get("sha256", "")), size)
+    return hmac.compare_digest(str(metadata.get(SIGNATURE, "")).encode(), expected.encode())
+
+
+def not_future(found: list[Snapshot], now: float) -> list[Snapshot]:
+    """The snapshots not dated after ``now`` (beyond ``CLOCK_SKEW``), in the same order."""
+    return [s for s in found if s.taken_at <= now + CLOCK_SKEW]
+
+
+def is_signed(client: Any, settings: S3Settings, snapshot: Snapshot, key: str | None) -> bool:
+    """Whether the object is signed with ``key`` (one HEAD). Blocking."""
+    if not key:
+        return False
+    head = client.head_object(Bucket=settings.bucket, Key=snapshot.key)
+    return signed_by(key, snapshot.name, head.get("Metadata", {}), int(head["ContentLength"]))
+
+
+def genuine_snapshots(
+    client: Any, settings: S3Settings, key: str, now: float
+) -> Iterator[Snapshot]:
+    """This proxy's snapshots, newest first: not dated in the future, signed with ``key``.
+    Lazily, one HEAD per snapshot looked at. Blocking."""
+    for snapshot in not_future(list_snapshots_in(client, settings), now):
+        if is_signed(client, settings, snapshot, key):
+            yield snapshot
+
+
+def prune_snapshots(
+    client: Any, settings: S3Settings, keep: int, *, key: str, now: float
+) -> list[str]:
+    """Delete all but the newest ``keep`` (at least one) of this proxy's snapshots; their
+    names. Others (future-dated, unsigned or signed by another key) are left alone and do
+    not count. Blocking."""
+    doomed = list(genuine_snapshots(client, settings, key, now))[max(1, keep) :]
     for start in range(0, len(doomed), 1000):
         batch = doomed[start : start + 1000]
         answer = client.delete_objects(

@@ -174,8 +174,9 @@ class RemoteTier:
 
     # -- cache and uncache (owner or staff; the caller has checked who may see the file)
 
-    async def uncache(self, blob_id: int) -> None:
-        released = await self._db.run(tierstore.uncache, blob_id, self._clock.seconds())
+    async def uncache(self, blob_id: int, owner_id: int | None = None) -> None:
+        """Release a blob's local copies; ``owner_id`` (None: staff) must be its only owner."""
+        released = await self._db.run(tierstore.uncache, blob_id, self._clock.seconds(), owner_id)
         await self._record("info", "uncache", f"blob {blob_id} uncached: kept only in S3",
                            blob=blob_id, replicas=released)  # fmt: skip
 

@@ -12,9 +12,24 @@ from common.signing import replica_key
 from proxy.cluster import nodestore
 from proxy.remote.states import LOCAL, LOST, MIRRORED, MIRRORING, REMOTE, RESTORING
 
+_SHARED = (
+    "This file's content was stored before each account's content was kept apart, and "
+    "files of another account still use it, so only staff can uncache it"
+)
 
-def uncache(txn: Txn, blob_id: int, now: float) -> int:
-    """Drop every replica of a mirrored, verified blob; how many. Already remote: 0."""
+
+def uncache(txn: Txn, blob_id: int, now: float, owner_id: int | None = None) -> int:
+    """Drop every replica of a mirrored, verified blob; how many. Already remote: 0.
+
+    ``owner_id`` (None: staff) may only release content no other account's version uses:
+    blobs are kept per owner (``proxy.catalog.store.dedup_key``), but one stored before that
+    may still be shared, and one user's uncache must not take another's local copies."""
+    if owner_id is not None and txn.scalar(
+        "SELECT 1 FROM versions v JOIN files f ON f.id = v.file_id"
+        " WHERE v.blob_id = ? AND f.owner_id <> ? LIMIT 1",
+        (blob_id, owner_id),
+    ):
+        raise Conflict(_SHARED)
     row = txn.one(
         "SELECT sha256, remote_state, remote_verified, local FROM blobs WHERE id = ?"
         + txn.for_update,

@@ -26,8 +26,8 @@ def complete_txn(
     sha256: str,
     emitter: Emitter,
 ) -> Upload:
-    """Record the blob (or reuse the one with this content), add the version, mark the upload
-    complete. ``seen`` is the upload as the hashes were taken: if it has moved on, refuse."""
+    """Record the blob (or reuse the owner's own with this content), add the version, mark the
+    upload complete. ``seen`` is the upload as the hashes were taken: if it has moved on, refuse."""
     now = emitter.now
     upload = uploadstore.get_upload(txn, seen.id, user_id, lock=True)
     if upload is None:
@@ -40,7 +40,7 @@ def complete_txn(
             raise NotFound("Parent file not found", field="parent")
     # The row first: on PostgreSQL, inserting a sha256 that a concurrent deletion is
     # removing waits for that deletion to commit, and then makes a new row (new file).
-    blob, created = store.ensure_blob(txn, sha256, md5, upload.received, now)
+    blob, created = store.ensure_blob(txn, user_id, sha256, md5, upload.received, now)
     # Content that is kept only in S3 (or was lost) is taken from this upload instead.
     revived = not created and store.revive_blob(txn, blob.id)
     if created or revived:

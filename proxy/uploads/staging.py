@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import IO
 from common.durable import fsync_dir
 
 _COPY_PIECE = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class StagingArea:
@@ -41,8 +43,12 @@ class StagingArea:
 
         The row id in the name makes every blob row's file its own: a file being deleted
         after its row went away can never be mistaken for the content of a new row with the
-        same sha256, which a concurrent upload may be creating.
+        same sha256, which a concurrent upload may be creating. Only a sha256 as the proxy
+        computes it (64 lowercase hex digits) is a name here, so no row (one restored from a
+        planted snapshot, say) can point outside ``blobs/``.
         """
+        if not _SHA256.fullmatch(sha256) or not isinstance(blob_id, int):
+            raise ValueError(f"not a blob's name: {sha256[:80]!r}.{blob_id!r}")
         return self.blobs / sha256[:2] / f"{sha256}.{blob_id}"
 
     def spool_file(self, memory_limit: int) -> IO[bytes]:

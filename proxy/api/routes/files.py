@@ -110,12 +110,21 @@ class FileRoutes(RouteBase):
         "`remote_state: remote`.",
         answer=t.RemoteAction,
         answer_description="Released (or already only in S3).",
-        responses={404: _NO_FILE, 409: error("The file is not mirrored to S3 and verified yet.")},
+        responses={
+            404: _NO_FILE,
+            409: error(
+                "The file is not mirrored to S3 and verified yet. Content stored before each "
+                "account's content was kept apart, and still used by another account's files, "
+                "only staff can uncache."
+            ),
+        },
     )
     async def uncache(self, request: IRequest, caller: TokenClaims, file_id: str) -> bytes:
         """Release the local copies of a file verified in S3 (owner or staff)."""
         found = await self._own_or_staff(caller, file_id)
-        await self._remote.uncache(found.current.blob.id)
+        await self._remote.uncache(
+            found.current.blob.id, None if caller.is_staff else caller.user_id
+        )
         body = {"detail": "Local copies released; the file is kept in S3", "remote_state": "remote"}
         return respond(
             request, 200, {**body, "cache_url": self._file_url(request, found.id, "cache")}
