@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from common.config import ConfigError, parse_duration, parse_size, setting
 from common.s3 import MIN_PART_SIZE
+from common.secretcheck import check_cluster_secret
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
@@ -101,6 +102,7 @@ class NodeConfig:
                 "cluster_secret is not set: give it as PYARCHIVE_CLUSTER_SECRET or in the "
                 "[node] section of the config file"
             )
+        check_cluster_secret(self.cluster_secret)
         if not _NAME.fullmatch(self.name):
             raise ConfigError(
                 "name must be set (--name) to 1-63 letters, digits, '.', '_' or '-', "

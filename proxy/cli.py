@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from common.config import sample_file
+from common.config import ConfigError, sample_file
 from common.db import DatabaseUrlError
 from common.running import begin_logging, serve_forever
 from proxy.commands.nodes import nodes
@@ -47,7 +47,7 @@ def serve(ctx: click.Context) -> None:
     begin_logging()
     try:
         proxy = build_proxy(config, reactor)
-    except (DatabaseUrlError, OSError) as exc:
+    except (ConfigError, DatabaseUrlError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     serve_forever(
         reactor, proxy, "pyarchive-proxy",

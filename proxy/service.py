@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from common.db import Database, parse_database_url
+from common.secretcheck import check_cluster_secret
 from proxy.api.app import ProxyApp
 from proxy.api.edge import Cors, parse_networks
 from proxy.catalog.accounts import Accounts
@@ -63,8 +64,14 @@ def load_secret(config: ProxyConfig) -> str:
 
 
 def load_cluster_secret(config: ProxyConfig) -> str:
-    """The secret shared with nodes: from config, or made once and kept in DATA_DIR (0600)."""
-    return config.cluster_secret or _kept_secret(Path(config.data_dir) / "cluster_secret")
+    """The secret shared with nodes: from config, or made once and kept in DATA_DIR (0600).
+
+    ConfigError for one that is short or published (see ``common.secretcheck``).
+    """
+    path = Path(config.data_dir) / "cluster_secret"
+    secret = config.cluster_secret or _kept_secret(path)
+    check_cluster_secret(secret, "cluster_secret" if config.cluster_secret else str(path))
+    return secret
 
 
 def _kept_secret(path: Path) -> str:
@@ -228,6 +235,7 @@ def build_proxy(
     clock = clock or reactor
     data_dir = Path(config.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    cluster_secret = load_cluster_secret(config)
     secret = load_secret(config)
     db = db or open_database(config)
     pool = ThreadPool(minthreads=0, maxthreads=config.io_threads, name="pyarchive-io")
@@ -247,7 +255,6 @@ def build_proxy(
     scheduler = JobScheduler(db, clock, syslog, waker=events)
     box = connection_box(config.encryption_key or secret)
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
-    cluster_secret = load_cluster_secret(config)
     node_client = NodeClient(
         http=treq, clock=clock, cluster_secret=cluster_secret, timeout=config.node_ping_timeout
     )
