@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from common.config import ConfigError, load, sample_file
-from common.running import begin_logging, serve_forever
+from common.running import begin_logging, keep_files_private, serve_forever
 from node.config import NodeConfig
 
 
@@ -34,6 +34,7 @@ def main(ctx: click.Context, /, **options: Any) -> None:
 
     The cluster secret comes from $PYARCHIVE_CLUSTER_SECRET or the config file.
     """
+    keep_files_private()  # every command: serve, but also those that create the database
     ctx.obj = options
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve)

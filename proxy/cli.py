@@ -14,7 +14,7 @@ import click
 
 from common.config import ConfigError, sample_file
 from common.db import DatabaseUrlError
-from common.running import begin_logging, serve_forever
+from common.running import begin_logging, keep_files_private, serve_forever
 from proxy.commands.nodes import nodes
 from proxy.commands.s3 import s3_group
 from proxy.commands.shared import config_of, with_database
@@ -30,6 +30,7 @@ from proxy.config import ProxyConfig
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
     """The PyArchive proxy. Without a command it serves the HTTP API until stopped."""
+    keep_files_private()  # every command: serve, but also those that create the database
     ctx.obj = options
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve)

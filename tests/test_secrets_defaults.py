@@ -1,13 +1,16 @@
-"""Secrets and defaults: no guessable cluster secret.
+"""Secrets and defaults: no guessable cluster secret, private files.
 
-Real processes where the behaviour is a process's: a proxy and a node refusing to start.
+Real processes where the behaviour is a process's: a proxy and a node refusing to start, the
+modes of what a running cluster wrote.
 """
 
 from __future__ import annotations
 
 import doctest
 import os
+import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +18,7 @@ import pytest
 
 import common.secretcheck
 from common.secretcheck import PUBLISHED
+from tests.clusterkit import Cluster, eventually
 from tests.proc import BIN, free_port
 
 SHORT = "only-31-characters-long-secret!"
@@ -91,3 +95,42 @@ def test_the_proxy_refuses_a_short_cluster_secret_kept_in_its_data_directory(
         f"Error: {data / 'cluster_secret'} is too short (5 characters, at least 32 are "
         f"needed): {HOW}"
     ]
+
+
+# -- a running cluster: private files
+
+
+def _shared_bits(root: Path) -> list[str]:
+    """Every file or folder under ``root`` (and itself) that its group or others may use."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode) or stat.S_ISSOCK(mode):
+            continue
+        if mode & 0o077:
+            found.append(f"{path.relative_to(root.parent)} {stat.filemode(mode)}")
+    return found
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    # SQLite in the data directory (the default), one node: with two replicas wanted, the
+    # proxy keeps its own stored copy as well as the node's.
+    built = Cluster(tmp_path, f"sqlite:///{tmp_path}/proxy/pyarchive.sqlite3", 1)
+    try:
+        yield built.start()
+    finally:
+        built.stop()
+
+
+def test_what_the_proxy_and_a_node_write_is_private_to_their_user(cluster: Cluster) -> None:
+    file_id = cluster.upload(os.urandom(300_000))["file_id"]
+    eventually(lambda: cluster.confirmed(file_id, 1), what="a confirmed replica")
+    proxy_dir, node_dir = cluster.proxy.data_dir, cluster.nodes[0].data_dir
+    written = {path.name for path in proxy_dir.rglob("*")}
+    assert {"pyarchive.sqlite3", "secret_key"} <= written  # (the cluster secret is given)
+    assert list((proxy_dir / "blobs").rglob("*.*")), "the proxy's own stored copy"
+    replicas = [p for p in (node_dir / "replicas").rglob("*") if p.is_file()]
+    assert len(replicas) == 1
+    assert _shared_bits(proxy_dir) == []
+    assert _shared_bits(node_dir) == []
