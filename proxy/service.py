@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from common.accesslog import redacting_log_formatter
 from common.db import Database, parse_database_url
 from common.secretcheck import check_cluster_secret
 from proxy.api.app import ProxyApp
@@ -357,7 +358,10 @@ def build_proxy(
         page_size=config.page_size, replica_target=config.replicas,
     )  # fmt: skip
     root = Root(app.app.resource(), pages.app.resource(), PAGE_ROOTS)
-    site = ArchiveSite(root, intake, Cors.parse(config.cors_origins), tus_path=config.tus_path)
+    site = ArchiveSite(
+        root, intake, Cors.parse(config.cors_origins), tus_path=config.tus_path,
+        logFormatter=redacting_log_formatter,
+    )  # fmt: skip
     site.displayTracebacks = False
     proxy = Proxy(
         config, reactor, clock, db, pool, site, uploads, accounts, sessions,

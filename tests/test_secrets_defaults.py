@@ -1,12 +1,13 @@
-"""Secrets and defaults: no guessable cluster secret, private files.
+"""Secrets and defaults: no guessable cluster secret, private files, no credential in a log.
 
 Real processes where the behaviour is a process's: a proxy and a node refusing to start, the
-modes of what a running cluster wrote.
+modes of what a running cluster wrote, and the access lines in their logs.
 """
 
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import stat
 import subprocess
@@ -16,10 +17,12 @@ from types import ModuleType
 
 import pytest
 
+import common.accesslog
 import common.secretcheck
+import proxy.api.inputs
 from common.secretcheck import PUBLISHED
 from tests.clusterkit import Cluster, eventually
-from tests.proc import BIN, free_port
+from tests.proc import BIN, ProxyProcess, free_port
 
 SHORT = "only-31-characters-long-secret!"
 OLD_COMPOSE_DEFAULT = "change-me-this-default-cluster-secret-is-public"
@@ -27,7 +30,9 @@ assert len(SHORT) == 31 and OLD_COMPOSE_DEFAULT in PUBLISHED
 HOW = "make one with: openssl rand -base64 48"
 
 
-@pytest.mark.parametrize("module", [common.secretcheck], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [common.secretcheck, common.accesslog, proxy.api.inputs], ids=lambda m: m.__name__
+)
 def test_the_examples_in_the_docstrings_hold(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -97,7 +102,7 @@ def test_the_proxy_refuses_a_short_cluster_secret_kept_in_its_data_directory(
     ]
 
 
-# -- a running cluster: private files
+# -- a running cluster: private files, and no token or password in an access log
 
 
 def _shared_bits(root: Path) -> list[str]:
@@ -134,3 +139,102 @@ def test_what_the_proxy_and_a_node_write_is_private_to_their_user(cluster: Clust
     assert len(replicas) == 1
     assert _shared_bits(proxy_dir) == []
     assert _shared_bits(node_dir) == []
+
+
+def test_a_nodes_access_log_holds_no_download_token(cluster: Cluster) -> None:
+    content = os.urandom(50_000)
+    file_id = cluster.upload(content)["file_id"]
+    eventually(lambda: cluster.confirmed(file_id, 1), what="a confirmed replica")
+    status, body, final_url = cluster.download(file_id)
+    assert (status, body) == (200, content)
+    assert "/download/" in final_url
+    token = final_url.rsplit("/download/", 1)[1]
+    assert len(token) > 40
+    # The same token in a query string, as a mistaken client might send it.
+    node = cluster.nodes[0]
+    assert node.request("GET", f"/download/{token}?token={token}").status == 200
+
+    def logged() -> str | None:
+        text = node.log_path.read_text()
+        return text if text.count("GET /download/") >= 2 else None
+
+    node_log = eventually(logged, what="the node's access lines")
+    assert token not in node_log
+    assert "GET /download/[redacted:" in node_log
+    assert "?token=[redacted:" in node_log
+    assert token not in next(cluster.root.glob("proxy-*.log")).read_text()
+
+
+def test_a_password_in_a_url_is_refused_and_not_written_to_the_proxys_log(
+    tmp_path: Path,
+) -> None:
+    running = ProxyProcess(tmp_path / "proxy", f"sqlite:///{tmp_path}/p.sqlite3").start()
+    try:
+        password = "Query-Pass-" + os.urandom(6).hex()
+        refused, answer = running.request(
+            "POST", f"/api-token-auth/?username=tester&password={password}"
+        )
+        running.request("GET", f"/health?password={password}")
+    finally:
+        running.stop()
+    assert refused == 400 and "not the URL" in answer["detail"], answer
+    proxy_log = next(tmp_path.glob("proxy-*.log")).read_text()
+    assert password not in proxy_log
+    assert "POST /api-token-auth/?username=tester&password=[redacted:" in proxy_log
+    assert "GET /health?password=[redacted:" in proxy_log
+
+
+# -- passwords in a URL are refused on login and register
+
+
+@pytest.fixture(scope="module")
+def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    root = tmp_path_factory.mktemp("proxy")
+    running = ProxyProcess(root / "data", f"sqlite:///{root}/p.sqlite3").start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+JSON = {"Content-Type": "application/json"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/api-token-auth/?password=Url-Pass-1234", '{"username": "ann"}', JSON),
+        ("/api-token-auth/?password=Url-Pass-1234", "username=ann", FORM),
+        ("/api/auth/register?password=Url-Pass-1234", '{"username": "ann"}', JSON),
+        ("/api/auth/register?username=ann", '{"password": "Url-Pass-1234"}', JSON),
+    ],
+    ids=["login-json", "login-form", "register", "register-username"],
+)
+def test_credentials_in_the_url_are_refused_before_they_are_used(
+    proxy_process: ProxyProcess, path: str, body: str, headers: dict[str, str]
+) -> None:
+    status, answer = proxy_process.request("POST", path, body, headers)
+    assert status == 400, answer
+    assert answer["detail"] == "Send the username and password in the body, not the URL"
+    assert answer["fields"] in (["password"], ["username"])
+    # Nothing was registered or logged in with: ann has no account.
+    whole = json.dumps({"username": "ann", "password": "Url-Pass-1234"})
+    assert proxy_process.request("POST", "/api-token-auth/", whole, JSON)[0] == 400
+
+
+def test_a_login_with_the_password_in_the_body_still_works(proxy_process: ProxyProcess) -> None:
+    credentials = json.dumps({"username": "bob", "password": "Body-Pass-5678"})
+    assert proxy_process.request("POST", "/api/auth/register", credentials, JSON)[0] == 201
+    status, answer = proxy_process.request("POST", "/api-token-auth/", credentials, JSON)
+    assert status == 200 and answer["token"], answer
+    form = "username=bob&password=Body-Pass-5678"
+    assert proxy_process.request("POST", "/api-token-auth/", form, FORM)[0] == 200
+
+
+def test_the_login_and_register_pages_refuse_a_password_in_the_url(
+    proxy_process: ProxyProcess,
+) -> None:
+    for page in ("/login/", "/register/"):
+        status, _ = proxy_process.request("POST", f"{page}?password=Url-Pass-1234", "", FORM)
+        assert status == 400, page
