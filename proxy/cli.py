@@ -17,6 +17,7 @@ from common.db import DatabaseUrlError
 from common.running import begin_logging, keep_files_private, serve_forever
 from proxy.commands.nodes import nodes
 from proxy.commands.s3 import s3_group
+from proxy.commands.secrets import rotate_secret
 from proxy.commands.shared import config_of, with_database
 from proxy.commands.snapshots import restore, snapshots
 from proxy.config import ProxyConfig
@@ -68,7 +69,7 @@ def create_admin(ctx: click.Context, username: str) -> None:
     from common.errors import ApiError
     from common.passwords import check_password_strength
     from proxy.catalog.accounts import Accounts, validate_username
-    from proxy.service import load_secret
+    from proxy.keys import load_secret
 
     config = config_of(ctx)
     password = os.environ.get("PYARCHIVE_ADMIN_PASSWORD") or getpass.getpass(
@@ -110,3 +111,4 @@ main.add_command(nodes)
 main.add_command(restore)
 main.add_command(snapshots)
 main.add_command(s3_group)
+main.add_command(rotate_secret)

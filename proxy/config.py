@@ -61,15 +61,19 @@ class ProxyConfig:
     secret_key: str = setting(
         "",
         str,
-        "Secret that signs login tokens; empty means generated once and kept in "
-        "DATA_DIR/secret_key (mode 0600).",
+        "Secret that signs login tokens and browser sessions; empty means generated once and "
+        "kept in DATA_DIR/secret_key (mode 0600).",
     )
     encryption_key: str = setting(
         "",
         str,
-        "Key that encrypts the S3 connections' secret keys in the database; empty means the "
-        "token secret (secret_key) is used. A database moved to a proxy with another key keeps "
-        "its connections, but their secret keys must be entered again.",
+        "Key that encrypts the S3 connections' secret keys in the database; empty means "
+        "generated once and kept in DATA_DIR/encryption_key (mode 0600), apart from the token "
+        "secret so that each can be rotated alone (pyarchive-proxy rotate-secret), except "
+        "where secret_key is set: then that is used, as by older releases (set this as well, "
+        "the same on every proxy sharing the database, to keep them apart). A database moved "
+        "to a proxy with another key keeps its connections, but their secret keys must be "
+        "entered again.",
     )
     token_lifetime: float = setting(
         86400.0, parse_duration, "How long a login token is valid.", shown="24h"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ from twisted.python.threadpool import ThreadPool
 
 from common.accesslog import redacting_log_formatter
 from common.db import Database, parse_database_url
-from common.secretcheck import check_cluster_secret
 from proxy.api.app import ProxyApp
 from proxy.api.edge import Cors, parse_networks
 from proxy.catalog.accounts import Accounts
@@ -31,11 +28,12 @@ from proxy.cluster.placement import parse_zone_map
 from proxy.cluster.replication import Replicator
 from proxy.config import ProxyConfig
 from proxy.events.hub import EventHub
+from proxy.keys import load_cluster_secret, load_connection_box, load_secret, reseal_connections
 from proxy.migrations import migrate
 from proxy.ops.jobs import JobScheduler
 from proxy.ops.systemlog import SystemLog
 from proxy.remote.backup import MetadataBackup
-from proxy.remote.connections import S3Connections, connection_box
+from proxy.remote.connections import S3Connections
 from proxy.remote.tier import RemoteTier
 from proxy.uploads.concat import Concatenation
 from proxy.uploads.engine import UploadEngine
@@ -57,36 +55,6 @@ EVENTS_PRUNE_INTERVAL = 3600.0
 
 def database_url(config: ProxyConfig) -> str:
     return config.database or f"sqlite:///{Path(config.data_dir).resolve()}/pyarchive.sqlite3"
-
-
-def load_secret(config: ProxyConfig) -> str:
-    """The token-signing secret: from config, or made once and kept in DATA_DIR (0600)."""
-    return config.secret_key or _kept_secret(Path(config.data_dir) / "secret_key")
-
-
-def load_cluster_secret(config: ProxyConfig) -> str:
-    """The secret shared with nodes: from config, or made once and kept in DATA_DIR (0600).
-
-    ConfigError for one that is short or published (see ``common.secretcheck``).
-    """
-    path = Path(config.data_dir) / "cluster_secret"
-    secret = config.cluster_secret or _kept_secret(path)
-    check_cluster_secret(secret, "cluster_secret" if config.cluster_secret else str(path))
-    return secret
-
-
-def _kept_secret(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(value + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    return value
 
 
 def open_database(config: ProxyConfig) -> Database:
@@ -119,6 +87,8 @@ class Proxy:
 
     async def start(self) -> IListeningPort:
         await self.db.run(migrate)
+        assert self.s3_connections is not None
+        await reseal_connections(self.config, self.s3_connections)
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(self.site)
         assert self.scheduler is not None
@@ -254,7 +224,7 @@ def build_proxy(
     sessions = Sessions(db, clock, session_key(secret), lifetime=config.session_lifetime)
     auth = WebAuth(accounts, sessions, secure=config.public_url.startswith("https://"))
     scheduler = JobScheduler(db, clock, syslog, waker=events)
-    box = connection_box(config.encryption_key or secret)
+    box = load_connection_box(config)
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
     node_client = NodeClient(
         http=treq, clock=clock, cluster_secret=cluster_secret, timeout=config.node_ping_timeout

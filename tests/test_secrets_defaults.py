@@ -18,6 +18,7 @@ from types import ModuleType
 import pytest
 
 import common.accesslog
+import common.s3
 import common.secretcheck
 import proxy.api.inputs
 from common.secretcheck import PUBLISHED
@@ -31,7 +32,9 @@ HOW = "make one with: openssl rand -base64 48"
 
 
 @pytest.mark.parametrize(
-    "module", [common.secretcheck, common.accesslog, proxy.api.inputs], ids=lambda m: m.__name__
+    "module",
+    [common.secretcheck, common.accesslog, common.s3, proxy.api.inputs],
+    ids=lambda m: m.__name__,
 )
 def test_the_examples_in_the_docstrings_hold(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
@@ -238,3 +241,134 @@ def test_the_login_and_register_pages_refuse_a_password_in_the_url(
     for page in ("/login/", "/register/"):
         status, _ = proxy_process.request("POST", f"{page}?password=Url-Pass-1234", "", FORM)
         assert status == 400, page
+
+
+# -- the S3 sealing key is apart from the token key, and each rotates alone
+
+S3_SECRET = "rotation-s3-secret-Ab12Cd34Ef56"
+BOSS = ("boss", "Rotation-Pass-2024")
+
+
+def _cli(data: Path, database: str, *arguments: str, **variables: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "pyarchive-proxy"), "--data-dir", str(data), "--database", database,
+         *arguments],
+        capture_output=True, text=True, timeout=120,
+        env=_env(PYARCHIVE_S3_SECRET_KEY=S3_SECRET, **variables),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _add_connection(data: Path, database: str, **variables: str) -> None:
+    _cli(
+        data, database, "s3", "add", "main", "--region", "us-east-1", "--bucket", "archive",
+        "--access-key", "AKIAROTATION", "--endpoint-url", "http://127.0.0.1:9", **variables,
+    )  # fmt: skip
+
+
+def _secret_shown(data: Path, database: str, **variables: str) -> str:
+    """What ``s3 list`` says of main's secret: its hint, or UNREADABLE."""
+    [line] = _cli(data, database, "s3", "list", **variables).splitlines()
+    return line.split("\t")[6]
+
+
+def test_secrets_sealed_with_the_token_key_by_older_releases_move_to_their_own_key(
+    tmp_path: Path,
+) -> None:
+    data, database = tmp_path / "proxy", f"sqlite:///{tmp_path}/p.sqlite3"
+    kept = {"PYARCHIVE_SECRET_KEY": ""}
+    # An older release, its token key kept in DATA_DIR/secret_key and no encryption_key:
+    # it sealed S3 secrets with the token key.
+    data.mkdir(mode=0o700)
+    legacy = "the-token-key-of-an-older-release-0123456789"
+    (data / "secret_key").write_text(legacy + "\n")
+    _add_connection(data, database, PYARCHIVE_ENCRYPTION_KEY=legacy)
+    assert not (data / "encryption_key").exists()
+    # After the upgrade the secret still opens, and the first start re-seals it under a key
+    # of its own, so that another token key no longer matters.
+    assert _secret_shown(data, database, **kept) == f"secret …{S3_SECRET[-4:]}"
+    ProxyProcess(data, database, env=kept).start().stop()
+    assert stat.S_IMODE((data / "encryption_key").stat().st_mode) == 0o600
+    (data / "secret_key").write_text("some-other-token-key-of-enough-length-987654\n")
+    assert _secret_shown(data, database, **kept) == f"secret …{S3_SECRET[-4:]}"
+
+
+def test_a_configured_token_key_still_seals_where_no_encryption_key_is_set(
+    tmp_path: Path,
+) -> None:
+    """Proxies sharing a database and a configured secret_key keep sharing the sealing key."""
+    data, database = tmp_path / "proxy", f"sqlite:///{tmp_path}/p.sqlite3"
+    shared = {"PYARCHIVE_SECRET_KEY": "a-token-key-every-proxy-is-given-0123456789"}
+    _add_connection(data, database, **shared)
+    ProxyProcess(data, database, env=shared).start().stop()
+    assert not (data / "encryption_key").exists()
+    other_data = tmp_path / "another-proxy"
+    assert _secret_shown(other_data, database, **shared) == f"secret …{S3_SECRET[-4:]}"
+
+
+def _login(running: ProxyProcess) -> str:
+    body = json.dumps({"username": BOSS[0], "password": BOSS[1]})
+    status, answer = running.request("POST", "/api-token-auth/", body, JSON)
+    assert status == 200, answer
+    return str(answer["token"])
+
+
+def _connection_as_seen_by(running: ProxyProcess, token: str) -> tuple[int, object]:
+    status, answer = running.request(
+        "GET", "/api/s3-connections/main/", headers={"Authorization": f"JWT {token}"}
+    )
+    return status, answer["secret_unreadable"] if status == 200 else answer
+
+
+def test_each_key_rotates_alone_and_the_s3_connection_still_opens(tmp_path: Path) -> None:
+    data, database = tmp_path / "proxy", f"sqlite:///{tmp_path}/p.sqlite3"
+    kept = {"PYARCHIVE_SECRET_KEY": ""}  # both keys kept in the data directory
+    _cli(data, database, "create-admin", BOSS[0], PYARCHIVE_ADMIN_PASSWORD=BOSS[1], **kept)
+    _add_connection(data, database, **kept)
+    running = ProxyProcess(data, database, env=kept).start()
+    try:
+        before = _login(running)
+        assert _connection_as_seen_by(running, before) == (200, False)
+    finally:
+        running.stop()
+
+    old_key = (data / "encryption_key").read_text()
+    said = _cli(data, database, "rotate-secret", "encryption", **kept)
+    assert "1 S3 secret keys re-sealed" in said
+    assert (data / "encryption_key").read_text() != old_key
+    assert _secret_shown(data, database, **kept) == f"secret …{S3_SECRET[-4:]}"
+    running.start()
+    try:
+        assert _connection_as_seen_by(running, before) == (200, False)  # tokens still good
+        assert not (data / "encryption_key.old").exists()  # forgotten once re-sealed
+    finally:
+        running.stop()
+
+    old_token_key = (data / "secret_key").read_text()
+    said = _cli(data, database, "rotate-secret", "token", **kept)
+    assert "every login token issued before is refused" in said
+    assert (data / "secret_key").read_text() != old_token_key
+    assert stat.S_IMODE((data / "secret_key").stat().st_mode) == 0o600
+    running.start()
+    try:
+        status, _ = _connection_as_seen_by(running, before)
+        assert status == 401  # the old login token is refused
+        assert _connection_as_seen_by(running, _login(running)) == (200, False)
+    finally:
+        running.stop()
+
+
+def test_a_key_set_in_the_configuration_is_not_rotated_from_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [str(BIN / "pyarchive-proxy"), "--data-dir", str(tmp_path), "rotate-secret", "token"],
+        capture_output=True, text=True, timeout=60,
+        env=_env(PYARCHIVE_SECRET_KEY="configured-token-key-0123456789abcdef"),
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "Error: secret_key is set in the configuration (PYARCHIVE_SECRET_KEY or the config "
+        "file), not kept in the data directory: change it there"
+    ]

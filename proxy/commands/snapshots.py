@@ -60,9 +60,9 @@ def restore(
     the bucket become 'remote' (cache them back), nodes must be added again. The bucket's
     secret key comes from $PYARCHIVE_S3_SECRET_KEY, or is asked for.
     """
-    from proxy.remote.connections import connection_box
+    from proxy.keys import load_connection_box
     from proxy.remote.restore import RestoreError, restore_from_s3
-    from proxy.service import database_url, load_secret
+    from proxy.service import database_url
 
     if not from_s3:
         raise click.UsageError("say where to restore from: --from-s3 (the only source so far)")
@@ -72,7 +72,7 @@ def restore(
     try:
         done = restore_from_s3(
             database_url(config), settings, snapshot,
-            box=connection_box(config.encryption_key or load_secret(config)),
+            box=load_connection_box(config),
             say=click.echo, workdir=config.data_dir,
         )  # fmt: skip
     except RestoreError as exc:
