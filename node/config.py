@@ -36,8 +36,8 @@ class NodeConfig:
         "",
         str,
         "Secret shared by the proxy and every node: signs internal requests and download "
-        "tokens, and yields the rsync password. Required; better given as "
-        "PYARCHIVE_CLUSTER_SECRET than written here.",
+        "tokens, and yields the rsync password. Required, at least 32 characters (e.g. "
+        "openssl rand -base64 48); better given as PYARCHIVE_CLUSTER_SECRET than written here.",
     )
     rsync_port: int = setting(
         8873, int, "TCP port of the node's rsync daemon (where the proxy pushes replicas)."

@@ -161,8 +161,8 @@ class ProxyConfig:
         "",
         str,
         "Secret shared with every storage node (signed internal calls, download tokens, the "
-        "rsync password); empty means generated once and kept in DATA_DIR/cluster_secret "
-        "(mode 0600): give the same value to the nodes.",
+        "rsync password), at least 32 characters; empty means generated once and kept in "
+        "DATA_DIR/cluster_secret (mode 0600): give the same value to the nodes.",
     )
     replicas: int = setting(2, int, "Confirmed copies on distinct nodes each file should have.")
     node_ping_interval: float = setting(
