@@ -18,6 +18,20 @@ class Service(Protocol):
     def stop(self) -> Coroutine[Any, Any, None]: ...
 
 
+PRIVATE_UMASK = 0o077
+
+
+def keep_files_private() -> None:
+    """Make every file and folder this process creates from now on private to its user.
+
+    The proxy's data directory holds password hashes (the SQLite database), key files and
+    stored data; a node's holds replicas and the rsync secrets. Files opened with an explicit
+    mode (0o644, 0o640) are narrowed too, and so are those of children such as the node's
+    rsync daemon, which inherit the mask.
+    """
+    os.umask(PRIVATE_UMASK)
+
+
 def begin_logging() -> None:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
 

@@ -18,10 +18,11 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part, except the last one
 MAX_PARTS = 10_000  # S3's largest part count
@@ -119,19 +120,49 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 10, **confi
     )
 
 
-class SecretBox:
-    """Seals and opens short secrets with a key derived from ``secret`` for ``purpose``."""
+def _fernet(secret: str, purpose: str) -> Fernet:
+    key = hmac.new(secret.encode(), f"pyarchive {purpose}".encode(), hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
 
-    def __init__(self, secret: str, purpose: str) -> None:
-        key = hmac.new(secret.encode(), f"pyarchive {purpose}".encode(), hashlib.sha256).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+class SecretBox:
+    """Seals and opens short secrets with a key derived from ``secret`` for ``purpose``.
+
+    ``fallbacks`` are older secrets that still open what they sealed (a key being rotated,
+    or the one an older release used); only ``secret`` seals, and ``reseal`` moves a value
+    sealed under a fallback to it.
+
+    >>> old, new = SecretBox("k1", "p"), SecretBox("k2", "p", fallbacks=["k1"])
+    >>> sealed = old.seal("v")
+    >>> new.open(sealed), new.is_current(sealed), new.is_current(new.reseal(sealed))
+    ('v', False, True)
+    """
+
+    def __init__(self, secret: str, purpose: str, fallbacks: Sequence[str] = ()) -> None:
+        self._fernet = _fernet(secret, purpose)
+        self._any = MultiFernet([self._fernet, *(_fernet(s, purpose) for s in fallbacks)])
 
     def seal(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode("ascii")
 
     def open(self, sealed: str) -> str:
         try:
-            return self._fernet.decrypt(sealed.encode("ascii")).decode()
+            return self._any.decrypt(sealed.encode("ascii")).decode()
+        except (InvalidToken, ValueError, UnicodeError):
+            raise SecretError("sealed secret cannot be opened with this key") from None
+
+    def is_current(self, sealed: str) -> bool:
+        """Whether ``sealed`` opens with the sealing key itself (no fallback needed)."""
+        try:
+            self._fernet.decrypt(sealed.encode("ascii"))
+        except (InvalidToken, ValueError, UnicodeError):
+            return False
+        return True
+
+    def reseal(self, sealed: str) -> str:
+        """``sealed`` sealed again with the sealing key; SecretError if no key opens it."""
+        try:
+            return self._any.rotate(sealed.encode("ascii")).decode("ascii")
         except (InvalidToken, ValueError, UnicodeError):
             raise SecretError("sealed secret cannot be opened with this key") from None
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from common.config import ConfigError, load, sample_file
-from common.running import begin_logging, serve_forever
+from common.running import begin_logging, keep_files_private, serve_forever
 from node.config import NodeConfig
 
 
@@ -35,6 +35,7 @@ def main(ctx: click.Context, /, **options: Any) -> None:
     Its key comes from $PYARCHIVE_NODE_KEY or the config file ('pyarchive-proxy nodes key NAME'
     prints it); given $PYARCHIVE_CLUSTER_SECRET instead, the node derives its key from it.
     """
+    keep_files_private()  # every command: serve, but also those that create the database
     ctx.obj = options
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve)

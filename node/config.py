@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from common.config import ConfigError, parse_duration, parse_size, setting
 from common.s3 import MIN_PART_SIZE
+from common.secretcheck import check_cluster_secret
 from common.signing import NodeKeys, node_key, valid_node_key
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -44,9 +45,10 @@ class NodeConfig:
     cluster_secret: str = setting(
         "",
         str,
-        "Instead of node_key, for convenience: the proxy's cluster secret, from which the "
-        "node derives its node_key at start-up and then forgets it. Safer not to give a node "
-        "the cluster secret at all (a node holding it could act for every node).",
+        "Instead of node_key, for convenience: the proxy's cluster secret (at least 32 "
+        "characters), from which the node derives its node_key at start-up and then forgets "
+        "it. Safer not to give a node the cluster secret at all (a node holding it could act "
+        "for every node).",
     )
     rsync_port: int = setting(
         8873, int, "TCP port of the node's rsync daemon (where the proxy pushes replicas)."
@@ -117,6 +119,8 @@ class NodeConfig:
             raise ConfigError(
                 "node_key must be the 64 hex digits 'pyarchive-proxy nodes key NAME' printed"
             )
+        if self.cluster_secret:
+            check_cluster_secret(self.cluster_secret)
         if not _NAME.fullmatch(self.name):
             raise ConfigError(
                 "name must be set (--name) to 1-63 letters, digits, '.', '_' or '-', "

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.threadpool import ThreadPool
 
+from common.accesslog import redacting_log_formatter
 from common.config import ConfigError
 from common.signing import NodeKeys
 from node.api.app import NodeApp
@@ -247,7 +248,7 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
         rsync_ready=lambda: daemon.ready,
         mirror=mirror,
     )
-    site = NodeSite(app.app.resource(), gate=app.refusal)
+    site = NodeSite(app.app.resource(), gate=app.refusal, logFormatter=redacting_log_formatter)
     site.displayTracebacks = False
     return Node(
         config, reactor, clock, store, pool, site, daemon, files, lock_fd, mirror, mirror_pool

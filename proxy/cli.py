@@ -12,11 +12,12 @@ from typing import Any
 
 import click
 
-from common.config import sample_file
+from common.config import ConfigError, sample_file
 from common.db import DatabaseUrlError
-from common.running import begin_logging, serve_forever
+from common.running import begin_logging, keep_files_private, serve_forever
 from proxy.commands.nodes import nodes
 from proxy.commands.s3 import s3_group
+from proxy.commands.secrets import rotate_secret
 from proxy.commands.shared import config_of, with_database
 from proxy.commands.snapshots import restore, snapshots
 from proxy.config import ProxyConfig
@@ -30,6 +31,7 @@ from proxy.config import ProxyConfig
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
     """The PyArchive proxy. Without a command it serves the HTTP API until stopped."""
+    keep_files_private()  # every command: serve, but also those that create the database
     ctx.obj = options
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve)
@@ -47,7 +49,7 @@ def serve(ctx: click.Context) -> None:
     begin_logging()
     try:
         proxy = build_proxy(config, reactor)
-    except (DatabaseUrlError, OSError) as exc:
+    except (ConfigError, DatabaseUrlError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     serve_forever(
         reactor, proxy, "pyarchive-proxy",
@@ -67,7 +69,7 @@ def create_admin(ctx: click.Context, username: str) -> None:
     from common.errors import ApiError
     from common.passwords import check_password_strength
     from proxy.catalog.accounts import Accounts, validate_username
-    from proxy.service import load_secret
+    from proxy.keys import load_secret
 
     config = config_of(ctx)
     password = os.environ.get("PYARCHIVE_ADMIN_PASSWORD") or getpass.getpass(
@@ -109,3 +111,4 @@ main.add_command(nodes)
 main.add_command(restore)
 main.add_command(snapshots)
 main.add_command(s3_group)
+main.add_command(rotate_secret)

@@ -61,15 +61,19 @@ class ProxyConfig:
     secret_key: str = setting(
         "",
         str,
-        "Secret that signs login tokens; empty means generated once and kept in "
-        "DATA_DIR/secret_key (mode 0600).",
+        "Secret that signs login tokens and browser sessions; empty means generated once and "
+        "kept in DATA_DIR/secret_key (mode 0600).",
     )
     encryption_key: str = setting(
         "",
         str,
-        "Key that encrypts the S3 connections' secret keys in the database; empty means the "
-        "token secret (secret_key) is used. A database moved to a proxy with another key keeps "
-        "its connections, but their secret keys must be entered again.",
+        "Key that encrypts the S3 connections' secret keys in the database; empty means "
+        "generated once and kept in DATA_DIR/encryption_key (mode 0600), apart from the token "
+        "secret so that each can be rotated alone (pyarchive-proxy rotate-secret), except "
+        "where secret_key is set: then that is used, as by older releases (set this as well, "
+        "the same on every proxy sharing the database, to keep them apart). A database moved "
+        "to a proxy with another key keeps its connections, but their secret keys must be "
+        "entered again.",
     )
     backup_key: str = setting(
         "",
@@ -165,9 +169,9 @@ class ProxyConfig:
         "",
         str,
         "The secret every storage node's key is derived from (signed internal calls, "
-        "download tokens, rsync passwords, sealed S3 settings); empty means generated once "
-        "and kept in DATA_DIR/cluster_secret (mode 0600). Give each node its own key "
-        "('pyarchive-proxy nodes key NAME'), not this.",
+        "download tokens, rsync passwords, sealed S3 settings), at least 32 characters; empty "
+        "means generated once and kept in DATA_DIR/cluster_secret (mode 0600). Give each node "
+        "its own key ('pyarchive-proxy nodes key NAME'), not this.",
     )
     replicas: int = setting(2, int, "Confirmed copies on distinct nodes each file should have.")
     node_ping_interval: float = setting(

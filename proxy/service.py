@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from common.accesslog import redacting_log_formatter
 from common.db import Database, parse_database_url
 from proxy.api.app import ProxyApp
 from proxy.api.edge import Cors, parse_networks
@@ -29,12 +28,19 @@ from proxy.cluster.replication import Replicator
 from proxy.cluster.tls import node_http_client
 from proxy.config import ProxyConfig
 from proxy.events.hub import EventHub
+from proxy.keys import (
+    load_backup_key,
+    load_cluster_secret,
+    load_connection_box,
+    load_secret,
+    reseal_connections,
+)
 from proxy.migrations import migrate
 from proxy.ops.joblocks import JobLocks, job_locks
 from proxy.ops.jobs import JobScheduler
 from proxy.ops.systemlog import SystemLog
 from proxy.remote.backup import MetadataBackup
-from proxy.remote.connections import S3Connections, connection_box
+from proxy.remote.connections import S3Connections
 from proxy.remote.tier import RemoteTier
 from proxy.uploads.concat import Concatenation
 from proxy.uploads.engine import UploadEngine
@@ -52,41 +58,10 @@ from proxy.web.root import Root
 log = Logger()
 EXPIRE_INTERVAL = 600.0
 EVENTS_PRUNE_INTERVAL = 3600.0
-BACKUP_KEY_FILE = "backup_key"
 
 
 def database_url(config: ProxyConfig) -> str:
     return config.database or f"sqlite:///{Path(config.data_dir).resolve()}/pyarchive.sqlite3"
-
-
-def load_secret(config: ProxyConfig) -> str:
-    """The token-signing secret: from config, or made once and kept in DATA_DIR (0600)."""
-    return config.secret_key or _kept_secret(Path(config.data_dir) / "secret_key")
-
-
-def load_cluster_secret(config: ProxyConfig) -> str:
-    """The secret shared with nodes: from config, or made once and kept in DATA_DIR (0600)."""
-    return config.cluster_secret or _kept_secret(Path(config.data_dir) / "cluster_secret")
-
-
-def load_backup_key(config: ProxyConfig) -> str:
-    """The key that signs metadata snapshots: from config, or made once and kept in DATA_DIR
-    (0600). Nodes never see it, so a snapshot planted in the bucket cannot carry it."""
-    return config.backup_key or _kept_secret(Path(config.data_dir) / BACKUP_KEY_FILE)
-
-
-def _kept_secret(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(value + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    return value
 
 
 def open_database(config: ProxyConfig) -> Database:
@@ -120,6 +95,8 @@ class Proxy:
 
     async def start(self) -> IListeningPort:
         await self.db.run(migrate)
+        assert self.s3_connections is not None
+        await reseal_connections(self.config, self.s3_connections)
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(self.site)
         assert self.scheduler is not None
@@ -239,6 +216,7 @@ def build_proxy(
     clock = clock or reactor
     data_dir = Path(config.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    cluster_secret = load_cluster_secret(config)
     secret = load_secret(config)
     db = db or open_database(config)
     pool = ThreadPool(minthreads=0, maxthreads=config.io_threads, name="pyarchive-io")
@@ -257,9 +235,8 @@ def build_proxy(
     auth = WebAuth(accounts, sessions, secure=config.public_url.startswith("https://"))
     locks = job_locks(db.url)
     scheduler = JobScheduler(db, clock, syslog, waker=events, locks=locks)
-    box = connection_box(config.encryption_key or secret)
+    box = load_connection_box(config)
     s3_connections = S3Connections(db, clock, box, reactor, pool, syslog)
-    cluster_secret = load_cluster_secret(config)
     node_client = NodeClient(
         http=node_http_client(reactor, config.node_ca_file), clock=clock,
         cluster_secret=cluster_secret, timeout=config.node_ping_timeout,
@@ -365,7 +342,10 @@ def build_proxy(
         page_size=config.page_size, replica_target=config.replicas,
     )  # fmt: skip
     root = Root(app.app.resource(), pages.app.resource(), PAGE_ROOTS)
-    site = ArchiveSite(root, intake, Cors.parse(config.cors_origins), tus_path=config.tus_path)
+    site = ArchiveSite(
+        root, intake, Cors.parse(config.cors_origins), tus_path=config.tus_path,
+        logFormatter=redacting_log_formatter,
+    )  # fmt: skip
     site.displayTracebacks = False
     proxy = Proxy(
         config, reactor, clock, db, pool, site, uploads, accounts, sessions,

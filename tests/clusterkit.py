@@ -74,7 +74,7 @@ class Cluster:
         self.token = ""
 
     def start(self) -> Cluster:
-        self.proxy.data_dir.mkdir(parents=True)
+        self.proxy.data_dir.parent.mkdir(parents=True, exist_ok=True)  # create-admin makes it
         subprocess.run(
             [str(BIN / "pyarchive-proxy"), "--data-dir", str(self.proxy.data_dir),
              "--database", self.proxy.database_url, "create-admin", STAFF[0]],

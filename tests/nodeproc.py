@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -31,7 +32,8 @@ from common.signing import (
 from node.replicas.rsyncd import stale_daemon_pid
 from tests.proc import BIN, free_port
 
-SECRET = "node-test-cluster-secret"
+# Long and random, as the proxy and the nodes require (common.secretcheck); one per test run.
+SECRET = "node-test-cluster-secret-" + secrets.token_urlsafe(24)
 
 
 @dataclass

@@ -59,7 +59,8 @@ class ProxyProcess:
         self.port = self.port or free_port()
         log = open(self.data_dir.parent / f"proxy-{self.port}.log", "ab")
         env = {**os.environ, "PYARCHIVE_SECRET_KEY": TOKEN_KEY, **self.env}
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Only the parent (for the log): the proxy makes its data directory itself, private.
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
                 *(self.command or [str(BIN / "pyarchive-proxy")]),

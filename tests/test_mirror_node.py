@@ -57,7 +57,7 @@ from tests.s3server import SECRET_KEY, S3Server
 
 MiB = 2**20
 PART = 5 * MiB
-CLUSTER_SECRET = "mirror-test-cluster-secret"
+CLUSTER_SECRET = "mirror-test-cluster-secret-of-enough-length"
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +223,8 @@ def test_parts_cover_the_file_in_order_and_never_number_more_than_10000(size: in
 
 def test_a_part_size_under_s3s_minimum_is_refused_naming_the_setting() -> None:
     with pytest.raises(ConfigError, match="mirror_part_size"):
-        NodeConfig(name="n1", cluster_secret="s", mirror_part_size=5 * MiB - 1).check()
-    NodeConfig(name="n1", cluster_secret="s", mirror_part_size=5 * MiB).check()
+        NodeConfig(name="n1", cluster_secret=CLUSTER_SECRET, mirror_part_size=5 * MiB - 1).check()
+    NodeConfig(name="n1", cluster_secret=CLUSTER_SECRET, mirror_part_size=5 * MiB).check()
 
 
 def test_records_are_kept_whole_and_resume_as_pending_after_a_crash(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from node.replicas.rsyncd import (
 from node.replicas.store import Expected, ReplicaStore
 
 ROOT = Path(__file__).resolve().parent.parent
+LONG_SECRET = "node-units-cluster-secret-of-enough-length"
 
 
 # ---------------------------------------------------------------- the supervisor
@@ -352,11 +353,11 @@ def test_node_settings_come_from_file_then_environment_then_flags(tmp_path: Path
     path.write_text("[node]\nname = n1\nzone = a\nrsync_restart_delay = 2s\n")
     config = load(
         NodeConfig, "node", config_file=str(path),
-        environ={"PYARCHIVE_ZONE": "b", "PYARCHIVE_CLUSTER_SECRET": "s"},
+        environ={"PYARCHIVE_ZONE": "b", "PYARCHIVE_CLUSTER_SECRET": LONG_SECRET},
         overrides={"name": "n2", "rsync_port": 9000, "zone": None},
     )  # fmt: skip
     assert (config.name, config.zone, config.rsync_port) == ("n2", "b", 9000)
-    assert (config.cluster_secret, config.rsync_restart_delay) == ("s", 2.0)
+    assert (config.cluster_secret, config.rsync_restart_delay) == (LONG_SECRET, 2.0)
     config.check()
 
 
@@ -374,7 +375,7 @@ def test_node_settings_come_from_file_then_environment_then_flags(tmp_path: Path
 def test_a_node_config_that_cannot_run_names_the_setting(
     changes: dict[str, Any], message: str
 ) -> None:
-    config = NodeConfig(**{"name": "n1", "cluster_secret": "s", **changes})
+    config = NodeConfig(**{"name": "n1", "cluster_secret": LONG_SECRET, **changes})
     with pytest.raises(ConfigError, match=message):
         config.check()
 

@@ -144,6 +144,6 @@ def refusal_bytes(error: ApiError) -> bytes:
 class NodeSite(server.Site):
     requestFactory = NodeRequest
 
-    def __init__(self, resource: Any, *, gate: Gate | None = None) -> None:
-        super().__init__(resource)
+    def __init__(self, resource: Any, *, gate: Gate | None = None, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)  # logFormatter, ...
         self.gate = gate

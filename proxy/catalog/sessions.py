@@ -115,6 +115,11 @@ def _keep_only(txn: Txn, user_id: int, id_hash: str, version: int) -> int:
     )
 
 
+def end_all(txn: Txn) -> int:
+    """End every browser session (the token key they are signed with was replaced)."""
+    return txn.execute("DELETE FROM sessions")
+
+
 def _prune(txn: Txn, now: float) -> int:
     return txn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
 

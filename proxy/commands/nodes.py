@@ -109,7 +109,7 @@ def nodes_key(ctx: click.Context, name: str) -> None:
     """Print node NAME's key, derived from this proxy's cluster secret: give it to that node
     as PYARCHIVE_NODE_KEY (it is good for that node's name only)."""
     from common.signing import node_key
-    from proxy.service import load_cluster_secret
+    from proxy.keys import load_cluster_secret
 
     config = config_of(ctx)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):  # as NodeAdmin checks a name

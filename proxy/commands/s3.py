@@ -18,11 +18,11 @@ def s3_group() -> None:
 
 
 def _s3_connections(config: Any, db: Any, reactor: Any, pool: Any) -> Any:
+    from proxy.keys import load_connection_box
     from proxy.ops.systemlog import SystemLog
-    from proxy.remote.connections import S3Connections, connection_box
-    from proxy.service import load_secret
+    from proxy.remote.connections import S3Connections
 
-    box = connection_box(config.encryption_key or load_secret(config))
+    box = load_connection_box(config)
     return S3Connections(db, reactor, box, reactor, pool, SystemLog(db, reactor))
 
 

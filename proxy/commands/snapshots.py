@@ -88,9 +88,9 @@ def restore(
     come back without staff rights unless --restore-staff. The bucket's secret key comes
     from $PYARCHIVE_S3_SECRET_KEY, or is asked for.
     """
-    from proxy.remote.connections import connection_box
+    from proxy.keys import load_connection_box
     from proxy.remote.restore import RestoreError, Trust, restore_from_s3
-    from proxy.service import database_url, load_secret
+    from proxy.service import database_url
 
     if not from_s3:
         raise click.UsageError("say where to restore from: --from-s3 (the only source so far)")
@@ -101,7 +101,7 @@ def restore(
     try:
         done = restore_from_s3(
             database_url(config), settings, snapshot,
-            box=connection_box(config.encryption_key or load_secret(config)),
+            box=load_connection_box(config),
             trust=Trust(key, unsigned=trust_unsigned), restore_staff=restore_staff,
             say=click.echo, workdir=config.data_dir,
         )  # fmt: skip
@@ -120,7 +120,7 @@ def restore(
 def _backup_key(config: Any, key_file: Path | None) -> str | None:
     """The key that verifies snapshots: the file given, the setting, or the one kept in the
     data directory (never a new one: a new key verifies nothing)."""
-    from proxy.service import BACKUP_KEY_FILE
+    from proxy.keys import BACKUP_KEY_FILE
 
     path = key_file or Path(config.data_dir) / BACKUP_KEY_FILE
     if key_file is None and config.backup_key:
@@ -138,7 +138,7 @@ def _backup_key(config: Any, key_file: Path | None) -> str | None:
 
 def _adopt_backup_key(config: Any, key: str) -> None:
     """Let the restored proxy go on signing with the key the operator keeps a copy of."""
-    from proxy.service import BACKUP_KEY_FILE
+    from proxy.keys import BACKUP_KEY_FILE
 
     path = Path(config.data_dir) / BACKUP_KEY_FILE
     if config.backup_key or path.exists():

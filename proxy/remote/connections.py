@@ -15,6 +15,7 @@ Exactly one connection is active; activating one clears the others in the same t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
@@ -41,9 +42,10 @@ PROBE_BODY = b"pyarchive write probe: safe to delete\n"
 BOX_PURPOSE = "s3 connection secrets"
 
 
-def connection_box(key: str) -> SecretBox:
-    """The box stored S3 secrets are sealed with, made from the proxy's encryption key."""
-    return SecretBox(key, BOX_PURPOSE)
+def connection_box(key: str, fallbacks: Sequence[str] = ()) -> SecretBox:
+    """The box stored S3 secrets are sealed with, made from the proxy's encryption key (and
+    opening with ``fallbacks`` too: older keys)."""
+    return SecretBox(key, BOX_PURPOSE, fallbacks)
 
 
 # ---------------------------------------------------------------- the probe (worker thread)
@@ -176,6 +178,11 @@ class S3Connections:
         await self._syslog.record(
             "info", "s3.deleted", f"S3 connection {name} removed", connection=name
         )
+
+    async def reseal(self) -> tuple[int, int]:
+        """Seal every stored secret with this proxy's current key where an older key sealed
+        it, in one transaction; (resealed, unreadable)."""
+        return await self._db.run(connectionstore.reseal_all, self._box)
 
     async def activate(self, name: str) -> dict[str, Any]:
         row = await self._db.run(connectionstore.activate, name, self._box)

@@ -142,3 +142,23 @@ def record_validation(
         (now, int(ok), detail, name, seen_at),
     )
     return get(txn, name)
+
+
+def reseal_all(txn: Txn, box: SecretBox) -> tuple[int, int]:
+    """Seal every stored secret with ``box``'s sealing key where a fallback key sealed it.
+
+    One transaction: all of them or none. Returns (resealed, unreadable): a secret no key of
+    ``box`` opens (a database from another proxy) is left as it is, flagged as before.
+    """
+    resealed = unreadable = 0
+    for name, sealed in txn.all("SELECT name, secret_encrypted FROM s3_connections"):
+        if box.is_current(sealed):
+            continue
+        try:
+            fresh = box.reseal(sealed)
+        except SecretError:
+            unreadable += 1
+            continue
+        txn.execute("UPDATE s3_connections SET secret_encrypted = ? WHERE name = ?", (fresh, name))
+        resealed += 1
+    return resealed, unreadable

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.web.iweb import IRequest
 
 from common.web import respond
@@ -9,10 +11,17 @@ from proxy.api import types as t
 from proxy.api.contract import operation
 from proxy.api.docs_parts import error, throttled
 from proxy.api.edge import client_address
+from proxy.api.inputs import refuse_query
 from proxy.api.routes.base import RouteBase
 
 
 class AccountRoutes(RouteBase):
+    async def _credentials(self, request: IRequest, allowed: set[str]) -> dict[str, Any]:
+        """The body's fields only: a password in a URL would end up in logs. Refused before
+        the body is read, let alone the password checked or stored."""
+        refuse_query(request, "the username and password")
+        return await self._fields(request, allowed)
+
     @operation(
         method="POST",
         path="/api/auth/register",
@@ -25,9 +34,11 @@ class AccountRoutes(RouteBase):
         answer_description="Created.",
         body=t.Registration,
         body_media=("application/json",),
+        body_reader="_credentials",
         responses={
             400: error(
-                "Missing or weak password, or a bad username.",
+                "Missing or weak password, or a bad username. Or a field sent in the URL: the body "
+                "only may carry them.",
                 weak={"detail": "password cannot be entirely numeric", "field": "password"},
             ),
             403: error(
@@ -58,8 +69,12 @@ class AccountRoutes(RouteBase):
         answer_description="A token.",
         body=t.Credentials,
         body_media=("application/x-www-form-urlencoded", "application/json"),
+        body_reader="_credentials",
         responses={
-            400: error("Wrong or missing credentials."),
+            400: error(
+                "Wrong or missing credentials. Or a field sent in the URL: the body only may "
+                "carry them."
+            ),
             403: error("The account is disabled."),
             429: throttled(),
         },

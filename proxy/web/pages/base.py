@@ -17,6 +17,7 @@ from common.db import Database
 from common.errors import ApiError, Forbidden, PayloadTooLarge
 from common.web import header
 from proxy.api.forms import Form, content_type, parse_multipart, parse_small_body
+from proxy.api.inputs import refuse_query
 from proxy.catalog.accounts import Accounts
 from proxy.catalog.files import FileService
 from proxy.catalog.sessions import Session
@@ -209,7 +210,11 @@ class PageBase:
         return form
 
     async def _visitor_form(self, request: IRequest) -> Form:
-        """A form shown before a session exists (log in, register): double-submit CSRF."""
+        """A form shown before a session exists (log in, register): double-submit CSRF.
+
+        Its fields (a password) come in the body only: one in the URL is refused unread.
+        """
+        refuse_query(request, "the form's fields")
         form = await self._form(request)
         expected = self._auth.anonymous_csrf(request)
         if not csrf_matches(form.fields.get(CSRF_FIELD), expected):
