@@ -26,7 +26,7 @@ from proxy.cluster.tls import node_http_client
 from tests.clusterkit import eventually
 from tests.proc import BIN, ProxyProcess, chunk_headers, free_port
 
-SECRET = "https-test-cluster-secret"
+SECRET = "https-test-cluster-secret-of-enough-length"
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
