@@ -117,6 +117,7 @@ NOT_REQUIRED: dict[type, set[str]] = {
 DESCRIBED_ANEW: dict[tuple[type, str], str] = {
     (types.FileList, "results"): "issue 13: files are listed by path, no longer newest first",
     (types.ChunkForm, "filename"): "issue 13: a `path` may name the file instead",
+    (types.File, "remote_state"): "issue 13: listed files carry it too, and every state is named",
 }
 NEW_TYPES: set[type] = {
     types.FileReplica,

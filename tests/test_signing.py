@@ -28,7 +28,7 @@ from common.signing import (
 )
 from node.config import NodeConfig
 
-SECRET = "signing-test-cluster-secret"
+SECRET = "signing-test-cluster-secret-of-enough-length"
 NOW = 1_800_000_000.0
 PATH = "/internal/replicas"
 EMPTY = hashlib.sha256(b"").hexdigest()
