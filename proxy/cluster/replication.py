@@ -39,6 +39,11 @@ log = Logger()
 _LIVE = (CONFIRMED, COPYING, PENDING)
 
 
+def _not_on(nodes: set[str]) -> str:
+    """SQL that leaves out replicas on ``nodes`` (their names follow as parameters)."""
+    return f" AND r.node NOT IN ({', '.join('?' for _ in nodes)})" if nodes else ""
+
+
 @dataclass(frozen=True)
 class Copy:
     blob_id: int
@@ -226,7 +231,16 @@ class Replicator:
         nodes = nodestore.list_nodes(txn)
         leaving = leaving_nodes(nodes, now, self._grace)
         up = {n.name: n for n in nodes if n.status == UP}
-        rows = txn.all("SELECT id, sha256, size FROM blobs WHERE local = 0 ORDER BY id")
+        if not up:  # nothing to fetch a copy from
+            return []
+        # Only blobs short of confirmed copies on nodes that stay can want one: the rest of
+        # the catalogue is left in the database, not read into Python on every pass.
+        rows = txn.all(
+            "SELECT b.id, b.sha256, b.size FROM blobs b WHERE b.local = 0 AND"
+            f" (SELECT COUNT(*) FROM replicas r WHERE r.blob_id = b.id AND r.state = ?"
+            f"{_not_on(leaving)}) < ? ORDER BY b.id",
+            (CONFIRMED, *sorted(leaving), self.target),
+        )
         replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
         wanted: list[tuple[int, str, int, str, str]] = []
         for blob_id, sha256, size in rows:
@@ -257,7 +271,17 @@ class Replicator:
         up = {n.name for n in nodes if n.status == UP}
         zone_of_node = {n.name: n.zone for n in nodes}
         leaving = leaving_nodes(nodes, now, self._grace)
-        rows = txn.all("SELECT id, sha256, local FROM blobs")
+        if not up and not lost:  # nothing can be released, dropped or marked
+            return []
+        # What the loop below can change: blobs still kept here, blobs with more confirmed
+        # copies than the target, and copies written off once. The rest is not read.
+        rows = txn.all(
+            "SELECT id, sha256, local FROM blobs b WHERE local = 1"
+            " OR (SELECT COUNT(*) FROM replicas r WHERE r.blob_id = b.id AND r.state = ?) > ?"
+            " OR EXISTS (SELECT 1 FROM replicas r WHERE r.blob_id = b.id AND r.detail = ?)"
+            " ORDER BY id",
+            (CONFIRMED, self.target, LOST_NOTE),
+        )
         replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
         if lost:
             # Remember which copies were written off, so that if their node comes back it is
