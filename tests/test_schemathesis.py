@@ -23,7 +23,7 @@ import pytest
 from tests.proc import BIN, ROOT, ProxyProcess
 
 SEED = 1
-EXAMPLES = 50  # per operation and phase
+EXAMPLES = 35  # per operation and phase (50 before: the suite has a 20-minute budget)
 STAFF = ("boss", "Staff-Horse-99")
 # boto3 would try AWS itself for an S3 connection without an endpoint (validate, the
 # metadata-backup job): send every such request to a closed local port instead.
