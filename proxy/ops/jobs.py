@@ -1,5 +1,9 @@
 """Built-in periodic jobs: one ``LoopingCall`` each, visible and adjustable by staff.
 
+A little over 400 lines on purpose, for now: the scheduler's loops, runs, locks and what staff
+see of them share one job's state; the natural split (the staff view, ``_job_json`` and the
+remote jobs' entries, into a module of its own) belongs with issue 15's work on the jobs.
+
 The proxy's periodic work (node pings, replication, scrub, upload expiry, and later the
 metadata backup) runs here instead of in ad-hoc loops, so that every run is recorded (when,
 how long, whether it worked, what it found) and staff can see it, change how often it runs
