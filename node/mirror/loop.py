@@ -1,7 +1,8 @@
 """The node's S3 mirror loop: upload the blobs the proxy assigns, restore the ones it asks for.
 
-The proxy sends the node its whole want-list (``sync``); the node keeps it durably
-(``node.mirror.ledger``, ``node.mirror.state``) and works through it in passes driven by a
+The proxy sends the node its want-list, whole or as the changes since the node's cursor
+(``sync``, ``node.mirror.wire``); the node keeps it durably (``node.mirror.ledger``, its
+journal ``node.mirror.journal``) and works through it in passes driven by a
 ``LoopingCall``. Each pass, for every blob that is due:
 
 - **Mirror** it to S3 as a multipart upload, resumable and verified (``node.mirror.upload``).
@@ -28,6 +29,7 @@ from twisted.python.threadpool import ThreadPool
 
 from common.s3 import S3Settings, make_client
 from node.mirror.bandwidth import TokenBucket
+from node.mirror.journal import Journal
 from node.mirror.ledger import Ledger, Threads
 from node.mirror.restore import Restorer
 from node.mirror.s3blob import RemoteBlobs, describe
@@ -42,7 +44,6 @@ from node.mirror.state import (
     MirrorRecord,
     Record,
     RestoreRecord,
-    StateDir,
 )
 from node.mirror.upload import Uploader
 from node.mirror.wire import RestoreWant, WantList
@@ -58,7 +59,8 @@ ClientFactory = Callable[[S3Settings], Any]
 class MirrorEngine:
     """The mirror and restore work of one node.
 
-    ``sync(want)`` replaces the want-list and answers with the state of everything on it;
+    ``sync(want)`` replaces the want-list (or changes it by a delta) and answers with the
+    state of everything on it;
     ``run_once()`` is one pass (the ``LoopingCall`` calls it every ``interval`` seconds; a
     call while a pass runs waits for that pass instead of starting another).
     """
@@ -70,7 +72,7 @@ class MirrorEngine:
         threads: IReactorThreads,
         pool: ThreadPool,
         replicas: Replicas,
-        state: StateDir,
+        state: Journal,
         settings: MirrorSettings,
         client_factory: ClientFactory | None = None,
     ) -> None:
@@ -116,27 +118,74 @@ class MirrorEngine:
     # -- the proxy's sync
 
     async def sync(self, want: WantList) -> dict[str, Any]:
-        """Replace the want-list with ``want``, keep it durably, and report on all of it."""
+        """Take ``want`` (the whole want-list, or a delta the journal can take), keep it
+        durably with its cursor, and report on everything wanted."""
         if want.connection != self._connection:
             self._connection, self._remote = want.connection, None
         if want.interval is not None and want.interval != self.interval:
             self.set_interval(want.interval)
-        changed = self._want_mirrors(want.mirror) + self._want_restores(want.restore)
-        await DeferredList(
-            [ensureDeferred(self._ledger.persist(record)) for record in changed], consumeErrors=True
-        )
+        applied = self._takes(want)
+        if applied:
+            if want.complete:
+                wanted = {b.key for b in want.mirror}, {r.blob.key for r in want.restore}
+                drop_mirrors = [k for k in self._ledger.mirrors if k not in wanted[0]]
+                drop_restores = [k for k in self._ledger.restores if k not in wanted[1]]
+            else:
+                drop_mirrors, drop_restores = (
+                    list(want.withdraw_mirror),
+                    list(want.withdraw_restore),
+                )
+            changed = [
+                *self._drop_mirrors(drop_mirrors),
+                *self._drop_restores(drop_restores),
+                *self._want_mirrors(want.mirror),
+                *self._want_restores(want.restore),
+            ]
+            try:
+                await self._ledger.persist_all(changed, want.cursor.to if want.cursor else None)
+            except Exception:
+                log.failure("cannot save the mirror's want-list")
+                applied = False
         if self._loop.running and self._pass is None and self._has_due_work():
             self.run_once()  # new work starts now, not one interval later
-        return self.report(drain=True)
+        report = self.report(drain=True)
+        report["cursor"] = {"state": self._ledger.state_id, "at": self._ledger.cursor}
+        report["applied"] = applied
+        return report
 
-    def _want_mirrors(self, blobs: tuple[Blob, ...]) -> list[Record]:
-        """Take ``blobs`` as the blobs to mirror; the records that changed."""
+    def _takes(self, want: WantList) -> bool:
+        """Whether ``want`` can be taken: the whole list always; a delta only on top of the
+        journal it was made for, holding the change it starts from or a newer one."""
+        if want.cursor is None or want.cursor.since is None:
+            return True
+        held = self._ledger.cursor
+        return (
+            want.cursor.state == self._ledger.state_id
+            and held is not None
+            and (held >= want.cursor.since)
+        )
+
+    def _drop_mirrors(self, keys: list[str]) -> list[Record]:
         changed: list[Record] = []
-        wanted = {blob.key for blob in blobs}
-        for key, old in self._ledger.mirrors.items():
-            if key not in wanted and not old.dropped:
+        for key in keys:
+            old = self._ledger.mirrors.get(key)
+            if old is not None and not old.dropped:
                 old.dropped, old.attempts, old.next_attempt_at = True, 0, 0.0
                 changed.append(old)
+        return changed
+
+    def _drop_restores(self, keys: list[str]) -> list[Record]:
+        changed: list[Record] = []
+        for key in keys:
+            old = self._ledger.restores.get(key)
+            if old is not None and not old.dropped:
+                old.dropped = True
+                changed.append(old)
+        return changed
+
+    def _want_mirrors(self, blobs: tuple[Blob, ...]) -> list[Record]:
+        """Take ``blobs`` as blobs to mirror; the records that changed."""
+        changed: list[Record] = []
         for blob in blobs:
             record = self._ledger.mirrors.get(blob.key)
             if record is not None and record.blob == blob:
@@ -151,13 +200,8 @@ class MirrorEngine:
         return changed
 
     def _want_restores(self, items: tuple[RestoreWant, ...]) -> list[Record]:
-        """Take ``items`` as the blobs to restore; the records that changed."""
+        """Take ``items`` as blobs to restore; the records that changed."""
         changed: list[Record] = []
-        wanted = {item.blob.key for item in items}
-        for key, old in self._ledger.restores.items():
-            if key not in wanted and not old.dropped:
-                old.dropped = True
-                changed.append(old)
         for item in items:
             record = self._ledger.restores.get(item.blob.key)
             if record is not None and record.blob == item.blob and _layout(record) == item.parts:
