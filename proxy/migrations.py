@@ -303,12 +303,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 PRIMARY KEY (node, kind, blob_id))""",
             "CREATE INDEX mirror_wants_seq ON mirror_wants (node, seq)",
             # Per node: its journal's id (NULL: send the whole list), the newest change it
-            # acknowledged, and the newest change numbered.
+            # acknowledged, and the newest change numbered; and the node's own numbering of
+            # its record changes as its last recorded answer gave it (its run, and the newest
+            # change), so it reports only the records changed since.
             """CREATE TABLE mirror_cursors (
                 node TEXT PRIMARY KEY,
                 state TEXT,
                 acked {bigint} NOT NULL DEFAULT 0,
-                seq {bigint} NOT NULL DEFAULT 0)""",
+                seq {bigint} NOT NULL DEFAULT 0,
+                report_boot TEXT,
+                report_at {bigint} NOT NULL DEFAULT 0)""",
             # The blobs a node mirrors, found without reading the others.
             "CREATE INDEX blobs_mirror_node ON blobs (mirror_node, remote_state)",
             "CREATE INDEX blobs_restore_node ON blobs (restore_node, remote_state)",

@@ -344,6 +344,31 @@ async def test_a_delta_adds_and_withdraws_and_one_for_another_journal_is_refused
             assert a.key not in {m["key"] for m in refused["mirror"]}
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_delta_answer_reports_only_records_changed_since_the_recorded_answer(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    async with rig(tmp_path, s3) as r:
+        a, b, c = _blobs(3)
+        first = await r.engine.sync(WantList(None, None, (a, b), (), Cursor(None, None, 2)))
+        state, run = first["cursor"]["state"], first["reported"]["boot"]
+        assert len(first["mirror"]) == 2
+
+        def delta(since: int, *add: Blob, told: tuple[str, int] | None) -> WantList:
+            return WantList(None, None, add, (), Cursor(state, since, since + 1), reported=told)
+
+        added = await r.engine.sync(delta(2, c, told=(run, first["reported"]["at"])))
+        assert [m["key"] for m in added["mirror"]] == [c.key]
+        quiet = await r.engine.sync(delta(3, told=(run, added["reported"]["at"])))
+        assert quiet["mirror"] == []
+        asked_again = await r.engine.sync(delta(4, a, told=(run, quiet["reported"]["at"])))
+        assert [m["key"] for m in asked_again["mirror"]] == [a.key]
+        # Numbers of another run of the node (or none) mean nothing here: everything.
+        for told in (("another-run", 0), None):
+            everything = await r.engine.sync(delta(5, told=told))
+            assert sorted(m["key"] for m in everything["mirror"]) == sorted([a.key, b.key, c.key])
+
+
 def test_concurrent_transfers_share_the_bandwidth_cap() -> None:
     bucket = TokenBucket(20 * MiB, burst=256 * 1024)
 

@@ -11,6 +11,7 @@ mirror's own bounded pool; the reactor thread decides.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -80,6 +81,11 @@ class Ledger:
         self._persist_waiters: dict[tuple[str, str], list[Deferred[None]]] = {}
         self.state_id = ""  # the journal's id: a new one means the want-list was lost
         self.cursor: int | None = None  # the proxy's newest change recorded in the journal
+        # Record changes are numbered (in memory, per run) so a sync reports only the records
+        # changed since the answer the proxy last recorded; a new run reports everything.
+        self.report_id = uuid.uuid4().hex
+        self.changes = 0
+        self._touched: dict[tuple[str, str], int] = {}
 
     async def load(self) -> None:
         """Read the records kept on disk (creating the journal if need be)."""
@@ -122,6 +128,16 @@ class Ledger:
             self._events = []
         return list(events)
 
+    # -- what changed since a report
+
+    def touch(self, record: Record) -> None:
+        """Number a change of ``record`` (or a reason to report it again)."""
+        self.changes += 1
+        self._touched[(kind_of(record), record.blob.key)] = self.changes
+
+    def changed_since(self, record: Record, change: int) -> bool:
+        return self._touched.get((kind_of(record), record.blob.key), 0) > change
+
     # -- keeping records
 
     async def forget(self, record: Record) -> None:
@@ -130,6 +146,8 @@ class Ledger:
         if table.get(record.blob.key) is record:
             del table[record.blob.key]
         await self.persist_quietly(record)
+        if record.blob.key not in table:
+            self._touched.pop((kind_of(record), record.blob.key), None)
 
     async def persist(self, record: Record) -> None:
         """Write the record's current state (or remove its file once it is forgotten).
@@ -137,6 +155,7 @@ class Ledger:
         Writes of one record are serialised and coalesced: a caller waits for a write that
         began after its call, and many part completions during one write make one more."""
         slot = (kind_of(record), record.blob.key)
+        self.touch(record)
         waiter: Deferred[None] = Deferred()
         self._persist_waiters.setdefault(slot, []).append(waiter)
         if slot not in self._persisting:
@@ -171,6 +190,8 @@ class Ledger:
         transaction: a sync's thousands of new blobs are one commit, not one each. A record
         whose own write is under way is written by that write first; the cursor is recorded
         only once every record is."""
+        for record in records:
+            self.touch(record)
         slots = {(kind_of(r), r.blob.key) for r in records}
         busy = [r for r in records if (kind_of(r), r.blob.key) in self._persisting]
         for record in busy:

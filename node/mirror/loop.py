@@ -148,9 +148,14 @@ class MirrorEngine:
                 applied = False
         if self._loop.running and self._pass is None and self._has_due_work():
             self.run_once()  # new work starts now, not one interval later
-        report = self.report(drain=True)
+        reported = want.reported
+        since = None
+        if not want.complete and reported is not None and reported[0] == self._ledger.report_id:
+            since = reported[1]
+        report = self.report(drain=True, since=since)
         report["cursor"] = {"state": self._ledger.state_id, "at": self._ledger.cursor}
         report["applied"] = applied
+        report["reported"] = {"boot": self._ledger.report_id, "at": self._ledger.changes}
         return report
 
     def _takes(self, want: WantList) -> bool:
@@ -192,6 +197,7 @@ class MirrorEngine:
                 if record.dropped:
                     record.dropped = False
                     changed.append(record)
+                self._ledger.touch(record)  # asked again: report it again
                 continue
             if record is not None and blob.key in self._ledger.active:
                 record.dropped = True  # the running upload stops; the new record waits
@@ -208,6 +214,7 @@ class MirrorEngine:
                 if record.dropped:
                     record.dropped = False
                     changed.append(record)
+                self._ledger.touch(record)  # asked again: report it again
                 continue
             if record is not None and item.blob.key in self._ledger.active:
                 record.dropped = True  # the running restore stops; the new record waits
@@ -225,12 +232,18 @@ class MirrorEngine:
         if call is not None and call.active() and call.getTime() > self._clock.seconds() + seconds:
             call.reset(seconds)
 
-    def report(self, *, drain: bool = False) -> dict[str, Any]:
-        """The sync answer: every wanted blob's state, the loop as a job, and new events."""
+    def report(self, *, drain: bool = False, since: int | None = None) -> dict[str, Any]:
+        """The sync answer: every wanted blob's state (only those changed after the change
+        numbered ``since``, if given), the loop as a job, and new events."""
         events = self._ledger.events(drain=drain)
+        ledger = self._ledger
+
+        def told(record: Record) -> bool:
+            return not record.dropped and (since is None or ledger.changed_since(record, since))
+
         return {
-            "mirror": [_mirror_view(r) for r in self._ledger.mirrors.values() if not r.dropped],
-            "restore": [_restore_view(r) for r in self._ledger.restores.values() if not r.dropped],
+            "mirror": [_mirror_view(r) for r in ledger.mirrors.values() if told(r)],
+            "restore": [_restore_view(r) for r in ledger.restores.values() if told(r)],
             "job": self.job(),
             "events": events,
         }

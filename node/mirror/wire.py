@@ -55,6 +55,7 @@ class WantList:
     cursor: Cursor | None = None
     withdraw_mirror: tuple[str, ...] = ()
     withdraw_restore: tuple[str, ...] = ()
+    reported: tuple[str, int] | None = None  # the node's run and change the proxy recorded
 
     @property
     def complete(self) -> bool:
@@ -73,6 +74,7 @@ def parse_sync(body: bytes, transport_key: str) -> WantList:
         "restore",
         "cursor",
         "withdraw",
+        "reported",
     }
     if unknown:
         raise BadRequest(f"Unknown fields: {', '.join(sorted(unknown))}")
@@ -112,7 +114,18 @@ def parse_sync(body: bytes, transport_key: str) -> WantList:
         cursor,
         withdraw.get("mirror", ()),
         withdraw.get("restore", ()),
+        _reported(data.get("reported")),
     )
+
+
+def _reported(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    boot = value.get("boot") if isinstance(value, dict) else None
+    at = value.get("at") if isinstance(value, dict) else None
+    if not (isinstance(boot, str) and 0 < len(boot) <= 64 and _count(at)) or len(value) != 2:
+        raise BadRequest("reported must be an object of boot and at, or null", field="reported")
+    return boot, at
 
 
 def _cursor(value: Any) -> Cursor | None:

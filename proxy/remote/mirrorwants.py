@@ -17,12 +17,16 @@ Each pass (inside the planning transaction), for every up node:
    new or behind), every live row: the whole list.
 
 When the node answers (``acknowledge``, in the report's transaction), its cursor moves to
-what it says it durably recorded, and withdrawals it has are deleted. A node that refused a
-delta (its journal is not the one it was made for, or older) has its journal forgotten, and
-gets the whole list at once. A change is numbered in the same transaction that plans it, so a
-proxy restarted mid-sync sends again everything after the last acknowledged change: the node
-takes a delta that starts at or before its own cursor (each change says what the blob's
-entry is now, so taking one twice changes nothing).
+what it says it durably recorded, and withdrawals it has are deleted. The node numbers the
+changes of its own records too (per run, in memory): the proxy keeps the newest number of
+the answer it recorded and sends it back, and the node reports only the records changed
+since (or asked for again); a whole list, or a node run anew, reports everything.
+
+A node that refused a delta (its journal is not the one it was made for, or older) has its
+journal forgotten, and gets the whole list at once. A change is numbered in the same
+transaction that plans it, so a proxy restarted mid-sync sends again everything after the
+last acknowledged change: the node takes a delta that starts at or before its own cursor
+(each change says what the blob's entry is now, so taking one twice changes nothing).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class NodeWork:
     state: str | None = None  # the node's journal the delta is for
     since: int | None = None  # None: the whole list
     to: int = 0
+    reported: tuple[str, int] | None = None  # the node's run and change last recorded
 
     def wire(self) -> dict[str, Any]:
         """The want-list part of the sync body."""
@@ -77,24 +82,29 @@ class NodeWork:
         }
         if self.since is not None:
             body["withdraw"] = {"mirror": self.withdraw_mirror, "restore": self.withdraw_restore}
+            if self.reported is not None:
+                body["reported"] = {"boot": self.reported[0], "at": self.reported[1]}
         return body
 
 
-def _cursor(txn: Txn, node: str) -> tuple[str | None, int, int]:
+def _cursor(txn: Txn, node: str) -> tuple[str | None, int, int, tuple[str, int] | None]:
     row = txn.one(
-        "SELECT state, acked, seq FROM mirror_cursors WHERE node = ?" + txn.for_update, (node,)
+        "SELECT state, acked, seq, report_boot, report_at FROM mirror_cursors WHERE node = ?"
+        + txn.for_update,
+        (node,),
     )
     if row is None:
         txn.execute(
             "INSERT INTO mirror_cursors (node) VALUES (?) ON CONFLICT (node) DO NOTHING", (node,)
         )
-        return None, 0, 0
-    return row[0], int(row[1]), int(row[2])
+        return None, 0, 0, None
+    reported = None if row[3] is None else (str(row[3]), int(row[4]))
+    return row[0], int(row[1]), int(row[2]), reported
 
 
 def record_changes(txn: Txn, node: str) -> int:
     """Number the node's want-list changes since the last pass; the newest change number."""
-    _, _, seq = _cursor(txn, node)
+    _, _, seq, _ = _cursor(txn, node)
     for kind, (column, state) in _ASSIGNED.items():
         added = txn.all(
             f"SELECT b.id, b.sha256 FROM blobs b WHERE b.{column} = ? AND b.remote_state = ?"
@@ -137,7 +147,7 @@ def node_work(txn: Txn, node: Node) -> NodeWork:
     """Record the node's changes, then what it is to be sent: the delta after its
     acknowledged cursor, or (no journal known) the whole list."""
     seq = record_changes(txn, node.name)
-    state, acked, _ = _cursor(txn, node.name)
+    state, acked, _, reported = _cursor(txn, node.name)
     if state is None:
         rows = txn.all(_ROWS + " WHERE w.node = ? AND w.gone = 0 ORDER BY w.seq", (node.name,))
         work = NodeWork(node, [], [], state=None, since=None, to=seq)
@@ -147,7 +157,7 @@ def node_work(txn: Txn, node: Node) -> NodeWork:
             (node.name, acked, BATCH),
         )
         last = int(rows[-1][4]) if rows else acked
-        work = NodeWork(node, [], [], state=state, since=acked, to=last)
+        work = NodeWork(node, [], [], state=state, since=acked, to=last, reported=reported)
     for kind, blob_id, key, gone, _seq, sha256, md5, size in rows:
         task = (
             None if int(gone) or sha256 is None else BlobTask(int(blob_id), sha256, md5, int(size))
@@ -179,8 +189,18 @@ def _parts(txn: Txn, blob_id: int) -> list[dict[str, Any]] | None:
 
 def acknowledge(txn: Txn, work: NodeWork, body: dict[str, Any]) -> bool:
     """Move the node's cursor to what its answer says it recorded; False if it refused the
-    delta (or said nothing usable), after which it gets the whole list."""
+    delta (or said nothing usable), after which it gets the whole list. The node's numbering
+    of its reports is kept too (its report was recorded in this same transaction)."""
     node = work.node.name
+    reported = body.get("reported")
+    boot = reported.get("boot") if isinstance(reported, dict) else None
+    change = reported.get("at") if isinstance(reported, dict) else None
+    usable = isinstance(boot, str) and 0 < len(boot) <= 64
+    usable = usable and isinstance(change, int) and not isinstance(change, bool) and change >= 0
+    txn.execute(
+        "UPDATE mirror_cursors SET report_boot = ?, report_at = ? WHERE node = ?",
+        (boot if usable else None, change if usable else 0, node),
+    )
     cursor = body.get("cursor")
     state = cursor.get("state") if isinstance(cursor, dict) else None
     at = cursor.get("at") if isinstance(cursor, dict) else None
