@@ -18,7 +18,6 @@ bounded thread pool; the reactor thread only decides.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
@@ -28,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from common.s3 import S3Settings, make_client
+from node.mirror import wanting
 from node.mirror.bandwidth import TokenBucket
 from node.mirror.journal import Journal
 from node.mirror.ledger import Ledger, Threads
@@ -40,13 +40,12 @@ from node.mirror.state import (
     PENDING,
     RESTORED,
     RESTORING,
-    Blob,
     MirrorRecord,
     Record,
     RestoreRecord,
 )
 from node.mirror.upload import Uploader
-from node.mirror.wire import RestoreWant, WantList
+from node.mirror.wire import WantList
 from node.replicas.store import Replicas
 
 __all__ = ["ClientFactory", "MirrorEngine", "MirrorSettings"]
@@ -118,31 +117,19 @@ class MirrorEngine:
     # -- the proxy's sync
 
     async def sync(self, want: WantList) -> dict[str, Any]:
-        """Take ``want`` (the whole want-list, or a delta the journal can take), keep it
-        durably with its cursor, and report on everything wanted."""
+        """Take ``want`` (the whole want-list, or a delta the journal can take,
+        ``node.mirror.wanting``), keep it durably with its cursor, and report on the wanted
+        blobs (with a delta, those changed since the answer the proxy says it recorded)."""
         if want.connection != self._connection:
             self._connection, self._remote = want.connection, None
         if want.interval is not None and want.interval != self.interval:
             self.set_interval(want.interval)
-        applied = self._takes(want)
+        applied = wanting.takes(self._ledger, want)
         if applied:
-            if want.complete:
-                wanted = {b.key for b in want.mirror}, {r.blob.key for r in want.restore}
-                drop_mirrors = [k for k in self._ledger.mirrors if k not in wanted[0]]
-                drop_restores = [k for k in self._ledger.restores if k not in wanted[1]]
-            else:
-                drop_mirrors, drop_restores = (
-                    list(want.withdraw_mirror),
-                    list(want.withdraw_restore),
-                )
-            changed = [
-                *self._drop_mirrors(drop_mirrors),
-                *self._drop_restores(drop_restores),
-                *self._want_mirrors(want.mirror),
-                *self._want_restores(want.restore),
-            ]
             try:
-                await self._ledger.persist_all(changed, want.cursor.to if want.cursor else None)
+                await self._ledger.persist_all(
+                    wanting.take(self._ledger, want), want.cursor.to if want.cursor else None
+                )
             except Exception:
                 log.failure("cannot save the mirror's want-list")
                 applied = False
@@ -157,72 +144,6 @@ class MirrorEngine:
         report["applied"] = applied
         report["reported"] = {"boot": self._ledger.report_id, "at": self._ledger.changes}
         return report
-
-    def _takes(self, want: WantList) -> bool:
-        """Whether ``want`` can be taken: the whole list always; a delta only on top of the
-        journal it was made for, holding the change it starts from or a newer one."""
-        if want.cursor is None or want.cursor.since is None:
-            return True
-        held = self._ledger.cursor
-        return (
-            want.cursor.state == self._ledger.state_id
-            and held is not None
-            and (held >= want.cursor.since)
-        )
-
-    def _drop_mirrors(self, keys: list[str]) -> list[Record]:
-        changed: list[Record] = []
-        for key in keys:
-            old = self._ledger.mirrors.get(key)
-            if old is not None and not old.dropped:
-                old.dropped, old.attempts, old.next_attempt_at = True, 0, 0.0
-                changed.append(old)
-        return changed
-
-    def _drop_restores(self, keys: list[str]) -> list[Record]:
-        changed: list[Record] = []
-        for key in keys:
-            old = self._ledger.restores.get(key)
-            if old is not None and not old.dropped:
-                old.dropped = True
-                changed.append(old)
-        return changed
-
-    def _want_mirrors(self, blobs: tuple[Blob, ...]) -> list[Record]:
-        """Take ``blobs`` as blobs to mirror; the records that changed."""
-        changed: list[Record] = []
-        for blob in blobs:
-            record = self._ledger.mirrors.get(blob.key)
-            if record is not None and record.blob == blob:
-                if record.dropped:
-                    record.dropped = False
-                    changed.append(record)
-                self._ledger.touch(record)  # asked again: report it again
-                continue
-            if record is not None and blob.key in self._ledger.active:
-                record.dropped = True  # the running upload stops; the new record waits
-            self._ledger.mirrors[blob.key] = MirrorRecord(blob)
-            changed.append(self._ledger.mirrors[blob.key])
-        return changed
-
-    def _want_restores(self, items: tuple[RestoreWant, ...]) -> list[Record]:
-        """Take ``items`` as blobs to restore; the records that changed."""
-        changed: list[Record] = []
-        for item in items:
-            record = self._ledger.restores.get(item.blob.key)
-            if record is not None and record.blob == item.blob and _layout(record) == item.parts:
-                if record.dropped:
-                    record.dropped = False
-                    changed.append(record)
-                self._ledger.touch(record)  # asked again: report it again
-                continue
-            if record is not None and item.blob.key in self._ledger.active:
-                record.dropped = True  # the running restore stops; the new record waits
-            self._ledger.restores[item.blob.key] = RestoreRecord(
-                item.blob, [replace(p) for p in item.parts]
-            )
-            changed.append(self._ledger.restores[item.blob.key])
-        return changed
 
     def set_interval(self, seconds: float) -> None:
         """Run passes every ``seconds`` from now on (the next one within that time)."""
@@ -402,10 +323,6 @@ class MirrorEngine:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _layout(record: RestoreRecord) -> tuple[Any, ...]:
-    return tuple(replace(p, done=False) for p in record.parts)
 
 
 def _mirror_view(record: MirrorRecord) -> dict[str, Any]:
