@@ -31,6 +31,7 @@ from common.s3 import S3Settings, settings_from_wire
 from common.signing import NodeKeys, replica_key
 from proxy.catalog import store
 from proxy.cluster import nodestore
+from proxy.cluster.client import NodeError
 from proxy.cluster.nodestore import CONFIRMED, UP
 from proxy.migrations import migrate
 from proxy.remote.tier import RemoteTier
@@ -275,6 +276,27 @@ class Journal:
             return {"applied": False, "cursor": {"state": self.state, "at": self.cursor}}
         self.cursor = cursor["to"]
         return {"applied": True, "cursor": {"state": self.state, "at": self.cursor}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_from_before_cursors_is_sent_the_whole_list_without_one(
+    world: World,
+) -> None:
+    def older(node: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if "cursor" in payload:
+            raise NodeError("mirror sync answered 400: Unknown fields: cursor", 400)
+        return {}
+
+    world.nodes.answer = older
+    blob = await world.blob(1, on=("n1",))
+    for _ in range(2):
+        world.nodes.sent.clear()
+        assert (await world.tier.sync_once())["nodes"] == 3
+        sent = [p for n, p in world.nodes.sent if n == "n1"]
+        assert ["cursor" in p for p in sent] == [True, False]
+        assert [item["key"] for item in sent[-1]["mirror"]] == [
+            replica_key(blob, (await world.row(blob))["sha256"])
+        ]
 
 
 @pytest_twisted.ensureDeferred

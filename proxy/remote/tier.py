@@ -149,9 +149,7 @@ class RemoteTier:
         for _attempt in range(2):
             payload = {"connection": connection, "mirror_interval": interval, **work.wire()}
             try:
-                body = await self._client.mirror_sync(
-                    work.node.url, name, payload, timeout=SYNC_TIMEOUT
-                )
+                body = await self._send(work, payload)
             except Exception as exc:
                 log.warn("mirror sync with {node} failed: {exc}", node=name, exc=exc)
                 return False
@@ -162,6 +160,21 @@ class RemoteTier:
                 return True  # answered (a whole list it could not keep is sent again next pass)
             work = await self._db.run(mirrorwants.node_work, work.node)
         return True
+
+    async def _send(self, work: NodeWork, payload: dict[str, Any]) -> dict[str, Any]:
+        """One sync call. A node of a version before cursors refuses the ``cursor`` field
+        (400, unknown fields): it is sent the whole list without one, as before, so nodes
+        can be upgraded after the proxies; it never acknowledges, so it keeps getting the
+        whole list."""
+        url, name = work.node.url, work.node.name
+        try:
+            return await self._client.mirror_sync(url, name, payload, timeout=SYNC_TIMEOUT)
+        except Exception as exc:
+            older = getattr(exc, "status", None) == 400 and "Unknown fields" in str(exc)
+            if not older or work.since is not None:
+                raise
+        legacy = {k: v for k, v in payload.items() if k != "cursor"}
+        return await self._client.mirror_sync(url, name, legacy, timeout=SYNC_TIMEOUT)
 
     async def _told(
         self,
