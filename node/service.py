@@ -29,8 +29,8 @@ from common.signing import NodeKeys
 from node.api.app import NodeApp
 from node.api.receiving import NodeSite
 from node.config import NodeConfig
+from node.mirror.journal import Journal
 from node.mirror.loop import MirrorEngine, MirrorSettings
-from node.mirror.state import StateDir
 from node.replicas import deathsig
 from node.replicas.rsyncd import (
     RsyncDaemon,
@@ -235,7 +235,7 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
         threads=reactor,
         pool=mirror_pool,
         replicas=replicas,
-        state=StateDir(data_dir / "mirror"),
+        state=Journal(data_dir / "mirror"),
         settings=settings,
     )
     app = NodeApp(

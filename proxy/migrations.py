@@ -287,6 +287,37 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX blobs_by_sha256 ON blobs (sha256)",
         ],
     ),
+    (
+        "mirror want-lists by cursor: what each node was told to mirror or restore, and its cursor",
+        [
+            # One row per blob a node is (or was, until it acknowledges the withdrawal: gone = 1)
+            # asked to mirror or restore; seq is the node's change number of the row's latest
+            # change. key is the replica key, kept so a withdrawal outlives a deleted blob.
+            """CREATE TABLE mirror_wants (
+                node TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                blob_id {bigint} NOT NULL,
+                key TEXT NOT NULL,
+                seq {bigint} NOT NULL,
+                gone INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (node, kind, blob_id))""",
+            "CREATE INDEX mirror_wants_seq ON mirror_wants (node, seq)",
+            # Per node: its journal's id (NULL: send the whole list), the newest change it
+            # acknowledged, and the newest change numbered; and the node's own numbering of
+            # its record changes as its last recorded answer gave it (its run, and the newest
+            # change), so it reports only the records changed since.
+            """CREATE TABLE mirror_cursors (
+                node TEXT PRIMARY KEY,
+                state TEXT,
+                acked {bigint} NOT NULL DEFAULT 0,
+                seq {bigint} NOT NULL DEFAULT 0,
+                report_boot TEXT,
+                report_at {bigint} NOT NULL DEFAULT 0)""",
+            # The blobs a node mirrors, found without reading the others.
+            "CREATE INDEX blobs_mirror_node ON blobs (mirror_node, remote_state)",
+            "CREATE INDEX blobs_restore_node ON blobs (restore_node, remote_state)",
+        ],
+    ),
 ]
 
 

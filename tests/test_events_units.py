@@ -32,8 +32,8 @@ from proxy.events.hub import EventHub
 from proxy.events.stream import EventStream
 from proxy.events.throttle import Throttle
 from proxy.migrations import migrate
-from proxy.remote.mirrorplan import BlobTask, NodeWork
 from proxy.remote.mirrorreport import ingest
+from proxy.remote.mirrorwants import BlobTask, NodeWork
 from tests.sse_kit import Block, events, parse_blocks
 
 NOW = 1_800_000_000.0

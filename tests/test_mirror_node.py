@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,6 +38,7 @@ from common.s3 import S3Settings, make_client, settings_to_wire
 from common.signing import replica_key
 from node.config import NodeConfig
 from node.mirror.bandwidth import TokenBucket
+from node.mirror.journal import Journal
 from node.mirror.loop import MirrorEngine, MirrorSettings
 from node.mirror.state import (
     Blob,
@@ -44,12 +46,11 @@ from node.mirror.state import (
     Part,
     RestorePart,
     RestoreRecord,
-    StateDir,
     encode,
     multipart_etag,
     plan_parts,
 )
-from node.mirror.wire import RestoreWant, WantList, parse_sync
+from node.mirror.wire import Cursor, RestoreWant, WantList, parse_sync
 from node.replicas.store import Replicas, ReplicaStore
 from tests.nodeproc import NodeProcess
 from tests.proc import free_port
@@ -102,7 +103,7 @@ class HookedClient:
 class Rig:
     engine: MirrorEngine
     store: ReplicaStore
-    state: StateDir
+    state: Journal
     clock: Clock
     s3: S3Server
     connection: S3Settings
@@ -163,7 +164,7 @@ async def rig(tmp_path: Path, s3: S3Server, **changes: Any) -> AsyncIterator[Rig
         # One try per call: an outage fails fast, the engine's own backoff takes over.
         return HookedClient(make_client(settings, retries={"max_attempts": 1}), hooked)
 
-    state = StateDir(store.data_dir / "mirror")
+    state = Journal(store.data_dir / "mirror")
 
     def make_engine() -> MirrorEngine:
         return MirrorEngine(
@@ -183,6 +184,18 @@ async def rig(tmp_path: Path, s3: S3Server, **changes: Any) -> AsyncIterator[Rig
     finally:
         await running.engine.stop()
         pool.stop()
+
+
+def kept(journal: Path, kind: str, key: str) -> dict[str, Any] | None:
+    """The record the journal file holds (read by a connection of its own), or None."""
+    db = sqlite3.connect(journal)
+    try:
+        row = db.execute(
+            "SELECT data FROM records WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+    finally:
+        db.close()
+    return None if row is None else dict(json.loads(row[0]))
 
 
 def the(report: dict[str, Any], kind: str, key: str) -> dict[str, Any]:
@@ -228,26 +241,132 @@ def test_a_part_size_under_s3s_minimum_is_refused_naming_the_setting() -> None:
 
 
 def test_records_are_kept_whole_and_resume_as_pending_after_a_crash(tmp_path: Path) -> None:
-    state = StateDir(tmp_path / "mirror")
-    state.create()
+    journal = Journal(tmp_path / "mirror")
+    journal.create()
     blob = Blob(replica_key(3, "ab" * 32), 12, "cd" * 16, "ab" * 32)
     parts = [
         Part(1, 0, 5, "11" * 32, "22" * 16, "uploaded"),
         Part(2, 5, 7, None, None, "uploading"),
     ]
     record = MirrorRecord(blob, state="uploading", upload_id="u-1", part_size=5, parts=parts)
-    state.write("mirror", blob.key, encode(record))
+    journal.write("mirror", blob.key, encode(record))
     restore = RestoreRecord(blob, [RestorePart(1, 0, 12, "ab" * 32, done=True)])
-    state.write("restore", blob.key, encode(restore))
-    # A write cut short by a crash leaves only a temporary file, never a torn record.
-    (state.uploads / f"{replica_key(4, 'cd' * 32)}.json.tmp").write_bytes(b'{"trunc')
-    mirrors, restores = state.load()
+    journal.write("restore", blob.key, encode(restore))
+    journal.close()
+    journal = Journal(tmp_path / "mirror")  # what a restarted node opens
+    journal.create()
+    mirrors, restores = journal.load()
     assert [(m.state, m.upload_id, [p.remote_state for p in m.parts]) for m in mirrors] == [
         ("pending", "u-1", ["uploaded", "pending"])
     ]
     assert restores[0].parts_restored == 1
-    assert list(state.uploads.iterdir()) == [state.uploads / f"{blob.key}.json"]
-    assert "secret" not in (state.uploads / f"{blob.key}.json").read_text()
+    assert sorted(p.name for p in (tmp_path / "mirror").iterdir())[0] == "journal.sqlite3"
+    assert b"secret" not in journal.path.read_bytes()
+
+
+def test_a_node_upgraded_from_json_files_imports_them_once_and_keeps_its_upload(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "mirror"
+    (root / "upload").mkdir(parents=True)
+    (root / "restore").mkdir()
+    blob = Blob(replica_key(3, "ab" * 32), 12, "cd" * 16, "ab" * 32)
+    parts = [Part(1, 0, 5, "11" * 32, "22" * 16, "uploaded"), Part(2, 5, 7)]
+    record = MirrorRecord(blob, state="uploading", upload_id="u-1", part_size=5, parts=parts)
+    (root / "upload" / f"{blob.key}.json").write_bytes(encode(record))
+    restore = RestoreRecord(blob, [RestorePart(1, 0, 12, "ab" * 32, done=True)])
+    (root / "restore" / f"{blob.key}.json").write_bytes(encode(restore))
+    (root / "upload" / f"{replica_key(4, 'cd' * 32)}.json.tmp").write_bytes(b'{"trunc')
+    (root / "upload" / f"{replica_key(5, 'ef' * 32)}.json").write_bytes(b"not json")
+    journal = Journal(root)
+    journal.create()
+    mirrors, restores = journal.load()
+    assert [(m.blob, m.upload_id, [p.remote_state for p in m.parts]) for m in mirrors] == [
+        (blob, "u-1", ["uploaded", "pending"])
+    ]
+    assert [r.parts_restored for r in restores] == [1]
+    assert not (root / "upload").exists() and not (root / "restore").exists()
+    assert journal.identity()[1] is None  # no cursor yet: the proxy sends the whole list
+    journal.close()
+    journal = Journal(root)  # imported once: a second start reads the journal alone
+    journal.create()
+    assert [m.upload_id for m in journal.load()[0]] == ["u-1"]
+
+
+def _blobs(count: int) -> list[Blob]:
+    found = []
+    for n in range(1, count + 1):
+        sha256 = hashlib.sha256(str(n).encode()).hexdigest()
+        found.append(Blob(replica_key(n, sha256), n, "cd" * 16, sha256))
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_2000_new_blobs_of_one_sync_are_one_transaction_and_kept_across_a_restart(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    async with rig(tmp_path, s3) as r:
+        blobs = _blobs(2000)
+        started = time.monotonic()
+        answer = await r.engine.sync(
+            WantList(None, None, tuple(blobs), (), Cursor(None, None, 2000))
+        )
+        took = time.monotonic() - started
+        assert answer["applied"] is True and answer["cursor"]["at"] == 2000
+        assert len(answer["mirror"]) == 2000
+        assert took < 2.0, f"2,000 new blobs took {took:.2f}s to record"
+        state = answer["cursor"]["state"]
+        await r.restart()
+        answer = await r.engine.sync(WantList(None, None, (), (), Cursor(state, 2000, 2000)))
+        assert answer["applied"] is True and answer["cursor"] == {"state": state, "at": 2000}
+        assert {m["key"] for m in answer["mirror"]} == {b.key for b in blobs}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delta_adds_and_withdraws_and_one_for_another_journal_is_refused(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    async with rig(tmp_path, s3) as r:
+        a, b, c = _blobs(3)
+        first = await r.engine.sync(WantList(None, None, (a, b), (), Cursor(None, None, 2)))
+        state = first["cursor"]["state"]
+        delta = WantList(None, None, (c,), (), Cursor(state, 2, 4), withdraw_mirror=(a.key,))
+        answer = await r.engine.sync(delta)
+        assert answer["applied"] is True and answer["cursor"]["at"] == 4
+        assert sorted(m["key"] for m in answer["mirror"]) == sorted([b.key, c.key])
+        # The same delta again (a proxy restarted before it recorded the answer) changes nothing.
+        again = await r.engine.sync(delta)
+        assert again["applied"] is True and again["mirror"] == answer["mirror"]
+        # A delta for another journal, or from a change newer than the one held, is refused.
+        for cursor in (Cursor("another", 4, 5), Cursor(state, 5, 6)):
+            refused = await r.engine.sync(WantList(None, None, (a,), (), cursor))
+            assert refused["applied"] is False and refused["cursor"]["at"] == 4
+            assert a.key not in {m["key"] for m in refused["mirror"]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delta_answer_reports_only_records_changed_since_the_recorded_answer(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    async with rig(tmp_path, s3) as r:
+        a, b, c = _blobs(3)
+        first = await r.engine.sync(WantList(None, None, (a, b), (), Cursor(None, None, 2)))
+        state, run = first["cursor"]["state"], first["reported"]["boot"]
+        assert len(first["mirror"]) == 2
+
+        def delta(since: int, *add: Blob, told: tuple[str, int] | None) -> WantList:
+            return WantList(None, None, add, (), Cursor(state, since, since + 1), reported=told)
+
+        added = await r.engine.sync(delta(2, c, told=(run, first["reported"]["at"])))
+        assert [m["key"] for m in added["mirror"]] == [c.key]
+        quiet = await r.engine.sync(delta(3, told=(run, added["reported"]["at"])))
+        assert quiet["mirror"] == []
+        asked_again = await r.engine.sync(delta(4, a, told=(run, quiet["reported"]["at"])))
+        assert [m["key"] for m in asked_again["mirror"]] == [a.key]
+        # Numbers of another run of the node (or none) mean nothing here: everything.
+        for told in (("another-run", 0), None):
+            everything = await r.engine.sync(delta(5, told=told))
+            assert sorted(m["key"] for m in everything["mirror"]) == sorted([a.key, b.key, c.key])
 
 
 def test_concurrent_transfers_share_the_bandwidth_cap() -> None:
@@ -478,13 +597,13 @@ async def test_a_dropped_blobs_upload_is_aborted_and_s3_no_longer_lists_it(
         await r.run()
         client, bucket = r.client(), r.connection.bucket
         assert len(client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
-        assert (r.state.uploads / f"{blob.key}.json").exists()
+        assert kept(r.state.path, "mirror", blob.key) is not None
         report = await r.sync([])
         assert report["mirror"] == []
         await r.run()
         assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
         assert s3.count("AbortMultipartUpload", r.object_key(blob)) == 1
-        assert not (r.state.uploads / f"{blob.key}.json").exists()
+        assert kept(r.state.path, "mirror", blob.key) is None
         events = (await r.sync([]))["events"]
         assert any(e["event"] == "mirror.aborted" and e["level"] == "info" for e in events)
 
@@ -706,7 +825,7 @@ async def test_a_dropped_restore_has_its_partial_file_removed(tmp_path: Path, s3
         await r.run()
         assert not (r.store.incoming / f"{blob.key}.restoring").exists()
         assert not (r.store.incoming / blob.key).exists()
-        assert not (r.state.restores / f"{blob.key}.json").exists()
+        assert kept(r.state.path, "restore", blob.key) is None
 
 
 @pytest_twisted.ensureDeferred
@@ -731,8 +850,9 @@ async def test_a_restore_resumes_after_a_restart_without_fetching_its_parts_agai
         want = restore_want(blob, mirrored)
         await r.sync(restore=[want])
         assert the(await r.run(), "restore", blob.key)["parts_restored"] == 2
-        kept = json.loads((r.state.restores / f"{blob.key}.json").read_text())
-        assert [part["done"] for part in kept["parts"]] == [True, True, False]
+        record = kept(r.state.path, "restore", blob.key)
+        assert record is not None
+        assert [part["done"] for part in record["parts"]] == [True, True, False]
         gets = s3.count("GetObject", r.object_key(blob))
         await r.restart()
         r.clock.advance(5)
@@ -793,7 +913,8 @@ def test_a_node_killed_mid_mirror_resumes_after_a_restart(tmp_path: Path, s3: S3
             assert time.monotonic() < deadline, "the node did not upload two parts"
             time.sleep(0.05)
         node.kill()
-        record = json.loads((data_dir / "mirror" / "upload" / f"{blob.key}.json").read_text())
+        record = kept(data_dir / "mirror" / "journal.sqlite3", "mirror", blob.key)
+        assert record is not None
         client = s3.client(settings)
         listed = client.list_parts(Bucket=settings.bucket, Key=key, UploadId=record["upload_id"])
         held = [part["PartNumber"] for part in listed["Parts"]]

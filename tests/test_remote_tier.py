@@ -31,6 +31,7 @@ from common.s3 import S3Settings, settings_from_wire
 from common.signing import NodeKeys, replica_key
 from proxy.catalog import store
 from proxy.cluster import nodestore
+from proxy.cluster.client import NodeError
 from proxy.cluster.nodestore import CONFIRMED, UP
 from proxy.migrations import migrate
 from proxy.remote.tier import RemoteTier
@@ -249,9 +250,91 @@ async def test_without_an_active_connection_nothing_is_assigned(world: World) ->
     result = await world.tier.sync_once()
     assert result["connection"] is None
     assert world.nodes.last("n1") == {
-        "connection": None, "mirror_interval": None, "mirror": [], "restore": []
+        "connection": None, "mirror_interval": None, "mirror": [], "restore": [],
+        "cursor": {"state": None, "since": None, "to": 0},
     }  # fmt: skip
     assert (await world.row(blob))["remote_state"] == "local"
+
+
+@dataclass
+class Journal:
+    """A node's journal as the proxy sees it: takes a whole list, or a delta on top of the
+    change it holds (or an older one), and answers with its cursor."""
+
+    state: str = "journal-1"
+    cursor: int | None = None
+    mirror: set[str] = field(default_factory=set)
+
+    def answer(self, node: str, payload: dict[str, Any]) -> dict[str, Any]:
+        cursor = payload["cursor"]
+        if cursor["since"] is None:
+            self.mirror = {item["key"] for item in payload["mirror"]}
+        elif cursor["state"] == self.state and (self.cursor or 0) >= cursor["since"]:
+            self.mirror -= set(payload["withdraw"]["mirror"])
+            self.mirror |= {item["key"] for item in payload["mirror"]}
+        else:
+            return {"applied": False, "cursor": {"state": self.state, "at": self.cursor}}
+        self.cursor = cursor["to"]
+        return {"applied": True, "cursor": {"state": self.state, "at": self.cursor}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_from_before_cursors_is_sent_the_whole_list_without_one(
+    world: World,
+) -> None:
+    def older(node: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if "cursor" in payload:
+            raise NodeError("mirror sync answered 400: Unknown fields: cursor", 400)
+        return {}
+
+    world.nodes.answer = older
+    blob = await world.blob(1, on=("n1",))
+    for _ in range(2):
+        world.nodes.sent.clear()
+        assert (await world.tier.sync_once())["nodes"] == 3
+        sent = [p for n, p in world.nodes.sent if n == "n1"]
+        assert ["cursor" in p for p in sent] == [True, False]
+        assert [item["key"] for item in sent[-1]["mirror"]] == [
+            replica_key(blob, (await world.row(blob))["sha256"])
+        ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_is_sent_only_what_changed_since_its_cursor(world: World) -> None:
+    journal = Journal()
+    world.nodes.answer = lambda node, payload: journal.answer(node, payload) if node == "n1" else {}
+    a, b = await world.blob(1, on=("n1",)), await world.blob(2, on=("n1",))
+    await world.tier.sync_once()
+    key = {blob: replica_key(blob, (await world.row(blob))["sha256"]) for blob in (a, b)}
+    assert world.nodes.last("n1")["cursor"] == {"state": None, "since": None, "to": 2}
+    assert journal.mirror == {key[a], key[b]}
+    await world.tier.sync_once()  # nothing changed: an empty delta
+    assert world.nodes.last("n1")["cursor"] == {"state": "journal-1", "since": 2, "to": 2}
+    assert world.nodes.last("n1")["mirror"] == []
+
+    c = await world.blob(3, on=("n1",))
+    await world.db.run(lambda txn: txn.execute("DELETE FROM replicas WHERE blob_id = ?", (a,)))
+    await world.tier.sync_once()
+    sent = world.nodes.last("n1")
+    assert sent["cursor"] == {"state": "journal-1", "since": 2, "to": 4}
+    assert [item["key"] for item in sent["mirror"]] == [
+        replica_key(c, (await world.row(c))["sha256"])
+    ]
+    assert sent["withdraw"] == {"mirror": [key[a]], "restore": []}
+    assert journal.mirror == {key[b], sent["mirror"][0]["key"]}
+
+    # The node's journal was replaced: it refuses the delta and gets the whole list at once.
+    world.nodes.sent.clear()
+    journal.state, journal.cursor = "journal-2", None
+    d = await world.blob(4, on=("n1",))
+    await world.tier.sync_once()
+    assert [p["cursor"]["since"] for n, p in world.nodes.sent if n == "n1"] == [4, None]
+    assert len(journal.mirror) == 3 and key[a] not in journal.mirror
+    row = await world.db.run(
+        lambda txn: txn.one("SELECT state, acked FROM mirror_cursors WHERE node = 'n1'")
+    )
+    assert row is not None and (row[0], int(row[1])) == ("journal-2", 5)
+    assert (await world.row(d))["mirror_node"] == "n1"
 
 
 @pytest_twisted.ensureDeferred

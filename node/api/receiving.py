@@ -26,7 +26,8 @@ from common.errors import ApiError
 log = Logger()
 
 SMALL_BODY_LIMIT = 64 * 1024
-# The mirror's want-list lists every blob a node mirrors or restores, with restore parts.
+# A whole mirror want-list lists every blob a node mirrors or restores, with restore parts
+# (a delta after the node's cursor is at most 5,000 entries; proxy.remote.mirrorwants).
 MIRROR_SYNC_PATH = b"/internal/mirror/sync"
 MIRROR_SYNC_LIMIT = 32 * 1024 * 1024
 IN_MEMORY = 64 * 1024  # a body larger than this is spooled to a temporary file

@@ -1,7 +1,8 @@
 """The node's S3 mirror loop: upload the blobs the proxy assigns, restore the ones it asks for.
 
-The proxy sends the node its whole want-list (``sync``); the node keeps it durably
-(``node.mirror.ledger``, ``node.mirror.state``) and works through it in passes driven by a
+The proxy sends the node its want-list, whole or as the changes since the node's cursor
+(``sync``, ``node.mirror.wire``); the node keeps it durably (``node.mirror.ledger``, its
+journal ``node.mirror.journal``) and works through it in passes driven by a
 ``LoopingCall``. Each pass, for every blob that is due:
 
 - **Mirror** it to S3 as a multipart upload, resumable and verified (``node.mirror.upload``).
@@ -17,7 +18,6 @@ bounded thread pool; the reactor thread only decides.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
@@ -27,7 +27,9 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from common.s3 import S3Settings, make_client
+from node.mirror import wanting
 from node.mirror.bandwidth import TokenBucket
+from node.mirror.journal import Journal
 from node.mirror.ledger import Ledger, Threads
 from node.mirror.restore import Restorer
 from node.mirror.s3blob import RemoteBlobs, describe
@@ -38,14 +40,12 @@ from node.mirror.state import (
     PENDING,
     RESTORED,
     RESTORING,
-    Blob,
     MirrorRecord,
     Record,
     RestoreRecord,
-    StateDir,
 )
 from node.mirror.upload import Uploader
-from node.mirror.wire import RestoreWant, WantList
+from node.mirror.wire import WantList
 from node.replicas.store import Replicas
 
 __all__ = ["ClientFactory", "MirrorEngine", "MirrorSettings"]
@@ -58,7 +58,8 @@ ClientFactory = Callable[[S3Settings], Any]
 class MirrorEngine:
     """The mirror and restore work of one node.
 
-    ``sync(want)`` replaces the want-list and answers with the state of everything on it;
+    ``sync(want)`` replaces the want-list (or changes it by a delta) and answers with the
+    state of everything on it;
     ``run_once()`` is one pass (the ``LoopingCall`` calls it every ``interval`` seconds; a
     call while a pass runs waits for that pass instead of starting another).
     """
@@ -70,7 +71,7 @@ class MirrorEngine:
         threads: IReactorThreads,
         pool: ThreadPool,
         replicas: Replicas,
-        state: StateDir,
+        state: Journal,
         settings: MirrorSettings,
         client_factory: ClientFactory | None = None,
     ) -> None:
@@ -116,62 +117,33 @@ class MirrorEngine:
     # -- the proxy's sync
 
     async def sync(self, want: WantList) -> dict[str, Any]:
-        """Replace the want-list with ``want``, keep it durably, and report on all of it."""
+        """Take ``want`` (the whole want-list, or a delta the journal can take,
+        ``node.mirror.wanting``), keep it durably with its cursor, and report on the wanted
+        blobs (with a delta, those changed since the answer the proxy says it recorded)."""
         if want.connection != self._connection:
             self._connection, self._remote = want.connection, None
         if want.interval is not None and want.interval != self.interval:
             self.set_interval(want.interval)
-        changed = self._want_mirrors(want.mirror) + self._want_restores(want.restore)
-        await DeferredList(
-            [ensureDeferred(self._ledger.persist(record)) for record in changed], consumeErrors=True
-        )
+        applied = wanting.takes(self._ledger, want)
+        if applied:
+            try:
+                await self._ledger.persist_all(
+                    wanting.take(self._ledger, want), want.cursor.to if want.cursor else None
+                )
+            except Exception:
+                log.failure("cannot save the mirror's want-list")
+                applied = False
         if self._loop.running and self._pass is None and self._has_due_work():
             self.run_once()  # new work starts now, not one interval later
-        return self.report(drain=True)
-
-    def _want_mirrors(self, blobs: tuple[Blob, ...]) -> list[Record]:
-        """Take ``blobs`` as the blobs to mirror; the records that changed."""
-        changed: list[Record] = []
-        wanted = {blob.key for blob in blobs}
-        for key, old in self._ledger.mirrors.items():
-            if key not in wanted and not old.dropped:
-                old.dropped, old.attempts, old.next_attempt_at = True, 0, 0.0
-                changed.append(old)
-        for blob in blobs:
-            record = self._ledger.mirrors.get(blob.key)
-            if record is not None and record.blob == blob:
-                if record.dropped:
-                    record.dropped = False
-                    changed.append(record)
-                continue
-            if record is not None and blob.key in self._ledger.active:
-                record.dropped = True  # the running upload stops; the new record waits
-            self._ledger.mirrors[blob.key] = MirrorRecord(blob)
-            changed.append(self._ledger.mirrors[blob.key])
-        return changed
-
-    def _want_restores(self, items: tuple[RestoreWant, ...]) -> list[Record]:
-        """Take ``items`` as the blobs to restore; the records that changed."""
-        changed: list[Record] = []
-        wanted = {item.blob.key for item in items}
-        for key, old in self._ledger.restores.items():
-            if key not in wanted and not old.dropped:
-                old.dropped = True
-                changed.append(old)
-        for item in items:
-            record = self._ledger.restores.get(item.blob.key)
-            if record is not None and record.blob == item.blob and _layout(record) == item.parts:
-                if record.dropped:
-                    record.dropped = False
-                    changed.append(record)
-                continue
-            if record is not None and item.blob.key in self._ledger.active:
-                record.dropped = True  # the running restore stops; the new record waits
-            self._ledger.restores[item.blob.key] = RestoreRecord(
-                item.blob, [replace(p) for p in item.parts]
-            )
-            changed.append(self._ledger.restores[item.blob.key])
-        return changed
+        reported = want.reported
+        since = None
+        if not want.complete and reported is not None and reported[0] == self._ledger.report_id:
+            since = reported[1]
+        report = self.report(drain=True, since=since)
+        report["cursor"] = {"state": self._ledger.state_id, "at": self._ledger.cursor}
+        report["applied"] = applied
+        report["reported"] = {"boot": self._ledger.report_id, "at": self._ledger.changes}
+        return report
 
     def set_interval(self, seconds: float) -> None:
         """Run passes every ``seconds`` from now on (the next one within that time)."""
@@ -181,12 +153,18 @@ class MirrorEngine:
         if call is not None and call.active() and call.getTime() > self._clock.seconds() + seconds:
             call.reset(seconds)
 
-    def report(self, *, drain: bool = False) -> dict[str, Any]:
-        """The sync answer: every wanted blob's state, the loop as a job, and new events."""
+    def report(self, *, drain: bool = False, since: int | None = None) -> dict[str, Any]:
+        """The sync answer: every wanted blob's state (only those changed after the change
+        numbered ``since``, if given), the loop as a job, and new events."""
         events = self._ledger.events(drain=drain)
+        ledger = self._ledger
+
+        def told(record: Record) -> bool:
+            return not record.dropped and (since is None or ledger.changed_since(record, since))
+
         return {
-            "mirror": [_mirror_view(r) for r in self._ledger.mirrors.values() if not r.dropped],
-            "restore": [_restore_view(r) for r in self._ledger.restores.values() if not r.dropped],
+            "mirror": [_mirror_view(r) for r in ledger.mirrors.values() if told(r)],
+            "restore": [_restore_view(r) for r in ledger.restores.values() if told(r)],
             "job": self.job(),
             "events": events,
         }
@@ -345,10 +323,6 @@ class MirrorEngine:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _layout(record: RestoreRecord) -> tuple[Any, ...]:
-    return tuple(replace(p, done=False) for p in record.parts)
 
 
 def _mirror_view(record: MirrorRecord) -> dict[str, Any]:

@@ -1,16 +1,16 @@
-"""What the S3 mirror remembers about each blob, and how it keeps it across restarts.
+"""What the S3 mirror remembers about each blob, and how a record is encoded.
 
-One JSON file per blob under ``DATA_DIR/mirror/``::
+Each blob's record is kept as JSON in the mirror's journal (``node.mirror.journal``, one
+SQLite file under ``DATA_DIR/mirror/``)::
 
-    upload/<key>.json     a blob this node mirrors: the want-list entry, the multipart upload
-                          (its id, the bucket and object it belongs to), every part's offset,
-                          size, hashes and remote state, the attempts and the next try
-    restore/<key>.json    a blob this node restores from S3: the proxy's part list and which
-                          parts are already written into ``incoming/<key>``
+    mirror    a blob this node mirrors: the want-list entry, the multipart upload (its id,
+              the bucket and object it belongs to), every part's offset, size, hashes and
+              remote state, the attempts and the next try
+    restore   a blob this node restores from S3: the proxy's part list and which parts are
+              already written into ``incoming/<key>``
 
-Each file is replaced atomically (temporary file, fsync, rename, fsync of the directory), so a
-node killed at any moment finds either the old record or the new one. No record holds an S3
-secret: the connection only lives in memory and comes with every sync from the proxy.
+No record holds an S3 secret: the connection only lives in memory and comes with every sync
+from the proxy.
 
 The pure helpers here (part layout, multipart ETag, composite checksum, back-off) carry
 worked examples and are tested without S3.
@@ -22,14 +22,10 @@ import base64
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from common.durable import fsync_dir
 from common.s3 import MAX_PARTS
-from common.signing import valid_replica_key
 
 # A blob's mirror state, as reported to the proxy.
 PENDING, UPLOADING, MIRRORED, FAILED = "pending", "uploading", "mirrored", "failed"
@@ -229,79 +225,7 @@ def b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
 
 
-# ---------------------------------------------------------------- on disk
-
-
-class StateDir:
-    """The records under ``DATA_DIR/mirror/``. Blocking: call from a worker thread (or before
-    the reactor runs)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.uploads = root / "upload"
-        self.restores = root / "restore"
-
-    def create(self) -> None:
-        for directory in (self.root, self.uploads, self.restores):
-            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-
-    def load(self) -> tuple[list[MirrorRecord], list[RestoreRecord]]:
-        """Every record; leftover temporary files are removed, unreadable records skipped
-        (the proxy's next sync asks for that blob again)."""
-        mirrors = [r for r in self._load(self.uploads) if isinstance(r, MirrorRecord)]
-        restores = [r for r in self._load(self.restores) if isinstance(r, RestoreRecord)]
-        return mirrors, restores
-
-    def _load(self, directory: Path) -> list[Record]:
-        records: list[Record] = []
-        for path in sorted(directory.iterdir()):
-            if path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
-                continue
-            if not path.name.endswith(".json") or not valid_replica_key(path.name[:-5]):
-                continue
-            try:
-                data = json.loads(path.read_bytes())
-                kind = data["kind"]
-                record: Record = (
-                    MirrorRecord.from_json(data)
-                    if kind == MIRROR
-                    else RestoreRecord.from_json(data)
-                )
-            except (ValueError, KeyError, TypeError):
-                continue
-            if record.blob.key == path.name[:-5]:
-                records.append(record)
-        return records
-
-    def path(self, kind: str, key: str) -> Path:
-        """Where the ``kind`` (``mirror`` or ``restore``) record of ``key`` is kept."""
-        if not valid_replica_key(key):
-            raise ValueError(f"not a replica key: {key!r}")
-        return (self.uploads if kind == MIRROR else self.restores) / f"{key}.json"
-
-    def write(self, kind: str, key: str, content: bytes) -> None:
-        """Replace a record's file with ``content`` (its JSON, made on the reactor thread)."""
-        target = self.path(kind, key)
-        temporary = target.with_name(target.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-        try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
-        fsync_dir(target.parent)
-
-    def remove(self, kind: str, key: str) -> None:
-        target = self.path(kind, key)
-        try:
-            target.unlink()
-        except FileNotFoundError:
-            return
-        fsync_dir(target.parent)
+# ---------------------------------------------------------------- encoding
 
 
 def kind_of(record: Record) -> str:

@@ -37,18 +37,45 @@ class RestoreWant:
 
 
 @dataclass(frozen=True)
+class Cursor:
+    """Where a want-list stands in the proxy's changes for this node: the delta from
+    ``since`` (None: the whole list) to ``to``, against the journal ``state``."""
+
+    state: str | None
+    since: int | None
+    to: int
+
+
+@dataclass(frozen=True)
 class WantList:
     connection: S3Settings | None
     interval: float | None
     mirror: tuple[Blob, ...]
     restore: tuple[RestoreWant, ...]
+    cursor: Cursor | None = None
+    withdraw_mirror: tuple[str, ...] = ()
+    withdraw_restore: tuple[str, ...] = ()
+    reported: tuple[str, int] | None = None  # the node's run and change the proxy recorded
+
+    @property
+    def complete(self) -> bool:
+        """Whether this is the whole want-list (not a delta)."""
+        return self.cursor is None or self.cursor.since is None
 
 
 def parse_sync(body: bytes, transport_key: str) -> WantList:
     """The want-list in a sync body (its S3 secret sealed with this node's ``transport_key``);
     BadRequest naming the field that is wrong."""
     data = json_object(body)
-    unknown = set(data) - {"connection", "mirror_interval", "mirror", "restore"}
+    unknown = set(data) - {
+        "connection",
+        "mirror_interval",
+        "mirror",
+        "restore",
+        "cursor",
+        "withdraw",
+        "reported",
+    }
     if unknown:
         raise BadRequest(f"Unknown fields: {', '.join(sorted(unknown))}")
     connection = None
@@ -77,7 +104,63 @@ def parse_sync(body: bytes, transport_key: str) -> WantList:
     for name, keys in named.items():
         if len(set(keys)) != len(keys):
             raise BadRequest(f"{name} names a key twice", field=name)
-    return WantList(connection, None if interval is None else float(interval), mirror, restore)
+    cursor = _cursor(data.get("cursor"))
+    withdraw = _withdraw(data.get("withdraw"), cursor)
+    return WantList(
+        connection,
+        None if interval is None else float(interval),
+        mirror,
+        restore,
+        cursor,
+        withdraw.get("mirror", ()),
+        withdraw.get("restore", ()),
+        _reported(data.get("reported")),
+    )
+
+
+def _reported(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    boot = value.get("boot") if isinstance(value, dict) else None
+    at = value.get("at") if isinstance(value, dict) else None
+    if not (isinstance(boot, str) and 0 < len(boot) <= 64 and _count(at)) or len(value) != 2:
+        raise BadRequest("reported must be an object of boot and at, or null", field="reported")
+    return boot, at
+
+
+def _cursor(value: Any) -> Cursor | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"state", "since", "to"}:
+        raise BadRequest("cursor must be an object of state, since and to", field="cursor")
+    state, since, to = value.get("state"), value.get("since"), value.get("to")
+    if state is not None and not (isinstance(state, str) and 0 < len(state) <= 64):
+        raise BadRequest("cursor.state must be a journal id or null", field="cursor")
+    if not _count(to) or (since is not None and not (_count(since) and since <= to)):
+        raise BadRequest(
+            "cursor.to must be a whole number, and cursor.since null or one up to it",
+            field="cursor",
+        )
+    if since is not None and state is None:
+        raise BadRequest("a delta (cursor.since) needs the journal's state", field="cursor")
+    return Cursor(state, since, to)
+
+
+def _withdraw(value: Any, cursor: Cursor | None) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return {}
+    if cursor is None or cursor.since is None:
+        raise BadRequest("withdraw comes only with a delta (cursor.since)", field="withdraw")
+    if not isinstance(value, dict) or set(value) - {"mirror", "restore"}:
+        raise BadRequest("withdraw must be an object of mirror and restore", field="withdraw")
+    found: dict[str, tuple[str, ...]] = {}
+    for name, keys in value.items():
+        if not isinstance(keys, list) or not all(
+            isinstance(k, str) and valid_replica_key(k) for k in keys
+        ):
+            raise BadRequest(f"withdraw.{name} must be a list of replica keys", field="withdraw")
+        found[name] = tuple(keys)
+    return found
 
 
 def _list(data: dict[str, Any], name: str) -> list[Any]:

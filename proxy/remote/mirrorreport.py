@@ -1,7 +1,9 @@
 """Recording a node's ``mirror-sync`` answer, inside one transaction: the parts' states, blobs
 mirrored and verified in S3, restores finished (a confirmed replica on that node) or failed
-(the blob stays ``remote`` with the node's reason). Only what the node was asked about, and
-is still its job, is taken; the answer is untrusted input.
+(the blob stays ``remote`` with the node's reason), and the node's cursor
+(``proxy.remote.mirrorwants.acknowledge``). Only what is still the node's job in the database
+is taken (the node reports on every blob it holds, not only those in this sync's delta); the
+answer is untrusted input.
 
 What changed is told to the owners of the files using each blob, in the same transaction:
 ``part.mirrored`` for each part newly uploaded, ``file.backed_up``, ``restore.progress`` when
@@ -18,7 +20,8 @@ from proxy.cluster import nodestore
 from proxy.cluster.nodestore import CONFIRMED
 from proxy.events import kinds
 from proxy.events.emit import Emitter
-from proxy.remote.mirrorplan import NodeWork
+from proxy.remote import mirrorwants
+from proxy.remote.mirrorwants import NodeWork
 from proxy.remote.states import MIRRORED, MIRRORING, REMOTE, RESTORING
 
 Change = tuple[str, str, str, dict[str, Any]]  # a system-log entry: level, event, message, data
@@ -31,14 +34,22 @@ def _blob_id_of(key: object) -> int | None:
     return int(key.partition("-")[0])
 
 
-def _items(body: dict[str, Any], name: str, asked: set[int]) -> list[tuple[int, dict[str, Any]]]:
-    """The answer's entries under ``name`` about blobs the node was asked about."""
-    found = []
-    for item in body.get(name) or []:
+def _items(body: dict[str, Any], name: str) -> list[tuple[int, dict[str, Any]]]:
+    """The answer's entries under ``name`` with a well-formed key, each blob once."""
+    found: dict[int, dict[str, Any]] = {}
+    items = body.get(name)
+    for item in items if isinstance(items, list) else []:
         blob_id = _blob_id_of(item.get("key") if isinstance(item, dict) else None)
-        if blob_id is not None and blob_id in asked:
-            found.append((blob_id, item))
-    return found
+        if blob_id is not None:
+            found.setdefault(blob_id, item)
+    return list(found.items())
+
+
+def record_answer(
+    txn: Txn, node: str, work: NodeWork, body: dict[str, Any], emitter: Emitter
+) -> tuple[list[Change], bool]:
+    """``ingest``, then the node's cursor; False if the node refused the delta."""
+    return ingest(txn, node, work, body, emitter), mirrorwants.acknowledge(txn, work, body)
 
 
 def ingest(
@@ -46,11 +57,14 @@ def ingest(
 ) -> list[Change]:
     """Record a node's answer; returns the system-log entries it deserves."""
     changes: list[Change] = []
-    for blob_id, item in _items(body, "mirror", {t.blob_id for t in work.mirror}):
+    for blob_id, item in _items(body, "mirror"):
         changes.extend(_mirrored(txn, node, blob_id, item, emitter))
     totals = {t.blob_id: len(parts) for t, parts in work.restore}
-    for blob_id, item in _items(body, "restore", set(totals)):
-        changes.extend(_restored(txn, node, blob_id, item, totals[blob_id], emitter))
+    for blob_id, item in _items(body, "restore"):
+        total = totals.get(blob_id)
+        if total is None:
+            total = int(txn.scalar("SELECT COUNT(*) FROM blob_parts WHERE blob_id = ?", (blob_id,)))
+        changes.extend(_restored(txn, node, blob_id, item, total, emitter))
     return changes
 
 

@@ -22,9 +22,10 @@ upload's bytes are in one proxy's staging area, which the disaster took; a finis
 a receipt), the system log (an operational diary that grows without bound; the restore writes
 one entry saying where the new history starts), ``schema_migrations`` (implied by
 ``schema_version``) and the live events (``events``, ``event_counters``: a feed for clients
-connected now; after a restore their cursors are too new, and they are told to reset). A
-table that a later migration adds and nobody classified is still dumped, after the known
-ones; a test fails until it is classified.
+connected now; after a restore their cursors are too new, and they are told to reset), and
+the nodes' mirror want-lists and cursors (``mirror_wants``, ``mirror_cursors``: each node
+is sent its whole list again). A table that a later migration adds and nobody classified is
+still dumped, after the known ones; a test fails until it is classified.
 
 **Signed with a key nodes never see.** Every node holds the bucket's credentials, so anything
 under ``metadata/`` may have been planted by a compromised node. The backup job signs each
@@ -80,6 +81,8 @@ SKIPPED_TABLES = {
     "login_failures": "a few minutes of throttling state, not worth keeping",
     "events": "a live feed for connected clients; a restored cluster starts a new one",
     "event_counters": "the live feed's positions: clients' old cursors are answered reset",
+    "mirror_wants": "what the old cluster's nodes were told to mirror; new nodes get whole lists",
+    "mirror_cursors": "the old nodes' want-list cursors; a new node's journal is not theirs",
 }
 
 CLOCK_SKEW = 300.0  # a snapshot dated later than this after now is planted (or a broken clock)

@@ -5,10 +5,12 @@ The proxy decides, the nodes do the work. Each ``sync_once`` pass (the ``mirror-
 1. **Assigns** every blob still to be mirrored to exactly one responsible node among those
    holding a confirmed replica (the least loaded one); a blob whose node is lost past the
    grace period, or no longer holds a copy, is reassigned.
-2. **Sends** each node that answers its complete want-list over the signed internal channel
-   (``POST /internal/mirror/sync``): the active S3 connection (secret sealed with that node's
-   transport key, derived from the cluster secret), the blobs it must mirror and the blobs
-   it must restore (with every part's offset, size and sha256).
+2. **Sends** each node that answers what changed in its want-list since the cursor it last
+   acknowledged (``proxy.remote.mirrorwants``; the whole list to a node whose journal is new
+   or behind) over the signed internal channel (``POST /internal/mirror/sync``): the active
+   S3 connection (secret sealed with that node's transport key, derived from the cluster
+   secret), the blobs it must now mirror, those it must now restore (with every part's
+   offset, size and sha256), and those withdrawn.
 3. **Records** what the node reports: per-part state into ``blob_parts``, a blob that is
    completed and verified in S3 becomes ``mirrored``; a restored blob becomes a confirmed
    replica on that node, and the usual replication brings the count back to ``replicas``;
@@ -42,9 +44,10 @@ from common.signing import NodeKeys
 from proxy.cluster.nodeapi import NodeApi
 from proxy.events.emit import NO_WAKING, Emitter, Waker
 from proxy.ops.systemlog import EventLog
-from proxy.remote import tierstore
-from proxy.remote.mirrorplan import NodeWork, plan
-from proxy.remote.mirrorreport import ingest
+from proxy.remote import mirrorwants, tierstore
+from proxy.remote.mirrorplan import plan
+from proxy.remote.mirrorreport import record_answer
+from proxy.remote.mirrorwants import NodeWork
 from proxy.remote.states import LOST, NOT_HERE
 
 # LOST and NOT_HERE are imported from here by the routes.
@@ -135,27 +138,55 @@ class RemoteTier:
             self._running = False
 
     async def _sync_node(self, work: NodeWork, settings: S3Settings | None) -> bool:
+        """Send the node its delta (or whole list) and record its answer; a node that
+        refuses the delta (its journal is new or behind) is sent the whole list at once."""
         name = work.node.name
         job = mirror_job_name(name)
         # The S3 secret is sealed for this node alone, with its transport key.
         transport = NodeKeys.for_node(self._secret, name).transport
-        payload = {
-            "connection": settings_to_wire(settings, transport) if settings is not None else None,
-            "mirror_interval": self._jobs.interval_of(job) if self._jobs else None,
-            "mirror": [t.wire() for t in work.mirror],
-            "restore": [{**t.wire(), "parts": parts} for t, parts in work.restore],
-        }
+        connection = settings_to_wire(settings, transport) if settings is not None else None
+        interval = self._jobs.interval_of(job) if self._jobs else None
+        for _attempt in range(2):
+            payload = {"connection": connection, "mirror_interval": interval, **work.wire()}
+            try:
+                body = await self._send(work, payload)
+            except Exception as exc:
+                log.warn("mirror sync with {node} failed: {exc}", node=name, exc=exc)
+                return False
+            emitter = Emitter(self._clock.seconds())
+            changes, taken = await self._db.run(record_answer, name, work, body, emitter)
+            await self._told(name, job, body, emitter, changes)
+            if taken or work.since is None:
+                return True  # answered (a whole list it could not keep is sent again next pass)
+            work = await self._db.run(mirrorwants.node_work, work.node)
+        return True
+
+    async def _send(self, work: NodeWork, payload: dict[str, Any]) -> dict[str, Any]:
+        """One sync call. A node of a version before cursors refuses the ``cursor`` field
+        (400, unknown fields): it is sent the whole list without one, as before, so nodes
+        can be upgraded after the proxies; it never acknowledges, so it keeps getting the
+        whole list."""
+        url, name = work.node.url, work.node.name
         try:
-            body = await self._client.mirror_sync(
-                work.node.url, name, payload, timeout=SYNC_TIMEOUT
-            )
+            return await self._client.mirror_sync(url, name, payload, timeout=SYNC_TIMEOUT)
         except Exception as exc:
-            log.warn("mirror sync with {node} failed: {exc}", node=name, exc=exc)
-            return False
+            older = getattr(exc, "status", None) == 400 and "Unknown fields" in str(exc)
+            if not older or work.since is not None:
+                raise
+        legacy = {k: v for k, v in payload.items() if k != "cursor"}
+        return await self._client.mirror_sync(url, name, legacy, timeout=SYNC_TIMEOUT)
+
+    async def _told(
+        self,
+        name: str,
+        job: str,
+        body: dict[str, Any],
+        emitter: Emitter,
+        changes: list[tuple[str, str, str, dict[str, Any]]],
+    ) -> None:
+        """What a node's answer tells the users, the job list and the system log."""
         if self._jobs is not None and isinstance(body.get("job"), dict):
             self._jobs.report_remote(job, {**body["job"], "where": name})
-        emitter = Emitter(self._clock.seconds())
-        changes = await self._db.run(ingest, name, work, body, emitter)
         self._waker.wake(emitter.users)
         for level, event, message, data in changes:
             await self._record(level, event, message, job=job, node=name, **data)
@@ -170,7 +201,6 @@ class RemoteTier:
                     node=name,
                     key=str(event.get("key") or ""),
                 )
-        return True
 
     # -- cache and uncache (owner or staff; the caller has checked who may see the file)
 
