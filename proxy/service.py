@@ -244,6 +244,7 @@ def build_proxy(
     rsync = RsyncPusher(
         reactor=reactor, clock=clock, cluster_secret=cluster_secret,
         timeout=config.rsync_timeout, binary=config.rsync_binary,
+        scratch=staging.root / "rsync-batches",
     )  # fmt: skip
     replicator = Replicator(
         db=db, staging=staging, client=node_client, rsync=rsync, clock=clock,
