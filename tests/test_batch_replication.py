@@ -254,3 +254,19 @@ async def test_a_tampered_file_in_a_batch_is_refused_for_its_key_only(rig: Rig) 
     await rig.replicator.run_once()
     assert rig.on_disk(tampered)
     assert await rig.confirmed(blobs) == blobs
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_gone_from_staging_fails_the_rsync_run_but_not_the_rest_of_the_batch(
+    rig: Rig,
+) -> None:
+    blobs = [await rig.new_blob(os.urandom(1024)) for _ in range(10)]
+    gone = blobs[3]
+    rig.staging.blob_path(gone.sha256, gone.id).unlink()  # its link in the batch dangles
+    await rig.replicator.run_once()
+    states = await rig.states(blobs)
+    assert {b.id for b in blobs if states[b.id] == CONFIRMED} == {
+        b.id for b in blobs if b is not gone
+    }
+    refused = (await rig.db.run(nodestore.replicas_of, [gone.id]))[gone.id][0]
+    assert refused.state == FAILED and "rsync failed" in refused.detail and "404" in refused.detail

@@ -214,30 +214,17 @@ class Replicator:
         which it verified; those are marked confirmed together, the rest failed with their
         backoff, as ``_copy`` does for one."""
         first = batch[0]
-        pushed = [
-            Pushed(str(self._staging.blob_path(c.sha256, c.blob_id)), c.key, c.size) for c in batch
-        ]
-        wanted = [WantedReplica(c.key, c.size, c.md5, c.sha256) for c in batch]
         self._in_flight.update((c.blob_id, c.node) for c in batch)
         try:
-            await self._rsync.push_batch(pushed, first.rsync_url, first.node)
-            outcomes = await self._client.confirm_batch(first.url, first.node, wanted)
-        except Exception as exc:
-            outcomes = {c.key: str(exc) for c in batch}
-            await note(
-                self._syslog, "warn", "replication.copy_failed",
-                f"copy of {len(batch)} blobs to {first.node} in a batch failed: {exc}",
-                blobs=len(batch), node=first.node,
-            )  # fmt: skip
-        confirmed = [c.blob_id for c in batch if c.key in outcomes and outcomes[c.key] is None]
-        refused = [
-            (c, outcomes.get(c.key) or "the node did not answer for it")
-            for c in batch
-            if c.key not in outcomes or outcomes[c.key] is not None
-        ]
-        now = self._clock.seconds()
-        emitter = Emitter(now)
-        try:
+            outcomes = await self._send_batch(batch)
+            confirmed = [c.blob_id for c in batch if c.key in outcomes and outcomes[c.key] is None]
+            refused = [
+                (c, outcomes.get(c.key) or "the node did not answer for it")
+                for c in batch
+                if c.key not in outcomes or outcomes[c.key] is not None
+            ]
+            now = self._clock.seconds()
+            emitter = Emitter(now)
             if confirmed:
                 await self._db.run(confirmed_batch_txn, confirmed, first.node, emitter)
             if refused:
@@ -251,13 +238,42 @@ class Replicator:
                 f"{len(confirmed)} blobs confirmed on {first.node} in one batch",
                 blobs=len(confirmed), node=first.node,
             )  # fmt: skip
-        if refused and len(refused) < len(batch):  # a whole batch's failure is noted above
-            for copy, why in refused:
-                await note(
-                    self._syslog, "warn", "replication.copy_failed",
-                    f"copy of blob {copy.blob_id} to {copy.node} failed: {why}",
-                    blob=copy.blob_id, node=copy.node, attempts=copy.attempts + 1,
-                )  # fmt: skip
+        if len(refused) == len(batch):  # one note for a batch that failed as a whole
+            await note(
+                self._syslog, "warn", "replication.copy_failed",
+                f"copy of {len(batch)} blobs to {first.node} in a batch failed: {refused[0][1]}",
+                blobs=len(batch), node=first.node,
+            )  # fmt: skip
+            return
+        for copy, why in refused:
+            await note(
+                self._syslog, "warn", "replication.copy_failed",
+                f"copy of blob {copy.blob_id} to {copy.node} failed: {why}",
+                blob=copy.blob_id, node=copy.node, attempts=copy.attempts + 1,
+            )  # fmt: skip
+
+    async def _send_batch(self, batch: Sequence[Copy]) -> dict[str, str | None]:
+        """Push a batch and have the node confirm it: for each key, None if confirmed, else
+        why not. A push that failed is still followed by the confirm, since some files may
+        have arrived whole (one source deleted meanwhile fails the rsync run for all); the
+        node verifies each, so nothing is trusted because rsync said so, or did not."""
+        first = batch[0]
+        pushed = [
+            Pushed(str(self._staging.blob_path(c.sha256, c.blob_id)), c.key, c.size) for c in batch
+        ]
+        wanted = [WantedReplica(c.key, c.size, c.md5, c.sha256) for c in batch]
+        push_error: Exception | None = None
+        try:
+            await self._rsync.push_batch(pushed, first.rsync_url, first.node)
+        except Exception as exc:
+            push_error = exc
+        try:
+            outcomes = await self._client.confirm_batch(first.url, first.node, wanted)
+        except Exception as exc:
+            return {c.key: str(push_error or exc) for c in batch}
+        if push_error is None:
+            return outcomes
+        return {k: None if why is None else f"{push_error}; {why}" for k, why in outcomes.items()}
 
     # -- repair of blobs that live only on nodes
 
