@@ -1,12 +1,14 @@
 """How fast a backlog of small files drains to two nodes (files/s), for direction only.
 
-    .venv/bin/python scripts/measure_drain.py [--files 2000] [--size 1024]
+    .venv/bin/python scripts/measure_drain.py [--files 2000] [--size 1024] [--live]
 
 A fresh proxy (SQLite) with no node takes ``--files`` files of ``--size`` random bytes through
 the client library (nothing can replicate yet, so they pile up as a backlog); then two fresh
 nodes (zones a and b) are registered through the staff API, and the time is taken from the
 moment the proxy sees both up until its database holds two confirmed replicas of every file
 (read from the proxy's SQLite file every 50 ms). Prints the ingest rate and the drain rate.
+With ``--live`` the two nodes are there from the start, so replication runs beside the
+ingest; then it prints how long after the last upload's answer the last copy was confirmed.
 
 ``measure_drain(cluster_proxy_db, expected, since)`` is the reusable part: the seconds until
 ``expected`` confirmed replicas are recorded. Everything is stopped by PID, even on error.
@@ -56,9 +58,10 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--live", action="store_true", help="nodes up during the ingest")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="drain-", dir=DATA))
-    cluster = Cluster(root, [], FAST)
+    cluster = Cluster(root, [("node1", "a"), ("node2", "b")] if args.live else [], FAST)
     nodes: list[Node] = cluster.nodes  # stopped with the cluster, even on error
     try:
         assert cluster.proxy is not None and cluster.conn is not None
@@ -74,6 +77,14 @@ def main() -> int:
                 path.unlink()
         ingest = time.perf_counter() - started
         log(f"ingest: {args.files} files in {ingest:.1f} s = {args.files / ingest:.0f} files/s")
+        if args.live:
+            behind = wait_for_confirmed(database, 2 * args.files, time.perf_counter(), args.timeout)
+            print(
+                f"RESULT live {args.files} files of {args.size} B, two nodes: ingest"
+                f" {args.files / ingest:.0f} files/s over {ingest:.1f} s; every copy confirmed"
+                f" {behind:.1f} s after the last upload"
+            )
+            return 0
         for name, zone in (("node1", "a"), ("node2", "b")):
             node = Node(root, name, zone, cluster.secret)
             nodes.append(node)
