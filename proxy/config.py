@@ -38,6 +38,21 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _batch_files(text: str) -> int:
+    """1 to 1000: a node takes at most 1000 replicas in one batch confirm."""
+    value = _at_least_one(text)
+    if value > 1000:
+        raise ValueError(f"must be at most 1000 (what a node confirms at once), not {value}")
+    return value
+
+
+def _positive_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     data_dir: str = setting(
@@ -199,6 +214,19 @@ class ProxyConfig:
         "How often placement, replication, repair and cleanup look for work (completions also "
         "start it at once).",
         shown="5s",
+    )
+    replication_small_file: int = setting(
+        8 * 2**20,
+        _positive_size,
+        "Files smaller than this are copied to a node in batches (one rsync run and one "
+        "signed confirm for many); larger ones are copied one at a time.",
+        shown="8MiB",
+    )
+    replication_batch_files: int = setting(
+        500, _batch_files, "The most small files one batch copies to a node (at most 1000)."
+    )
+    replication_batch_bytes: int = setting(
+        64 * 2**20, _positive_size, "The most bytes one batch of small files holds.", shown="64MiB"
     )
     scrub_interval: float = setting(
         86400.0,

@@ -318,6 +318,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX blobs_restore_node ON blobs (restore_node, remote_state)",
         ],
     ),
+    (
+        "blobs still kept on the proxy are indexed, for the replication plan",
+        [
+            # The plan pages through blobs WHERE local = 1 by id; a partial index holds only
+            # those (the replication backlog), so a pass finds its work without reading the
+            # catalogue, and the index stays as small as the backlog.
+            "CREATE INDEX blobs_kept_here ON blobs (id) WHERE local = 1",
+        ],
+    ),
 ]
 
 

@@ -20,6 +20,7 @@ from proxy.catalog.files import FileService
 from proxy.catalog.sessions import Sessions, session_key
 from proxy.catalog.users import UserAdmin
 from proxy.cluster.admin import NodeAdmin
+from proxy.cluster.batches import BatchLimits
 from proxy.cluster.client import NodeClient, RsyncPusher
 from proxy.cluster.downloads import DownloadLocator
 from proxy.cluster.monitor import NodeMonitor, Scrubber
@@ -244,10 +245,15 @@ def build_proxy(
     rsync = RsyncPusher(
         reactor=reactor, clock=clock, cluster_secret=cluster_secret,
         timeout=config.rsync_timeout, binary=config.rsync_binary,
+        scratch=staging.root / "rsync-batches",
     )  # fmt: skip
     replicator = Replicator(
         db=db, staging=staging, client=node_client, rsync=rsync, clock=clock,
         target=config.replicas, grace=config.replica_grace, syslog=syslog, waker=events,
+        limits=BatchLimits(
+            small_file=config.replication_small_file, files=config.replication_batch_files,
+            bytes=config.replication_batch_bytes,
+        ),
     )  # fmt: skip
     monitor = NodeMonitor(
         db=db, client=node_client, clock=clock, down_after=config.node_down_after,

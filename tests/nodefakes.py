@@ -4,8 +4,10 @@ fake is a whole ``NodeApi`` that mypy checks wherever it is handed to the proxy'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from proxy.cluster.nodeapi import WantedReplica
 
 
 class NotPlayed(AssertionError):
@@ -22,6 +24,11 @@ class UnplayedNodeApi:
         self, base_url: str, node: str, key: str, size: int, md5: str, sha256: str
     ) -> None:
         raise NotPlayed(f"confirm of {key} on {base_url}")
+
+    async def confirm_batch(
+        self, base_url: str, node: str, wanted: Sequence[WantedReplica]
+    ) -> dict[str, str | None]:
+        raise NotPlayed(f"batch confirm of {len(wanted)} replicas on {base_url}")
 
     async def verify(self, base_url: str, node: str, key: str, size: int, sha256: str) -> bool:
         raise NotPlayed(f"verify of {key} on {base_url}")

@@ -46,6 +46,22 @@ def test_the_sample_with_every_line_uncommented_loads_as_the_defaults(tmp_path: 
     assert load(ProxyConfig, "proxy", config_file=str(path), environ={}) == ProxyConfig()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PYARCHIVE_REPLICATION_BATCH_FILES", "1001"),
+        ("PYARCHIVE_REPLICATION_BATCH_FILES", "0"),
+        ("PYARCHIVE_REPLICATION_BATCH_BYTES", "0"),
+        ("PYARCHIVE_REPLICATION_SMALL_FILE", "0"),
+    ],
+)
+def test_replication_batch_settings_out_of_range_name_the_setting(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load(ProxyConfig, "proxy", environ={name: value})
+    good = load(ProxyConfig, "proxy", environ={"PYARCHIVE_REPLICATION_BATCH_FILES": "1000"})
+    assert good.replication_batch_files == 1000
+
+
 def test_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
     path = tmp_path / "proxy.conf"
     path.write_text("[proxy]\nmax_chunk_size = 8MiB\nupload_expiry = 2h\n")

@@ -142,6 +142,35 @@ def test_a_confirm_body_that_is_not_the_expected_json_is_400(
     assert response.status == 400
 
 
+BATCH = "/internal/replicas/confirm-batch"
+
+
+def test_a_batch_confirm_answers_each_key_on_its_own(node: NodeProcess, tmp_path: Path) -> None:
+    key, content = pushed(node, tmp_path, 2000)
+    never = b"never sent"
+    response = node.signed("POST", BATCH, {"replicas": [
+        {"key": key, **expected(content)}, {"key": key_for(never), **expected(never)},
+    ]})  # fmt: skip
+    assert response.status == 200, response.body
+    first, second = response.json()["results"]
+    assert first == {"key": key, "confirmed": True, "size": 2000}
+    assert (second["key"], second["confirmed"], second["status"]) == (key_for(never), False, 404)
+    assert node.replica_path(key).read_bytes() == content
+
+
+def test_a_batch_confirm_must_be_signed_well_formed_and_within_its_size(
+    node: NodeProcess,
+) -> None:
+    body = json.dumps({"replicas": [{"key": key_for(b"x"), **expected(b"x")}]}).encode()
+    assert node.request("POST", BATCH, body).status == 403  # not signed
+    other = NodeKeys.for_node(SECRET, "another-node")
+    headers = node.signed_headers("POST", BATCH, body, keys=other)
+    assert node.request("POST", BATCH, body, headers).status == 403
+    assert node.signed("POST", BATCH, {"replicas": "all"}).status == 400
+    huge = b"x" * (600 * 1024)
+    assert node.request("POST", BATCH, huge, node.signed_headers("POST", BATCH)).status == 413
+
+
 def test_an_oversized_internal_body_is_413(node: NodeProcess) -> None:
     path = f"/internal/replicas/{key_for(b'x')}/confirm"
     response = node.request("POST", path, b"x" * 100_000, node.signed_headers("POST", path))

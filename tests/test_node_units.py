@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import doctest
 import hashlib
+import json
 import os
 import re
 import stat
@@ -22,13 +23,15 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 import node.api.inputs
+import node.api.receiving
 import node.config
 import node.replicas.deathsig
 import node.replicas.rsyncd
+import node.replicas.store
 from common.config import ConfigError, load
 from common.errors import BadRequest, Conflict, NotFound
 from common.signing import NodeKeys, replica_key
-from node.api.inputs import expected_content
+from node.api.inputs import MAX_BATCH, expected_batch, expected_content
 from node.api.receiving import CappedBody
 from node.cli import config_sample
 from node.config import NodeConfig
@@ -41,7 +44,7 @@ from node.replicas.rsyncd import (
     stale_daemon_pid,
     write_private,
 )
-from node.replicas.store import Expected, ReplicaStore
+from node.replicas.store import Expected, Replica, ReplicaStore
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_SECRET = "node-units-cluster-secret-of-enough-length"
@@ -327,7 +330,10 @@ def test_the_daemon_runs_in_the_foreground_with_the_generated_config() -> None:
 
 
 def test_the_examples_in_the_node_docstrings_hold() -> None:
-    for module in (node.config, node.replicas.rsyncd, node.replicas.deathsig, node.api.inputs):
+    for module in (
+        node.config, node.replicas.rsyncd, node.replicas.deathsig, node.api.inputs,
+        node.api.receiving,
+    ):  # fmt: skip
         results = doctest.testmod(module)
         assert results.attempted >= 1 and results.failed == 0, module.__name__
 
@@ -407,6 +413,38 @@ SHA = "ab" * 32
 def test_a_confirm_body_must_be_exactly_size_md5_and_sha256(body: bytes) -> None:
     with pytest.raises(BadRequest):
         expected_content(body, with_md5=True)
+
+
+def batch_entry(key: str = "5-" + SHA, **changes: Any) -> dict[str, Any]:
+    return {"key": key, "size": 1, "md5": "0" * 32, "sha256": key.rpartition("-")[2], **changes}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [1],
+        {"replicas": []},
+        {"replicas": [batch_entry()], "more": 1},
+        {"replicas": {"5-x": batch_entry()}},
+        {"replicas": [batch_entry()] * 2},  # a key named twice
+        {"replicas": [batch_entry(f"{n}-{SHA}") for n in range(1, MAX_BATCH + 2)]},
+        {"replicas": [batch_entry(key="../etc")]},
+        {"replicas": [batch_entry(sha256="0" * 64)]},  # not the key's sha256
+        {"replicas": [batch_entry(md5="x")]},
+        {"replicas": [{"key": "5-" + SHA, "size": 1, "sha256": SHA}]},  # md5 missing
+        {"replicas": ["5-" + SHA]},
+    ],
+)
+def test_a_batch_confirm_body_is_refused_whole_when_any_entry_is_malformed(data: Any) -> None:
+    with pytest.raises(BadRequest):
+        expected_batch(json.dumps(data).encode())
+
+
+def test_a_batch_confirm_of_the_most_replicas_allowed_fits_its_body_limit() -> None:
+    entries = [batch_entry(f"{10**12 + n}-{SHA}", size=2**40) for n in range(MAX_BATCH)]
+    body = json.dumps({"replicas": entries}).encode()
+    assert len(body) <= node.api.receiving.CONFIRM_BATCH_LIMIT
+    assert len(expected_batch(body)) == MAX_BATCH
 
 
 def test_a_capped_body_keeps_small_bodies_and_only_counts_large_ones() -> None:
@@ -514,3 +552,45 @@ def test_verify_and_confirm_refuse_a_sha256_that_contradicts_the_key(
     with pytest.raises(BadRequest):
         store.confirm(key, wrong)
     assert (store.incoming / key).exists()
+
+
+def test_a_batch_confirm_answers_each_key_alone_and_deletes_only_what_is_bad(
+    store: ReplicaStore,
+) -> None:
+    good = [received(store, f"photo {n}".encode(), blob_id=n) for n in range(1, 6)]
+    bad_key, bad_expected = received(store, b"tampered", blob_id=9)
+    (store.incoming / bad_key).write_bytes(b"Tampered")
+    never = hashlib.sha256(b"never").hexdigest()
+    missing = (replica_key(10, never), Expected(5, never, "0" * 32))
+    outcomes = store.confirm_batch([*good[:2], (bad_key, bad_expected), missing, *good[2:]])
+    assert [type(o).__name__ for o in outcomes] == [
+        "Replica", "Replica", "Conflict", "NotFound", "Replica", "Replica", "Replica",
+    ]  # fmt: skip
+    assert "sha256" in str(outcomes[2])
+    for key, expected in good:
+        assert store.path(key).stat().st_size == expected.size
+        assert not (store.incoming / key).exists()
+    assert not (store.incoming / bad_key).exists() and not store.path(bad_key).exists()
+    again = store.confirm_batch(good[:1])  # confirmed before: answered again
+    assert isinstance(again[0], Replica) and again[0].size == good[0][1].size
+
+
+def test_a_batch_confirm_fsyncs_every_file_then_each_touched_directory_once(
+    store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = [received(store, f"small file {n}".encode(), blob_id=n) for n in range(1, 41)]
+    synced_dirs: list[Path] = []
+    synced_files: list[str] = []
+    monkeypatch.setattr(node.replicas.store, "fsync_dir", synced_dirs.append)
+    real_fsync_file = node.replicas.store._fsync_file
+
+    def fsync_file(path: Path) -> None:
+        synced_files.append(path.name)
+        real_fsync_file(path)
+
+    monkeypatch.setattr(node.replicas.store, "_fsync_file", fsync_file)
+    store.confirm_batch(wanted)
+    shards = {store.path(key).parent for key, _ in wanted}
+    assert sorted(synced_files) == sorted(key for key, _ in wanted)
+    assert sorted(synced_dirs) == sorted([*shards, store.replicas, store.incoming])
+    assert len(synced_dirs) == len(set(synced_dirs))  # each directory once, not once a file

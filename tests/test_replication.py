@@ -11,7 +11,7 @@ from __future__ import annotations
 import doctest
 import hashlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,14 @@ from common.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavai
 from common.signing import NodeKeys, replica_key, verify_download_token
 from proxy.catalog import store
 from proxy.catalog.store import Blob
-from proxy.cluster import nodestore, placement
+from proxy.cluster import batches, nodestore, placement, replication
+from proxy.cluster import client as node_client
 from proxy.cluster.admin import NodeAdmin
+from proxy.cluster.batches import BatchLimits
 from proxy.cluster.client import NodeError, RsyncError
 from proxy.cluster.downloads import DownloadLocator, Redirect
 from proxy.cluster.monitor import NodeMonitor, Scrubber
+from proxy.cluster.nodeapi import Pushed, WantedReplica
 from proxy.cluster.nodestore import CONFIRMED, COPYING, DOWN, DRAINING, FAILED, QUARANTINED, UP
 from proxy.cluster.placement import HEADROOM, parse_zone_map
 from proxy.cluster.replication import Replicator
@@ -73,6 +76,7 @@ class FakeNode:
     reachable: bool = True  # False: every call fails as if the host were gone
     pushes_fail: bool = False  # rsync to it fails (a broken daemon, a full disk)
     mangles: bool = False  # what arrives has a flipped byte, so the node refuses to confirm it
+    mangled: set[str] = field(default_factory=set)  # keys that arrive mangled, as above
     health_body: dict[str, Any] | None = None  # answered by /health instead of the real one
     slow: bool = False  # a push lands only when the test calls finish_pushes()
     incoming: dict[str, bytes] = field(default_factory=dict)  # rsynced, not yet confirmed
@@ -113,6 +117,8 @@ class FakeNodes(UnplayedNodeApi):
 
     def __init__(self) -> None:
         self.nodes: dict[str, FakeNode] = {}
+        self.batches: list[list[str]] = []  # the keys of every batch push, in order
+        self.confirm_batches: list[list[str]] = []  # the keys of every batch confirm
 
     def add(self, name: str, zone: str, free_bytes: int) -> FakeNode:
         self.nodes[name] = FakeNode(name, zone, free_bytes)
@@ -144,7 +150,7 @@ class FakeNodes(UnplayedNodeApi):
         if node.pushes_fail:
             return defer.fail(RsyncError("rsync failed: connection reset by peer"))
         data = Path(source).read_bytes()
-        if node.mangles:
+        if node.mangles or key in node.mangled:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
 
         def land(_: object) -> None:
@@ -156,6 +162,13 @@ class FakeNodes(UnplayedNodeApi):
         done: Deferred[None] = Deferred()
         node.in_flight.append(done)
         return done.addCallback(land)
+
+    def push_batch(self, files: Sequence[Pushed], rsync_url: str, name: str) -> Deferred[None]:
+        """Each file lands as its own push would; the batch fails if any of them does."""
+        self.batches.append([pushed.key for pushed in files])
+        pushes = [self.push(p.source, rsync_url, name, p.key, p.size) for p in files]
+        done = defer.gatherResults(pushes, consumeErrors=True)
+        return done.addCallbacks(lambda _: None, lambda failure: failure.value.subFailure)
 
     # NodeApi
 
@@ -181,6 +194,21 @@ class FakeNodes(UnplayedNodeApi):
         ):  # fmt: skip
             raise NodeError("confirm answered 409: the copy does not match its checksums", 409)
         node.held[key] = data
+
+    async def confirm_batch(
+        self, url: str, name: str, wanted: Sequence[WantedReplica]
+    ) -> dict[str, str | None]:
+        self._reach(url)
+        self.confirm_batches.append([w.key for w in wanted])
+        outcomes: dict[str, str | None] = {}
+        for w in wanted:
+            try:
+                await self.confirm(url, name, w.key, w.size, w.md5, w.sha256)
+            except NodeError as refused:
+                outcomes[w.key] = str(refused)
+            else:
+                outcomes[w.key] = None
+        return outcomes
 
     async def delete(self, url: str, name: str, key: str) -> None:
         node = self._reach(url)
@@ -336,6 +364,12 @@ async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
 def test_the_worked_examples_in_placements_docstrings_hold() -> None:
     results = doctest.testmod(placement)
     assert results.attempted >= 5 and results.failed == 0
+
+
+def test_the_worked_examples_of_batching_and_batch_answers_hold() -> None:
+    for module in (batches, node_client):
+        results = doctest.testmod(module)
+        assert results.attempted >= 3 and results.failed == 0, module.__name__
 
 
 def test_the_wait_before_a_retry_doubles_from_five_seconds_up_to_ten_minutes() -> None:
@@ -1051,3 +1085,156 @@ async def test_a_node_whose_files_the_proxy_still_holds_can_be_removed(cluster: 
     await admin.remove("n1")
     assert await admin.list_nodes() == []
     assert await cluster.states(blob) == {}
+
+
+# ---------------------------------------------------------------- small files in batches
+
+
+def replicator(cluster: Cluster, limits: BatchLimits) -> Replicator:
+    return Replicator(
+        db=cluster.db, staging=cluster.staging, client=cluster.network, rsync=cluster.network,
+        clock=cluster.clock, target=REPLICAS, grace=GRACE, limits=limits,
+    )  # fmt: skip
+
+
+def _event_types(txn: Txn) -> list[str]:
+    return [row[0] for row in txn.all("SELECT type FROM events ORDER BY user_id, seq")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_files_go_to_each_node_in_batches_bounded_by_count_one_confirm_each(
+    cluster: Cluster,
+) -> None:
+    n1 = await cluster.add_node("n1", "a")
+    n2 = await cluster.add_node("n2", "b")
+    files = [await cluster.new_file(content(100 + i, 1000), f"photo-{i}.jpg") for i in range(7)]
+    await replicator(cluster, BatchLimits(files=3)).run_once()
+    keys = [replica_key(blob.id, blob.sha256) for _, blob in files]
+    # Three batches per node (3 + 3 + 1), each one rsync run and one confirm.
+    assert sorted(cluster.network.batches) == sorted([keys[:3], keys[3:6], keys[6:]] * 2)
+    assert cluster.network.confirm_batches == cluster.network.batches
+    for _, blob in files:
+        assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
+        assert not await cluster.is_local(blob)
+    assert set(n1.held) == set(n2.held) == set(keys)
+    # Every blob's owner hears of each confirmed copy, as with copies made one at a time.
+    assert await cluster.db.run(_event_types) == ["replica.confirmed"] * 14
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_is_bounded_by_bytes_and_a_large_file_keeps_its_own_transfer(
+    cluster: Cluster,
+) -> None:
+    n1 = await cluster.add_node("n1", "a")
+    await cluster.add_node("n2", "b")
+    small = [await cluster.new_blob(content(200 + i, 400)) for i in range(5)]
+    large = await cluster.new_blob(content(300, 5000))
+    await replicator(cluster, BatchLimits(small_file=1000, bytes=1000)).run_once()
+    large_key = replica_key(large.id, large.sha256)
+    assert all(large_key not in batch for batch in cluster.network.batches)
+    assert n1.pushes.count(large_key) == 1  # pushed alone, confirmed alone
+    # 400-byte files under a 1000-byte bound: two to a batch, 3 batches per node.
+    assert sorted(len(batch) for batch in cluster.network.batches) == [1, 1, 2, 2, 2, 2]
+    for blob in [*small, large]:
+        assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pass_plans_by_batches_not_by_copies_and_drains_the_backlog(
+    cluster: Cluster,
+) -> None:
+    await cluster.add_node("n1", "a")
+    await cluster.add_node("n2", "b")
+    blobs = [await cluster.new_blob(content(400 + i, 100)) for i in range(120)]
+    await replicator(cluster, BatchLimits(files=50, batches=2)).run_once()
+    # Each round of the pass plans two full batches (100 copies, far above 8 copies).
+    assert [len(batch) for batch in cluster.network.batches] == [50, 50, 50, 50, 20, 20]
+    for blob in blobs:
+        assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_refused_in_a_batch_fails_alone_with_its_backoff_and_the_rest_confirm(
+    cluster: Cluster,
+) -> None:
+    await cluster.add_node("n1", "a")
+    n2 = await cluster.add_node("n2", "b")
+    blobs = [await cluster.new_blob(content(500 + i, 1000)) for i in range(4)]
+    bad = blobs[2]
+    n2.mangled.add(replica_key(bad.id, bad.sha256))
+    await cluster.replicate()
+    assert len(cluster.network.confirm_batches) == 2  # one per node
+    for blob in blobs:
+        if blob is not bad:
+            assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
+    refused = await cluster.replica(bad, "n2")
+    assert (refused.state, refused.attempts) == (FAILED, 1)
+    assert "409" in refused.detail
+    assert refused.next_attempt_at == NOW + retry_delay(1)
+    assert await cluster.is_local(bad) and not await cluster.is_local(blobs[0])
+
+    n2.mangled.clear()
+    cluster.clock.advance(retry_delay(1))
+    await cluster.replicate()
+    assert await cluster.states(bad) == {"n1": CONFIRMED, "n2": CONFIRMED}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_whose_push_or_confirm_fails_marks_every_copy_in_it_failed(
+    cluster: Cluster,
+) -> None:
+    await cluster.add_node("n1", "a")
+    n2 = await cluster.add_node("n2", "b")
+    n2.pushes_fail = True
+    blobs = [await cluster.new_blob(content(600 + i, 1000)) for i in range(3)]
+    await cluster.replicate()
+    for blob in blobs:
+        replica = await cluster.replica(blob, "n2")
+        assert (replica.state, replica.attempts) == (FAILED, 1)
+        assert "connection reset" in replica.detail
+    # The node is still asked (some files may have arrived whole), and finds none received.
+    assert cluster.network.confirm_batches == [[replica_key(b.id, b.sha256) for b in blobs]] * 2
+
+    n2.pushes_fail = False
+    n2.reachable = False  # the push goes through, then the node stops answering
+    cluster.clock.advance(retry_delay(1))
+    await cluster.replicate()
+    assert n2.held == {}
+    for blob in blobs:
+        assert (await cluster.replica(blob, "n2")).state == FAILED
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_plan_pages_past_blobs_waiting_for_a_retry_to_the_new_ones(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replication, "PLAN_PAGE", 2)
+    await cluster.add_node("n1", "a")
+    n2 = await cluster.add_node("n2", "b")
+    n2.pushes_fail = True
+    waiting = [await cluster.new_blob(content(700 + i, 1000)) for i in range(3)]
+    await cluster.replicate()
+    n2.pushes_fail = False
+    fresh = [await cluster.new_blob(content(800 + i, 1000)) for i in range(3)]
+    await cluster.replicate()  # before the retry delay: only the new blobs are copied
+    for blob in waiting:
+        assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": FAILED}
+    for blob in fresh:
+        assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
+
+
+def _plan_query_plan(txn: Txn) -> str:
+    rows = txn.all(
+        "EXPLAIN QUERY PLAN SELECT id, sha256, md5, size FROM blobs WHERE local = 1 AND id > ?"
+        " ORDER BY id LIMIT ?",
+        (0, 10),
+    )
+    return " ".join(str(row[-1]) for row in rows)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_plan_reads_blobs_kept_here_through_their_index(cluster: Cluster) -> None:
+    if cluster.db.dialect != "sqlite":
+        pytest.skip("SQLite's plan is stable on a tiny table; PostgreSQL's depends on its size")
+    plan = await cluster.db.run(_plan_query_plan)
+    assert "blobs_kept_here" in plan, plan

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -38,7 +38,7 @@ from proxy.catalog.store import Blob
 from proxy.cluster import nodestore
 from proxy.cluster.client import NodeClient, NodeError
 from proxy.cluster.monitor import NodeMonitor, Scrubber
-from proxy.cluster.nodeapi import NodeApi, ReplicaPusher
+from proxy.cluster.nodeapi import NodeApi, Pushed, ReplicaPusher
 from proxy.cluster.nodestore import CONFIRMED, DOWN, FAILED, QUARANTINED, UP
 from proxy.cluster.replication import Replicator
 from proxy.migrations import migrate
@@ -148,6 +148,11 @@ class CopyingRsync:
         if node.name in self.mangle:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         (node.store.incoming / key).write_bytes(data)
+        return defer.succeed(None)
+
+    def push_batch(self, files: Sequence[Pushed], rsync_url: str, name: str) -> Deferred[None]:
+        for pushed in files:
+            self.push(pushed.source, rsync_url, name, pushed.key, pushed.size)
         return defer.succeed(None)
 
 

@@ -28,7 +28,7 @@ from common.signing import (
 )
 from common.web import header, respond
 from common.weberrors import answer_errors_as_json
-from node.api.inputs import expected_content
+from node.api.inputs import expected_batch, expected_content
 from node.api.receiving import CappedBody, body_limit
 from node.mirror.loop import MirrorEngine
 from node.mirror.wire import parse_sync
@@ -135,6 +135,20 @@ class NodeApp:
         expected = expected_content(body, with_md5=True)
         replica = await self._replicas.confirm(key, expected)
         return respond(request, 200, {"key": replica.key, "size": replica.size})
+
+    @app.route("/internal/replicas/confirm-batch", methods=["POST"])
+    async def confirm_batch(self, request: IRequest) -> bytes:
+        """Many ``confirm``s in one call; each key is answered on its own (confirmed, or the
+        status and detail its own ``confirm`` would have answered)."""
+        wanted = expected_batch(self._signed_body(request))
+        outcomes = await self._replicas.confirm_batch(wanted)
+        results = [
+            {"key": key, "confirmed": False, "status": outcome.status, "detail": outcome.detail}
+            if isinstance(outcome, ApiError)
+            else {"key": key, "confirmed": True, "size": outcome.size}
+            for (key, _), outcome in zip(wanted, outcomes, strict=True)
+        ]
+        return respond(request, 200, {"results": results})
 
     @app.route("/internal/replicas/<key>/verify", methods=["POST"])
     async def verify(self, request: IRequest, key: str) -> bytes:

@@ -30,6 +30,9 @@ SMALL_BODY_LIMIT = 64 * 1024
 # (a delta after the node's cursor is at most 5,000 entries; proxy.remote.mirrorwants).
 MIRROR_SYNC_PATH = b"/internal/mirror/sync"
 MIRROR_SYNC_LIMIT = 32 * 1024 * 1024
+# A batch confirm names up to MAX_BATCH replicas (node.api.inputs), each in about 250 bytes.
+CONFIRM_BATCH_PATH = b"/internal/replicas/confirm-batch"
+CONFIRM_BATCH_LIMIT = 512 * 1024
 IN_MEMORY = 64 * 1024  # a body larger than this is spooled to a temporary file
 
 # What the site asks of a request once its headers are in: (method, path, headers,
@@ -42,8 +45,12 @@ def body_limit(path: bytes) -> int:
 
     >>> body_limit(b"/internal/mirror/sync") > body_limit(b"/internal/replicas") == 65536
     True
+    >>> body_limit(b"/internal/replicas/confirm-batch")
+    524288
     """
-    return MIRROR_SYNC_LIMIT if path == MIRROR_SYNC_PATH else SMALL_BODY_LIMIT
+    if path == MIRROR_SYNC_PATH:
+        return MIRROR_SYNC_LIMIT
+    return CONFIRM_BATCH_LIMIT if path == CONFIRM_BATCH_PATH else SMALL_BODY_LIMIT
 
 
 class CappedBody:

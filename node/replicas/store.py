@@ -17,7 +17,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from common.durable import fsync_dir
-from common.errors import BadRequest, Conflict, NotFound
+from common.errors import ApiError, BadRequest, Conflict, NotFound
 from common.signing import valid_replica_key
 
 READ_SIZE = 1024 * 1024
@@ -86,6 +86,50 @@ class ReplicaStore:
         A confirmed replica asked for again answers as before; incoming content that does
         not match is deleted (Conflict), so the proxy pushes it again from scratch.
         """
+        (outcome,) = self.confirm_batch([(key, expected)])
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return outcome
+
+    def confirm_batch(self, wanted: Sequence[tuple[str, Expected]]) -> list[Replica | ApiError]:
+        """``confirm`` for many keys, each checked alone (one key's error, in its place in
+        the answer, leaves the others be), with the fsyncs grouped: every good file is
+        fsynced, then all are renamed, then each directory touched is fsynced once. Nothing
+        is answered confirmed before its rename is durable."""
+        outcomes: list[Replica | ApiError] = []
+        moves: list[tuple[Path, Path]] = []
+        incoming_changed = False
+        for key, expected in wanted:
+            try:
+                replica, move = self._check_received(key, expected)
+            except ApiError as refused:
+                outcomes.append(refused)
+                incoming_changed = incoming_changed or isinstance(refused, Conflict)
+                continue
+            outcomes.append(replica)
+            if move is not None:
+                _fsync_file(move[0])
+                moves.append(move)
+        shards = {target.parent for _, target in moves}
+        created = [shard for shard in shards if not shard.exists()]
+        for shard in created:
+            shard.mkdir(mode=0o750, exist_ok=True)
+        if created:
+            fsync_dir(self.replicas)
+        for received, target in moves:
+            os.rename(received, target)
+        for shard in sorted(shards):
+            fsync_dir(shard)
+        if moves or incoming_changed:
+            fsync_dir(self.incoming)
+        return outcomes
+
+    def _check_received(
+        self, key: str, expected: Expected
+    ) -> tuple[Replica, tuple[Path, Path] | None]:
+        """The replica ``confirm`` answers for ``key`` and, unless it was confirmed before,
+        the (received, target) rename that makes it so; raises for what cannot be confirmed
+        (deleting received content that does not match)."""
         target = self.path(key)
         _check_matches_key(key, expected)
         received = self.incoming / key
@@ -94,7 +138,7 @@ class ReplicaStore:
             size = target.stat().st_size
             if size != expected.size:
                 raise Conflict(f"Replica {key} is confirmed with {size} bytes, not {expected.size}")
-            return Replica(key, size)
+            return Replica(key, size), None
         try:
             info = received.lstat()
         except FileNotFoundError:
@@ -105,17 +149,8 @@ class ReplicaStore:
         problem = _mismatch(received, expected, info.st_size)
         if problem is not None:
             _unlink(received)
-            fsync_dir(self.incoming)
             raise Conflict(f"Replica {key} was deleted: {problem}")
-        _fsync_file(received)
-        created = not target.parent.exists()
-        target.parent.mkdir(mode=0o750, exist_ok=True)
-        if created:
-            fsync_dir(self.replicas)
-        os.rename(received, target)
-        fsync_dir(target.parent)
-        fsync_dir(self.incoming)
-        return Replica(key, info.st_size)
+        return Replica(key, info.st_size), (received, target)
 
     def verify(self, key: str, expected: Expected) -> None:
         """Check a confirmed replica's content again; a bad one goes to ``quarantine/``."""
@@ -241,6 +276,23 @@ class Replicas:
     async def confirm(self, key: str, expected: Expected) -> Replica:
         return await self._for_key(key, self.store.confirm, key, expected)
 
+    async def confirm_batch(
+        self, wanted: Sequence[tuple[str, Expected]]
+    ) -> list[Replica | ApiError]:
+        """``ReplicaStore.confirm_batch`` on the pool, holding every key's lock (taken in
+        key order, so two batches sharing keys cannot wait for each other)."""
+        keys = sorted({check_key(key) for key, _ in wanted})
+        taken: list[tuple[str, DeferredLock]] = []
+        try:
+            for key in keys:
+                lock = self._locks.setdefault(key, DeferredLock())
+                await lock.acquire()
+                taken.append((key, lock))
+            return await self._run(self.store.confirm_batch, wanted)
+        finally:
+            for key, lock in taken:
+                self._release(key, lock)
+
     async def verify(self, key: str, expected: Expected) -> None:
         await self._for_key(key, self.store.verify, key, expected)
 
@@ -262,9 +314,12 @@ class Replicas:
         try:
             return await self._run(function, *args, **kwargs)
         finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                del self._locks[key]
+            self._release(key, lock)
+
+    def _release(self, key: str, lock: DeferredLock) -> None:
+        lock.release()
+        if not lock.locked and not lock.waiting:
+            del self._locks[key]
 
     async def _run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await deferToThreadPool(self._threads, self._pool, function, *args, **kwargs)

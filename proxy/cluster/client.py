@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,9 +16,11 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from common.signing import DownloadGrant, NodeKeys, issue_download_token, sign_request
+from proxy.cluster.nodeapi import Pushed, WantedReplica
 
 # Confirm and verify make the node hash the whole replica; allow for this slow a disk and CPU.
 _SLOWEST_HASHING = 20 * 2**20  # bytes per second
@@ -88,6 +93,23 @@ class NodeClient:
             detail = body.get("detail") if isinstance(body, dict) else None
             raise NodeError(f"confirm answered {status}: {detail}", status)
 
+    async def confirm_batch(
+        self, base_url: str, node: str, wanted: Sequence[WantedReplica]
+    ) -> dict[str, str | None]:
+        payload = {
+            "replicas": [
+                {"key": w.key, "size": w.size, "md5": w.md5, "sha256": w.sha256} for w in wanted
+            ]
+        }
+        status, body = await self.call(
+            "POST", base_url, node, "/internal/replicas/confirm-batch", payload,
+            timeout=self.timeout_for(sum(w.size for w in wanted)),
+        )  # fmt: skip
+        if status != 200:
+            detail = body.get("detail") if isinstance(body, dict) else None
+            raise NodeError(f"batch confirm answered {status}: {detail}", status)
+        return batch_outcomes([w.key for w in wanted], body)
+
     async def delete(self, base_url: str, node: str, key: str) -> None:
         status, _ = await self.call("DELETE", base_url, node, f"/internal/replicas/{key}")
         if status not in (200, 204, 404):
@@ -131,6 +153,41 @@ class NodeClient:
         return body
 
 
+def batch_outcomes(keys: Sequence[str], body: Any) -> dict[str, str | None]:
+    """What a node's batch confirm answer says of each key asked: None for confirmed, else
+    why not. Nothing is taken on trust: a key confirmed is one asked for whose entry says
+    exactly ``"confirmed": true``; a key the answer leaves out, names twice or garbles is
+    not confirmed.
+
+    >>> outcomes = batch_outcomes(["1-a", "2-b", "3-c"], {"results": [
+    ...     {"key": "1-a", "confirmed": True}, {"key": "2-b", "confirmed": False,
+    ...     "status": 409, "detail": "its sha256 is ..."}, {"key": "9-z", "confirmed": True}]})
+    >>> outcomes["1-a"], outcomes["2-b"]
+    (None, 'confirm answered 409: its sha256 is ...')
+    >>> outcomes["3-c"]
+    'the node did not answer for it'
+    """
+    outcomes: dict[str, str | None] = {key: "the node did not answer for it" for key in keys}
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        raise NodeError("batch confirm answered without a list of results")
+    answered: set[str] = set()
+    for entry in results:
+        key = entry.get("key") if isinstance(entry, dict) else None
+        if not isinstance(key, str) or key not in outcomes:
+            continue
+        if key in answered:  # named twice: believe neither answer
+            outcomes[key] = "the node answered for it twice"
+            continue
+        answered.add(key)
+        if entry.get("confirmed") is True:
+            outcomes[key] = None
+        else:
+            detail = str(entry.get("detail", ""))[:300]
+            outcomes[key] = f"confirm answered {entry.get('status')}: {detail}"
+    return outcomes
+
+
 class RsyncError(Exception):
     pass
 
@@ -166,23 +223,66 @@ class RsyncPusher:
         cluster_secret: str,
         timeout: float,
         binary: str = "rsync",
+        scratch: Path | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock = clock
         self._secret = cluster_secret
         self._timeout = timeout
         self._binary = binary
+        # Where a batch's folder of links is made; one a stopped proxy left is removed here.
+        self._scratch = scratch
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+            for left in scratch.glob(f"{_BATCH_PREFIX}*"):
+                shutil.rmtree(left, ignore_errors=True)
 
     def push(
         self, source: str, rsync_url: str, node: str, key: str, size: int = 0
     ) -> Deferred[None]:
         """Run rsync; ``--timeout`` ends a stalled transfer, and as a last resort the process
         is killed after four timeouts plus the time the file takes at 10 MiB/s."""
+        return self._run(["--", source, f"{rsync_url.rstrip('/')}/{key}"], node, size)
+
+    def push_batch(self, files: Sequence[Pushed], rsync_url: str, node: str) -> Deferred[None]:
+        """One rsync run for many files: a temporary folder holds a link named by key to
+        each staging file, ``--files-from`` lists the keys and ``--copy-links`` sends what
+        they point to, so each lands at ``incoming/<key>`` as a single push would put it.
+        The node's side is unchanged: it never learns the proxy's staging layout."""
+        return deferToThread(self._link_batch, files).addCallback(
+            self._push_linked, rsync_url, node, sum(f.size for f in files)
+        )
+
+    def _link_batch(self, files: Sequence[Pushed]) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix=_BATCH_PREFIX, dir=self._scratch))
+        try:
+            links = folder / "files"
+            links.mkdir()
+            for pushed in files:
+                (links / pushed.key).symlink_to(os.path.abspath(pushed.source))
+            (folder / "list").write_text("".join(f"{f.key}\n" for f in files))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+
+    def _push_linked(self, folder: Path, rsync_url: str, node: str, size: int) -> Deferred[None]:
+        args = [
+            "--copy-links", f"--files-from={folder / 'list'}",
+            "--", f"{folder / 'files'}/", f"{rsync_url.rstrip('/')}/",
+        ]  # fmt: skip
+
+        def cleaned(result: object) -> Deferred[object]:
+            return deferToThread(shutil.rmtree, folder, True).addBoth(lambda _: result)
+
+        return self._run(args, node, size).addBoth(cleaned)
+
+    def _run(self, where: list[str], node: str, size: int) -> Deferred[None]:
         done: Deferred[None] = Deferred()
         proto = _RsyncProtocol(done)
         args = [
-            self._binary, "--partial", "--inplace", f"--timeout={max(int(self._timeout), 1)}",
-            "--", source, f"{rsync_url.rstrip('/')}/{key}",
+            self._binary, "--partial", "--inplace",
+            f"--timeout={max(int(self._timeout), 1)}", *where,
         ]  # fmt: skip
         password = NodeKeys.for_node(self._secret, node).rsync_password
         env = {"RSYNC_PASSWORD": password, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -196,6 +296,9 @@ class RsyncPusher:
             return result
 
         return done.addBoth(finished)
+
+
+_BATCH_PREFIX = "rsync-batch-"
 
 
 def _kill(process: Any) -> None:

@@ -13,10 +13,30 @@ error (carrying its status), a connection error or a timeout for one that did no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
+
+
+@dataclass(frozen=True)
+class WantedReplica:
+    """One replica a batch confirm asks the node to make of what rsync left in incoming."""
+
+    key: str
+    size: int
+    md5: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """One file of a batch push: the staging file ``source`` goes to ``incoming/<key>``."""
+
+    source: str
+    key: str
+    size: int
 
 
 class NodeApi(Protocol):
@@ -32,6 +52,15 @@ class NodeApi(Protocol):
     ) -> None:
         """Make what rsync left in the node's incoming folder a replica, if it has this size
         and these checksums; the node discards it and the call raises otherwise."""
+        ...
+
+    async def confirm_batch(
+        self, base_url: str, node: str, wanted: Sequence[WantedReplica]
+    ) -> dict[str, str | None]:
+        """``confirm`` for many replicas in one call: for each key asked, None if the node
+        confirmed it, else why not (the node discarded what it had received for it). A key
+        the node did not answer for is answered "not confirmed" too; the call raises only
+        when the node answered nothing usable (then none was confirmed as far as we know)."""
         ...
 
     async def verify(self, base_url: str, node: str, key: str, size: int, sha256: str) -> bool:
@@ -64,3 +93,8 @@ class ReplicaPusher(Protocol):
     def push(
         self, source: str, rsync_url: str, node: str, key: str, size: int = 0
     ) -> Deferred[None]: ...
+
+    def push_batch(self, files: Sequence[Pushed], rsync_url: str, node: str) -> Deferred[None]:
+        """Copy many files to the node's incoming folder in one transfer; it fails as a
+        whole (which files arrived is for the node's confirm to say)."""
+        ...

@@ -10,7 +10,7 @@ the nodes (health, scrub) is ``proxy.cluster.monitor``'s job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import DeferredList, ensureDeferred
@@ -22,9 +22,10 @@ from common.backoff import retry_delay
 from common.db import Database, Txn
 from common.signing import replica_key
 from proxy.cluster import nodestore
+from proxy.cluster.batches import BatchLimits, Budget, Copy, group
 from proxy.cluster.fetched import FetchedFile
 from proxy.cluster.monitor import note
-from proxy.cluster.nodeapi import NodeApi, ReplicaPusher
+from proxy.cluster.nodeapi import NodeApi, Pushed, ReplicaPusher, WantedReplica
 from proxy.cluster.nodestore import CONFIRMED, COPYING, FAILED, PENDING, UP, Replica
 from proxy.cluster.placement import choose_nodes
 from proxy.cluster.rules import LOST_NOTE, candidates, keepers_first, leaving_nodes, lost_nodes
@@ -44,20 +45,10 @@ def _not_on(nodes: set[str]) -> str:
     return f" AND r.node NOT IN ({', '.join('?' for _ in nodes)})" if nodes else ""
 
 
-@dataclass(frozen=True)
-class Copy:
-    blob_id: int
-    sha256: str
-    md5: str
-    size: int
-    node: str
-    url: str
-    rsync_url: str
-    attempts: int
-
-    @property
-    def key(self) -> str:
-        return replica_key(self.blob_id, self.sha256)
+# The plan reads blobs still kept here this many at a time (by id, from an index), and stops
+# as soon as the pass is full: a backlog is never read whole.
+PLAN_PAGE = 1000
+__all__ = ["Copy", "Replicator", "confirmed_txn"]
 
 
 class Replicator:
@@ -74,6 +65,7 @@ class Replicator:
         target: int,
         grace: float,
         batch: int = 8,
+        limits: BatchLimits | None = None,
         stale_after: float = 600.0,
         syslog: SystemLog | None = None,
         waker: Waker = NO_WAKING,
@@ -87,7 +79,9 @@ class Replicator:
         self._clock = clock
         self.target = target
         self._grace = grace
-        self._batch = batch
+        self._batch = batch  # at most this many repairs (fetches back) per pass
+        # Copies per pass: up to ``limits.batches`` batches of small files, ``batch`` large.
+        self._limits = limits or BatchLimits(singles=batch)
         # A row left ``copying`` by a proxy that stopped mid-transfer (or by another proxy
         # that went quiet) counts as live only this long; our own copies always do.
         self._stale_after = stale_after
@@ -114,8 +108,11 @@ class Replicator:
                 self._again = False
                 await self._restore_missing()
                 copies = await self._db.run(self._plan, self._clock.seconds())
+                singles, batches = group(copies, self._limits)
                 await DeferredList(
-                    [ensureDeferred(self._copy(c)) for c in copies], consumeErrors=True
+                    [ensureDeferred(self._copy(c)) for c in singles]
+                    + [ensureDeferred(self._copy_batch(b)) for b in batches],
+                    consumeErrors=True,
                 )
                 await self._release_local_copies()
                 await self._clean_deletions()
@@ -142,35 +139,43 @@ class Replicator:
         up = candidates(nodes)
         if not up:  # no node could take a copy: no need to read every blob to know it
             return []
-        rows = txn.all("SELECT id, sha256, md5, size FROM blobs WHERE local = 1 ORDER BY id")
-        replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
+        budget = Budget(self._limits)
         planned: list[Copy] = []
-        for blob_id, sha256, md5, size in rows:
-            blob_id, size = int(blob_id), int(size)
-            mine = replicas[blob_id]
-            live = [r for r in mine if self._counts(r, now, leaving)]
-            need = self.target - len(live)
-            if need <= 0 or len(planned) >= self._batch:
-                continue
-            waiting = {r.node for r in mine if r.state == FAILED and r.next_attempt_at > now}
-            exclude = {r.node for r in live} | waiting | leaving
-            zones = {by_name[r.node].zone for r in live if r.node in by_name}
-            attempts = {r.node: r.attempts for r in mine}
-            for name in choose_nodes(up, size=size, count=need, used_zones=zones, exclude=exclude):
-                node = by_name[name]
-                nodestore.set_replica(txn, blob_id, name, COPYING, now)
-                planned.append(
-                    Copy(
-                        blob_id,
-                        sha256,
-                        md5,
-                        size,
-                        name,
-                        node.url,
-                        node.rsync_url,
+        after = 0
+        while not budget.full():
+            rows = txn.all(
+                "SELECT id, sha256, md5, size FROM blobs WHERE local = 1 AND id > ?"
+                " ORDER BY id LIMIT ?",
+                (after, PLAN_PAGE),
+            )
+            if not rows:
+                break
+            after = int(rows[-1][0])
+            replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
+            for blob_id, sha256, md5, size in rows:
+                blob_id, size = int(blob_id), int(size)
+                mine = replicas[blob_id]
+                live = [r for r in mine if self._counts(r, now, leaving)]
+                need = self.target - len(live)
+                if need <= 0:
+                    continue
+                waiting = {r.node for r in mine if r.state == FAILED and r.next_attempt_at > now}
+                exclude = {r.node for r in live} | waiting | leaving
+                zones = {by_name[r.node].zone for r in live if r.node in by_name}
+                attempts = {r.node: r.attempts for r in mine}
+                chosen = choose_nodes(up, size=size, count=need, used_zones=zones, exclude=exclude)
+                for name in chosen:
+                    if not budget.take(size):
+                        break
+                    node = by_name[name]
+                    nodestore.set_replica(txn, blob_id, name, COPYING, now)
+                    copy = Copy(
+                        blob_id, sha256, md5, size, name, node.url, node.rsync_url,
                         attempts.get(name, 0),
-                    )
-                )
+                    )  # fmt: skip
+                    planned.append(copy)
+            if len(rows) < PLAN_PAGE:
+                break
         return planned
 
     async def _copy(self, copy: Copy) -> None:
@@ -203,6 +208,72 @@ class Replicator:
             self._syslog, "info", "replication.confirmed",
             f"blob {copy.blob_id} confirmed on {copy.node}", blob=copy.blob_id, node=copy.node,
         )  # fmt: skip
+
+    async def _copy_batch(self, batch: Sequence[Copy]) -> None:
+        """Many small copies to one node: one rsync run, one signed confirm. The node says
+        which it verified; those are marked confirmed together, the rest failed with their
+        backoff, as ``_copy`` does for one."""
+        first = batch[0]
+        self._in_flight.update((c.blob_id, c.node) for c in batch)
+        try:
+            outcomes = await self._send_batch(batch)
+            confirmed = [c.blob_id for c in batch if c.key in outcomes and outcomes[c.key] is None]
+            refused = [
+                (c, outcomes.get(c.key) or "the node did not answer for it")
+                for c in batch
+                if c.key not in outcomes or outcomes[c.key] is not None
+            ]
+            now = self._clock.seconds()
+            emitter = Emitter(now)
+            if confirmed:
+                await self._db.run(confirmed_batch_txn, confirmed, first.node, emitter)
+            if refused:
+                await self._db.run(_failed_batch_txn, refused, now)
+        finally:
+            self._in_flight.difference_update((c.blob_id, c.node) for c in batch)
+        self._waker.wake(emitter.users)
+        if confirmed:
+            await note(
+                self._syslog, "info", "replication.confirmed",
+                f"{len(confirmed)} blobs confirmed on {first.node} in one batch",
+                blobs=len(confirmed), node=first.node,
+            )  # fmt: skip
+        if len(refused) == len(batch):  # one note for a batch that failed as a whole
+            await note(
+                self._syslog, "warn", "replication.copy_failed",
+                f"copy of {len(batch)} blobs to {first.node} in a batch failed: {refused[0][1]}",
+                blobs=len(batch), node=first.node,
+            )  # fmt: skip
+            return
+        for copy, why in refused:
+            await note(
+                self._syslog, "warn", "replication.copy_failed",
+                f"copy of blob {copy.blob_id} to {copy.node} failed: {why}",
+                blob=copy.blob_id, node=copy.node, attempts=copy.attempts + 1,
+            )  # fmt: skip
+
+    async def _send_batch(self, batch: Sequence[Copy]) -> dict[str, str | None]:
+        """Push a batch and have the node confirm it: for each key, None if confirmed, else
+        why not. A push that failed is still followed by the confirm, since some files may
+        have arrived whole (one source deleted meanwhile fails the rsync run for all); the
+        node verifies each, so nothing is trusted because rsync said so, or did not."""
+        first = batch[0]
+        pushed = [
+            Pushed(str(self._staging.blob_path(c.sha256, c.blob_id)), c.key, c.size) for c in batch
+        ]
+        wanted = [WantedReplica(c.key, c.size, c.md5, c.sha256) for c in batch]
+        push_error: Exception | None = None
+        try:
+            await self._rsync.push_batch(pushed, first.rsync_url, first.node)
+        except Exception as exc:
+            push_error = exc
+        try:
+            outcomes = await self._client.confirm_batch(first.url, first.node, wanted)
+        except Exception as exc:
+            return {c.key: str(push_error or exc) for c in batch}
+        if push_error is None:
+            return outcomes
+        return {k: None if why is None else f"{push_error}; {why}" for k, why in outcomes.items()}
 
     # -- repair of blobs that live only on nodes
 
@@ -332,3 +403,17 @@ def confirmed_txn(txn: Txn, blob_id: int, node: str, emitter: Emitter) -> None:
     nodestore.set_replica(txn, blob_id, node, CONFIRMED, emitter.now)
     replicas = nodestore.confirmed_count(txn, blob_id)
     emitter.for_blob(txn, blob_id, kinds.REPLICA_CONFIRMED, replicas=replicas)
+
+
+def confirmed_batch_txn(txn: Txn, blob_ids: Sequence[int], node: str, emitter: Emitter) -> None:
+    """``confirmed_txn`` for every blob of a batch, in one transaction."""
+    for blob_id in blob_ids:
+        confirmed_txn(txn, blob_id, node, emitter)
+
+
+def _failed_batch_txn(txn: Txn, refused: Sequence[tuple[Copy, str]], now: float) -> None:
+    for copy, why in refused:
+        nodestore.set_replica(
+            txn, copy.blob_id, copy.node, FAILED, now, detail=why[:500],
+            next_attempt_at=now + retry_delay(copy.attempts + 1), failed=True,
+        )  # fmt: skip
