@@ -13,11 +13,11 @@ hash and fsync whole files); ``Replicas`` runs them on a thread pool, one at a t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -27,11 +27,10 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from common.digests import file_digests
 from common.durable import fsync_dir
 from common.errors import BadRequest, Conflict, NotFound
 from common.signing import valid_replica_key
-
-READ_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -102,12 +101,11 @@ class ReplicaStore:
         if not stat.S_ISREG(info.st_mode):
             _remove_any(received)
             raise Conflict(f"What was received for replica {key} is not a regular file")
-        problem = _mismatch(received, expected, info.st_size)
+        problem = _mismatch_while_syncing(received, expected, info.st_size)
         if problem is not None:
             _unlink(received)
             fsync_dir(self.incoming)
             raise Conflict(f"Replica {key} was deleted: {problem}")
-        _fsync_file(received)
         created = not target.parent.exists()
         target.parent.mkdir(mode=0o750, exist_ok=True)
         if created:
@@ -187,18 +185,34 @@ def _mismatch(path: Path, expected: Expected, size: int) -> str | None:
     """Why the file at ``path`` is not ``expected``, or None when it is."""
     if size != expected.size:
         return f"it has {size} bytes, not {expected.size}"
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
     with open(path, "rb", buffering=0) as file:
-        buffer = bytearray(READ_SIZE)
-        view = memoryview(buffer)
-        while count := file.readinto(buffer):
-            md5.update(view[:count])
-            sha256.update(view[:count])
-    if sha256.hexdigest() != expected.sha256:
-        return f"its sha256 is {sha256.hexdigest()}, not {expected.sha256}"
-    if expected.md5 is not None and md5.hexdigest() != expected.md5:
-        return f"its md5 is {md5.hexdigest()}, not {expected.md5}"
+        found = file_digests(file)
+    if found.size != expected.size:  # it changed since it was measured
+        return f"it has {found.size} bytes, not {expected.size}"
+    if found.sha256 != expected.sha256:
+        return f"its sha256 is {found.sha256}, not {expected.sha256}"
+    if expected.md5 is not None and found.md5 != expected.md5:
+        return f"its md5 is {found.md5}, not {expected.md5}"
     return None
+
+
+def _mismatch_while_syncing(path: Path, expected: Expected, size: int) -> str | None:
+    """``_mismatch``, with the file fsynced meanwhile on another thread.
+
+    What rsync wrote is still in the page cache: the hashing reads it from there on the CPU
+    while the disk writes it back, so confirming costs about the longer of the two rather
+    than their sum. The fsync's error, if any, is raised once the hashing is over; a file
+    that turns out wrong was fsynced for nothing, which is harmless.
+    """
+    if size != expected.size:
+        return _mismatch(path, expected, size)
+    with ThreadPoolExecutor(1, thread_name_prefix="confirm-fsync") as syncer:
+        synced = syncer.submit(_fsync_file, path)
+        try:
+            problem = _mismatch(path, expected, size)
+        finally:
+            synced.result()
+    return problem
 
 
 def _fsync_file(path: Path) -> None:
