@@ -506,6 +506,19 @@ def test_a_multi_block_replica_that_does_not_match_is_deleted_with_409(
     assert store.list() == []
 
 
+def test_a_small_replica_is_fsynced_only_once_it_matched(
+    store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    monkeypatch.setattr(node.replicas.store, "_fsync_file", lambda path: synced.append(path.name))
+    good, expected = received(store, b"hello")
+    bad, wrong = received(store, b"world", blob_id=6)
+    store.confirm(good, expected)
+    with pytest.raises(Conflict, match="md5"):
+        store.confirm(bad, Expected(wrong.size, wrong.sha256, expected.md5))
+    assert synced == [good]
+
+
 def test_an_fsync_that_fails_leaves_the_replica_unconfirmed(
     store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from common.digests import file_digests
+from common.digests import BLOCK_SIZE, file_digests
 from common.durable import fsync_dir
 from common.errors import BadRequest, Conflict, NotFound
 from common.signing import valid_replica_key
@@ -202,10 +202,14 @@ def _mismatch_while_syncing(path: Path, expected: Expected, size: int) -> str | 
     What rsync wrote is still in the page cache: the hashing reads it from there on the CPU
     while the disk writes it back, so confirming costs about the longer of the two rather
     than their sum. The fsync's error, if any, is raised once the hashing is over; a file
-    that turns out wrong was fsynced for nothing, which is harmless.
+    that turns out wrong was fsynced for nothing, which is harmless. A file of one block is
+    checked, then fsynced, on the calling thread, as a wrong one needs no fsync at all.
     """
-    if size != expected.size:
-        return _mismatch(path, expected, size)
+    if size != expected.size or size <= BLOCK_SIZE:  # a thread would cost more than it saves
+        problem = _mismatch(path, expected, size)
+        if problem is None:
+            _fsync_file(path)
+        return problem
     with ThreadPoolExecutor(1, thread_name_prefix="confirm-fsync") as syncer:
         synced = syncer.submit(_fsync_file, path)
         try:
