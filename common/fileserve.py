@@ -2,8 +2,9 @@
 
 ``serve_file`` first decides the whole response (status, headers and a list of pieces: bytes
 held in memory or stretches of the file) with the pure rules of ``common.httprange``, then
-streams it with a pull producer that reads 256 KiB at a time, so memory stays flat whatever
-the file's size and the transport's buffer sets the pace.
+streams it: a whole file or one range on a plain TCP connection with ``os.sendfile``
+(``common.sendfile``), anything else with a pull producer that reads 256 KiB at a time. Either
+way memory stays flat whatever the file's size and the connection sets the pace.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from common.httprange import (
     not_modified,
     parse_range,
 )
+from common.sendfile import SendfileProducer, sendfile_socket
 
 CHUNK_SIZE = 256 * 1024
 """How much of the file is read, and written to the transport, at a time."""
@@ -92,13 +94,25 @@ def serve_file(
         for name, value in plan.headers.items():
             request.setHeader(name, value)  # type: ignore[no-untyped-call]
         if any(isinstance(piece, _Stretch) for piece in plan.pieces):
-            done = _FileProducer(request, file, path, plan.pieces).start()
+            done = _producer(request, file, path, plan.pieces).start()
             unless_streaming.pop_all()  # The producer closes the file now.
             return done
     body = b"".join(piece for piece in plan.pieces if isinstance(piece, bytes))
     request.write(body)  # type: ignore[no-untyped-call]
     request.finish()  # type: ignore[no-untyped-call]
     return succeed(None)
+
+
+def _producer(
+    request: Request, file: BinaryIO, path: str, pieces: tuple[bytes | _Stretch, ...]
+) -> _FileProducer | SendfileProducer:
+    """``os.sendfile`` for one stretch (a whole file or one range) on plain TCP; reading and
+    writing ``CHUNK_SIZE`` at a time for several ranges, TLS, HTTP/2 and the rest."""
+    transport = sendfile_socket(request)
+    only = pieces[0] if len(pieces) == 1 else None
+    if transport is not None and isinstance(only, _Stretch):
+        return SendfileProducer(request, transport, file, path, only.offset, only.length)
+    return _FileProducer(request, file, path, pieces)
 
 
 def _header_reader(request: Request) -> Callable[[str], str | None]:

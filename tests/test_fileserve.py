@@ -1,4 +1,5 @@
-"""``serve_file`` behind a real Klein app on a loopback port, fetched with treq."""
+"""``serve_file`` behind a real Klein app on a loopback port, fetched with treq (what is
+particular to sending with ``os.sendfile`` is in tests/test_sendfile.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.server import Request, Site
 from zope.interface import provider
 
+import common.sendfile
 from common import fileserve
 from common.fileserve import CHUNK_SIZE, serve_file
 from common.httprange import format_http_date
@@ -100,8 +102,14 @@ class Server:
         return self.client.head(self.url, headers=sent).addTimeout(TIMEOUT, reactor)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(params=["sendfile", "reading"])
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Server]:
+    """The app on a loopback port; every test runs with both ways of sending a body: plain
+    TCP with os.sendfile, and the reading producer that TLS and several ranges use."""
+    if request.param == "reading":
+        monkeypatch.setattr(common.sendfile, "SENDFILE", False)
     app = FileApp()
     endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
     listening = pytest_twisted.blockon(endpoint.listen(Site(app.app.resource())))

@@ -22,6 +22,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+import common.digests
 import node.api.inputs
 import node.api.receiving
 import node.config
@@ -503,6 +504,82 @@ def test_a_second_push_of_a_confirmed_replica_is_dropped_and_confirm_answers_aga
     assert not (store.incoming / key).exists()
     with pytest.raises(Conflict):
         store.confirm(key, Expected(6, expected.sha256, expected.md5))
+
+
+MULTI_BLOCK = common.digests.BLOCK_SIZE * 2 + 1  # hashed on two threads, block by block
+
+
+def test_a_multi_block_replica_is_confirmed_and_fsynced_before_it_moves(
+    store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = os.urandom(MULTI_BLOCK)
+    key, expected = received(store, content)
+    synced: list[tuple[str, bool]] = []
+    real_fsync = node.replicas.store._fsync_file
+
+    def fsync(path: Path) -> None:
+        real_fsync(path)
+        synced.append((path.name, path.exists()))
+
+    monkeypatch.setattr(node.replicas.store, "_fsync_file", fsync)
+    assert store.confirm(key, expected).size == MULTI_BLOCK
+    assert synced == [(key, True)]
+    assert (store.replicas / key[-2:] / key).read_bytes() == content
+
+
+@pytest.mark.parametrize("damage", ["md5", "last byte"])
+def test_a_multi_block_replica_that_does_not_match_is_deleted_with_409(
+    store: ReplicaStore, damage: str
+) -> None:
+    content = os.urandom(MULTI_BLOCK)
+    key, expected = received(store, content)
+    if damage == "md5":
+        expected = Expected(expected.size, expected.sha256, hashlib.md5(b"other").hexdigest())
+    else:
+        (store.incoming / key).write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    with pytest.raises(Conflict, match="md5" if damage == "md5" else "sha256"):
+        store.confirm(key, expected)
+    assert not (store.incoming / key).exists()
+    assert store.list() == []
+
+
+def test_a_small_replica_is_fsynced_only_once_it_matched(
+    store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    monkeypatch.setattr(node.replicas.store, "_fsync_file", lambda path: synced.append(path.name))
+    good, expected = received(store, b"hello")
+    bad, wrong = received(store, b"world", blob_id=6)
+    store.confirm(good, expected)
+    with pytest.raises(Conflict, match="md5"):
+        store.confirm(bad, Expected(wrong.size, wrong.sha256, expected.md5))
+    assert synced == [good]
+
+
+def test_an_fsync_that_fails_leaves_the_replica_unconfirmed(
+    store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, expected = received(store, os.urandom(MULTI_BLOCK))
+
+    def failing(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(node.replicas.store, "_fsync_file", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        store.confirm(key, expected)
+    assert store.list() == []
+
+
+def test_a_multi_block_replica_changed_on_disk_fails_verify_and_is_quarantined(
+    store: ReplicaStore,
+) -> None:
+    content = os.urandom(MULTI_BLOCK)
+    key, expected = received(store, content)
+    store.confirm(key, expected)
+    (store.replicas / key[-2:] / key).write_bytes(bytes(MULTI_BLOCK))
+    with pytest.raises(Conflict, match="quarantined"):
+        store.verify(key, expected)
+    assert (store.quarantine / key).exists()
 
 
 def test_a_directory_or_link_received_under_a_key_is_removed_with_409(

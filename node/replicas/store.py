@@ -13,11 +13,11 @@ hash and fsync whole files); ``Replicas`` runs them on a thread pool, one at a t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -27,11 +27,10 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from common.digests import BLOCK_SIZE, file_digests
 from common.durable import fsync_dir
 from common.errors import ApiError, BadRequest, Conflict, NotFound
 from common.signing import valid_replica_key
-
-READ_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -107,8 +106,7 @@ class ReplicaStore:
                 incoming_changed = incoming_changed or isinstance(refused, Conflict)
                 continue
             outcomes.append(replica)
-            if move is not None:
-                _fsync_file(move[0])
+            if move is not None:  # its content is fsynced already (while it was hashed)
                 moves.append(move)
         shards = {target.parent for _, target in moves}
         created = [shard for shard in shards if not shard.exists()]
@@ -146,7 +144,7 @@ class ReplicaStore:
         if not stat.S_ISREG(info.st_mode):
             _remove_any(received)
             raise Conflict(f"What was received for replica {key} is not a regular file")
-        problem = _mismatch(received, expected, info.st_size)
+        problem = _mismatch_while_syncing(received, expected, info.st_size)
         if problem is not None:
             _unlink(received)
             raise Conflict(f"Replica {key} was deleted: {problem}")
@@ -222,18 +220,38 @@ def _mismatch(path: Path, expected: Expected, size: int) -> str | None:
     """Why the file at ``path`` is not ``expected``, or None when it is."""
     if size != expected.size:
         return f"it has {size} bytes, not {expected.size}"
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
     with open(path, "rb", buffering=0) as file:
-        buffer = bytearray(READ_SIZE)
-        view = memoryview(buffer)
-        while count := file.readinto(buffer):
-            md5.update(view[:count])
-            sha256.update(view[:count])
-    if sha256.hexdigest() != expected.sha256:
-        return f"its sha256 is {sha256.hexdigest()}, not {expected.sha256}"
-    if expected.md5 is not None and md5.hexdigest() != expected.md5:
-        return f"its md5 is {md5.hexdigest()}, not {expected.md5}"
+        found = file_digests(file)
+    if found.size != expected.size:  # it changed since it was measured
+        return f"it has {found.size} bytes, not {expected.size}"
+    if found.sha256 != expected.sha256:
+        return f"its sha256 is {found.sha256}, not {expected.sha256}"
+    if expected.md5 is not None and found.md5 != expected.md5:
+        return f"its md5 is {found.md5}, not {expected.md5}"
     return None
+
+
+def _mismatch_while_syncing(path: Path, expected: Expected, size: int) -> str | None:
+    """``_mismatch``, with the file fsynced meanwhile on another thread.
+
+    What rsync wrote is still in the page cache: the hashing reads it from there on the CPU
+    while the disk writes it back, so confirming costs about the longer of the two rather
+    than their sum. The fsync's error, if any, is raised once the hashing is over; a file
+    that turns out wrong was fsynced for nothing, which is harmless. A file of one block is
+    checked, then fsynced, on the calling thread, as a wrong one needs no fsync at all.
+    """
+    if size != expected.size or size <= BLOCK_SIZE:  # a thread would cost more than it saves
+        problem = _mismatch(path, expected, size)
+        if problem is None:
+            _fsync_file(path)
+        return problem
+    with ThreadPoolExecutor(1, thread_name_prefix="confirm-fsync") as syncer:
+        synced = syncer.submit(_fsync_file, path)
+        try:
+            problem = _mismatch(path, expected, size)
+        finally:
+            synced.result()
+    return problem
 
 
 def _fsync_file(path: Path) -> None:
