@@ -8,32 +8,33 @@ One sitting, set up the way ``scripts/run-local`` is (untimed): moto's S3 server
 port with an empty bucket, configured as the proxy's active S3 connection (``pyarchive-proxy s3
 add ... --activate``), two fresh ``pyarchive-node``s (zones a and b, real rsync daemons) and a
 fresh ``pyarchive-proxy`` (SQLite, PYARCHIVE_REPLICAS=2, PYARCHIVE_MIRROR_SYNC_INTERVAL=1s so
-that the mirror-sync job runs every second instead of every 5 s). Two sets of N 1 KiB files of
-distinct random content (N = --files, default 20000) are written under $BENCH_DATA. Then:
+that the mirror-sync job runs every second instead of every 5 s). Three sets of N 1 KiB files
+of distinct random content (N = --files, default 20000) are written under $BENCH_DATA. Then,
+each set through J threads (--jobs, default 4; ``pyarchive sync``/``upload`` run 2 by default,
+``--jobs`` up to 32), each thread with a client of its own, one after the other:
 
-    seed     set 1 through the seed API with the project's client library: J threads (--jobs,
-             default 4; ``pyarchive sync``/``upload`` run 2 by default, ``--jobs`` up to 32),
-             each with its own ``client.PyArchiveClient`` calling ``upload()``, as the CLI's
-             upload workers do. For a file this small the library sends one
-             ``POST /storage/tmp-upload/?filename=NAME&md5=MD5`` with the file as its body
-             (its single-request path for files up to one chunk) instead of a Content-Range
-             PUT + completion POST. Ingest rate = N / (first request .. last answer).
+    put      set 1 through the seed API with the project's client library, the way it sends a
+             file larger than 256 KiB or one chunk: its ``ChunkedUpload`` (one Content-Range PUT,
+             then the md5 completion POST), on a ``PyArchiveClient``'s connection.
     drain    from the same first request: polling the proxy's SQLite database (read-only, every
-             0.5 s) until every one of the N blobs has two ``confirmed`` replicas, and until
-             every one is ``mirrored`` (and verified) in S3. Drain rate = N / (first upload ..
-             the poll that saw the last second replica); ratio drain / ingest.
-    tus      set 2 into the same proxy over tus 1.0 at /files/, with tuspy's ``TusClient``
-             (``uploader(path, chunk_size=8 MiB, retries=0).upload()``, creation POST + one
-             PATCH per file), J threads with a client each. Ingest rate as above. (Its
-             replication runs behind it, as the seed ingest's did; not timed.)
-    anchor   tuspyserver (../shared/bench/tus_app.py under uvicorn --http httptools --loop
-             uvloop, one worker, from $BENCH_VENV, as bench.py's ``tus`` anchor) creating and
-             finishing set 1 with the same tuspy client, the same J threads.
+             0.5 s) until every blob has two ``confirmed`` replicas, and until every one is
+             ``mirrored`` (and verified) in S3. Drain rate = N / (first upload .. the poll that
+             saw the last second replica); ratio drain / ingest.
+    tus      set 2 over tus 1.0 at /files/ with tuspy's ``TusClient`` (``uploader(path,
+             chunk_size=8 MiB, retries=0).upload()``: creation POST + one PATCH per file); then
+             its drain, as above.
+    post     set 3 through ``PyArchiveClient.upload()`` itself, which sends a file this small in
+             one ``POST /storage/tmp-upload/?filename=NAME&md5=MD5`` (what ``pyarchive sync``
+             sends for small files). Its drain is not waited for.
+    anchor   the proxy and nodes stopped, tuspyserver (../shared/bench/tus_app.py under uvicorn
+             --http httptools --loop uvloop, one worker, from $BENCH_VENV, as bench.py's ``tus``
+             anchor) creating and finishing set 2 with the same tuspy client and J threads.
 
-The tuspy client runs in this process (the same tuspy for ours and the anchor). Checked: every
-seed answer is complete, every tus upload ends at offset 1024, the proxy holds 2N blobs and the
-anchor's directory N finished files. Reported: files/s for the three ingests, seconds and
-files/s for the drain, drain / seed ingest, CPU seconds of the servers.
+Ingest rate = N / (first request .. last answer). The clients run in this process (the same
+tuspy for ours and the anchor). Checked: every seed answer is complete, every tus upload ends
+at offset 1024, the proxy holds one blob per file, the anchor's directory N finished files.
+Reported: files/s of the four ingests, the drains' seconds and files/s, drain / ingest, CPU
+seconds of the servers. A run of --files 500 takes about two minutes.
 Per-run data: $BENCH_DATA/results/pyarchive-smallfiles.json, in bench.py's format.
 """
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import mmap
 import os
 import queue
 import socket
@@ -89,6 +91,20 @@ S3_KEY = "bench"
 S3_SECRET = "bench-secret-not-a-real-key"  # moto accepts any credentials
 PROXY_ENV = {"PYARCHIVE_REPLICAS": "2", "PYARCHIVE_MIRROR_SYNC_INTERVAL": "1s"}
 _SET_HERE = frozenset({"PYARCHIVE_CLUSTER_SECRET", *PROXY_ENV})
+# Our three ways in, in the order they run, each with a set of its own.
+WAYS = {
+    "put": "seed API, PUT + completion",
+    "tus": "tus",
+    "post": "seed API, single POST",
+}
+# The last set's drain is not waited for (nothing runs after it on the proxy): it keeps a
+# --files 500 run within a couple of minutes.
+DRAINED = ("put", "tus")
+WAY_NOTES = {
+    "put": "client library's ChunkedUpload: one Content-Range PUT, then the md5 completion POST",
+    "post": "PyArchiveClient.upload(): one POST ?filename=&md5= with the file (what sync sends)",
+    "tus": "tuspy TusClient: creation POST + one PATCH per file",
+}
 
 
 def make_files(root: Path, prefix: str, n: int) -> list[Path]:
@@ -142,14 +158,33 @@ def in_threads(paths: list[Path], jobs: int, make: Callable[[], Callable[[Path],
     return secs
 
 
-def seed_sender(base: str, token: str) -> Callable[[], Callable[[Path], None]]:
+def seed_sender(base: str, token: str, chunked: bool) -> Callable[[], Callable[[Path], None]]:
+    """The client library's upload: ``PyArchiveClient.upload()`` (one POST with the md5 for a
+    file this small) or, ``chunked``, the library's resumable upload that ``upload()`` runs for
+    a file over one chunk or 256 KiB (one Content-Range PUT, then the md5 completion POST)."""
     from client import PyArchiveClient
+    from client._upload import ChunkedUpload
 
     def make() -> Callable[[Path], None]:
         c = PyArchiveClient(base, token, timeout=RUN_TIMEOUT)
 
+        def chunked_upload(p: Path) -> dict[str, Any]:
+            start = c._url("/storage/tmp-upload/", {"filename": p.name})
+            with (
+                open(p, "rb") as f,
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+                memoryview(mapped) as view,
+            ):
+                return ChunkedUpload(
+                    c._send, c._sleep, view, start, resume_url=None, chunk_size=CHUNK,
+                    retries=0, on_progress=None, on_started=None,
+                ).run()  # fmt: skip
+
         def send(p: Path) -> None:
-            answer = c.upload(p, chunk_size=CHUNK, retries=0)
+            if chunked:
+                answer = chunked_upload(p)
+            else:
+                answer = c.upload(p, chunk_size=CHUNK, retries=0)
             if answer.get("status") != 2:
                 raise BenchError(f"{p.name}: the upload ended with status {answer.get('status')}")
 
@@ -303,9 +338,9 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
     LOGS.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="pyarchive-bench-small-", dir=DATA))
     moto = cluster = None
+    ours: dict[str, dict[str, Any]] = {}
     try:
-        seed_files = make_files(root / "seed", "s", n)
-        tus_files = make_files(root / "tus", "t", n)
+        sets = {way: make_files(root / way, f"{way}-", n) for way in WAYS}
         moto = Moto()
         cluster = Cluster(
             DATA, [("node1", "a"), ("node2", "b")], PROXY_ENV, prepare=configure_s3(moto)
@@ -318,27 +353,45 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
             snap.update((node.name, proc_cpu_s(node.pid) or 0.0) for node in nodes)
             return snap
 
-        log(f"  seed API: {n} files, {jobs} threads")
-        c0, k0 = cpu(), cpu_times()
-        t0 = time.perf_counter()
-        seed_s = in_threads(seed_files, jobs, seed_sender(proxy.base, cluster.token))
-        c1, k1 = cpu(), cpu_times()
-        log(f"  seed API: {n / seed_s:.0f} files/s; waiting for two replicas and S3")
-        waited = drain(cluster, n, t0, args.drain_timeout)
-        c2 = cpu()
-        log(f"  tus: {n} files, {jobs} threads")
+        def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+            return {k: round(b[k] - a[k], 2) for k in a}
+
         auth = {"Authorization": f"JWT {cluster.token}"}
-        c3, k3 = cpu(), cpu_times()
-        tus_s = in_threads(tus_files, jobs, tus_sender(f"{proxy.base}/files/", auth))
-        c4, k4 = cpu(), cpu_times()
-        cluster.check_alive()
-        blobs = counts(proxy.data_dir / "pyarchive.sqlite3")[0]
-        if blobs != 2 * n:
-            raise BenchError(f"the proxy holds {blobs} blobs, not {2 * n}")
+        senders = {
+            "put": seed_sender(proxy.base, cluster.token, chunked=True),
+            "post": seed_sender(proxy.base, cluster.token, chunked=False),
+            "tus": tus_sender(f"{proxy.base}/files/", auth),
+        }
+        for k, way in enumerate(WAYS, start=1):
+            log(f"  {WAYS[way]}: {n} files, {jobs} threads")
+            c0, k0 = cpu(), cpu_times()
+            t0 = time.perf_counter()
+            secs = in_threads(sets[way], jobs, senders[way])
+            c1, k1 = cpu(), cpu_times()
+            ours[way] = {
+                "seconds": secs, "files_s": n / secs, "cpu_s": delta(c0, c1),
+                "steal_pct": steal_pct(k0, k1),
+            }  # fmt: skip
+            if way not in DRAINED:
+                log(f"  {n / secs:.0f} files/s")
+                blobs = counts(proxy.data_dir / "pyarchive.sqlite3")[0]
+                if blobs != k * n:
+                    raise BenchError(f"the proxy holds {blobs} blobs, not {k * n}")
+                continue
+            log(f"  {n / secs:.0f} files/s; waiting for two replicas and S3")
+            waited = drain(cluster, k * n, t0, args.drain_timeout)
+            if waited["blobs"] != k * n:
+                raise BenchError(f"the proxy holds {waited['blobs']} blobs, not {k * n}")
+            rep_s, mir_s = float(waited["replicated_s"]), float(waited["mirrored_s"])
+            ours[way].update(
+                replicated_s=rep_s, mirrored_s=mir_s, drain_files_s=n / rep_s,
+                mirror_files_s=n / mir_s, ratio_drain_to_ingest=(n / rep_s) / (n / secs),
+                cpu_s_upload_to_mirrored=delta(c0, cpu()),
+            )  # fmt: skip
         cluster.stop()
         cluster = None
         log(f"  tuspyserver: {n} files, {jobs} threads")
-        anc = anchor(seed_files, jobs, root)
+        anc = anchor(sets["tus"], jobs, root)
     finally:
         problems = []
         for part in (cluster, moto):
@@ -351,41 +404,38 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
         if problems:
             raise BenchError("; ".join(problems))
 
-    def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-        return {k: round(b[k] - a[k], 2) for k in a}
-
-    seed = {"seconds": seed_s, "files_s": n / seed_s, "cpu_s": delta(c0, c1),
-            "steal_pct": steal_pct(k0, k1)}  # fmt: skip
-    tus = {"seconds": tus_s, "files_s": n / tus_s, "cpu_s": delta(c3, c4),
-           "steal_pct": steal_pct(k3, k4)}  # fmt: skip
-    rep_s, mir_s = float(waited["replicated_s"]), float(waited["mirrored_s"])
-    dr = {"replicated_s": rep_s, "mirrored_s": mir_s, "drain_files_s": n / rep_s,
-          "mirror_files_s": n / mir_s, "ratio_drain_to_ingest": (n / rep_s) / seed["files_s"],
-          "cpu_s_upload_to_mirrored": delta(c0, c2)}  # fmt: skip
     tusv = importlib.metadata.version("tuspy")
     tool = f"{project_version()}, client library, tuspy {tusv}"
     what = f"{n} x 1 KiB, {jobs} threads"
-    rows = [
-        row(f"pyarchive small-file ingest, seed API ({what})", [seed["files_s"]], "files/s",
-            [seed], tool, "client.PyArchiveClient.upload(): one POST with md5 per file"),
-        row(f"pyarchive small-file ingest, tus ({what})", [tus["files_s"]], "files/s",
-            [tus], tool, "tuspy TusClient: creation POST + one PATCH per file"),
+    rows = []
+    for way, label in WAYS.items():
+        o = ours[way]
+        rows.append(
+            row(f"pyarchive small-file ingest, {label} ({what})", [o["files_s"]], "files/s",
+                [o], tool, WAY_NOTES[way])
+        )  # fmt: skip
+        if way not in DRAINED:
+            continue
+        rows += [
+            row(f"pyarchive replication drain after {label}, first upload -> 2 confirmed "
+                f"replicas ({what})", [o["drain_files_s"]], "files/s", [], tool,
+                "polled in the SQLite DB every 0.5 s"),
+            row(f"pyarchive S3 mirror drain after {label}, first upload -> all mirrored "
+                f"({what})", [o["mirror_files_s"]], "files/s", [], tool,
+                "PYARCHIVE_MIRROR_SYNC_INTERVAL=1s; moto server"),
+            row(f"pyarchive replication drain / ingest, {label}",
+                [o["ratio_drain_to_ingest"]], "x", [], tool, "files/s over files/s"),
+        ]  # fmt: skip
+    rows.append(
         row(f"tuspyserver small-file ingest, same tuspy ({what})", [anc["files_s"]], "files/s",
             [anc], f"tuspyserver (uvicorn httptools/uvloop), tuspy {tusv}",
-            "bench.py's tus anchor: no hashing, no fsync, no replication"),
-        row(f"pyarchive replication drain, first upload -> 2 confirmed replicas ({what})",
-            [dr["drain_files_s"]], "files/s", [dr], tool,
-            "polled in the SQLite DB every 0.5 s"),
-        row(f"pyarchive S3 mirror drain, first upload -> all mirrored ({what})",
-            [dr["mirror_files_s"]], "files/s", [], tool,
-            "PYARCHIVE_MIRROR_SYNC_INTERVAL=1s; moto server"),
-        row("pyarchive replication drain / seed-API ingest", [dr["ratio_drain_to_ingest"]],
-            "x", [], tool, "files/s over files/s"),
-    ]  # fmt: skip
+            "bench.py's tus anchor: no hashing, no fsync, no replication")
+    )  # fmt: skip
     out = {
         "measurement": NAME,
-        "description": f"ingest of {n} 1 KiB files (seed API, tus, tuspyserver anchor) and the "
-        "time until every file has two confirmed replicas and is mirrored to S3",
+        "description": f"ingest of {n} 1 KiB files (seed API PUT + completion, seed API single "
+        "POST, tus; tuspyserver as the anchor), and for each of ours the time until every file "
+        "has two confirmed replicas and is mirrored to S3",
         "runs": 1,
         **sitting(t_start, la0),
         "files": n,
@@ -399,12 +449,19 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
     write_result(NAME, out)
     for r in rows:
         print_result(r, 2 if r["unit"] == "x" else 0)
+    print(f"RESULT small files, {WAYS['post']}: ingest {ours['post']['files_s']:.0f} files/s")
+    for way in DRAINED:
+        label, o = WAYS[way], ours[way]
+        print(
+            f"RESULT small files, {label}: ingest {o['files_s']:.0f} files/s; drain "
+            f"{o['drain_files_s']:.0f} files/s (two replicas after {o['replicated_s']:.1f} s, "
+            f"S3 after {o['mirrored_s']:.1f} s); drain / ingest {o['ratio_drain_to_ingest']:.2f}x",
+            flush=True,
+        )
     print(
-        f"RESULT small files: ours seed {seed['files_s']:.0f} files/s, ours tus "
-        f"{tus['files_s']:.0f} files/s, tuspyserver {anc['files_s']:.0f} files/s "
-        f"(ours tus / tuspyserver {tus['files_s'] / anc['files_s']:.2f}x); drain "
-        f"{dr['drain_files_s']:.0f} files/s (replicas after {rep_s:.1f} s, S3 after "
-        f"{mir_s:.1f} s), drain / ingest {dr['ratio_drain_to_ingest']:.2f}x",
+        f"RESULT small files, tus: ours {ours['tus']['files_s']:.0f} files/s, tuspyserver "
+        f"{anc['files_s']:.0f} files/s (same tuspy client, {jobs} threads): ours / tuspyserver "
+        f"{ours['tus']['files_s'] / anc['files_s']:.2f}x",
         flush=True,
     )
     return out
