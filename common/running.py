@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -50,6 +51,11 @@ def serve_forever(
             reactor.stop()
             os._exit(1)
         print(announce(port.getHost()), flush=True)
+        # What start-up built (modules, routes, settings) lives as long as the process: out of
+        # the collector's sight, a collection no longer walks all of it. An upload makes many
+        # short-lived objects (Deferreds, callbacks) and so collections; freezing took about
+        # 0.1 CPU s/GiB off the reactor thread (scripts/bench upload --client requests).
+        gc.freeze()
 
     reactor.callWhenRunning(lambda: ensureDeferred(start()))
     reactor.addSystemEventTrigger("before", "shutdown", lambda: ensureDeferred(service.stop()))

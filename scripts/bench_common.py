@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -558,10 +558,15 @@ STAFF_USER = "benchadmin"
 class Cluster:
     """A fresh proxy (SQLite) and fresh nodes sharing a cluster secret; the nodes registered
     with ``pyarchive-proxy nodes add`` before the proxy starts (as scripts/run_local.py does),
-    a staff user logged in on one keep-alive connection, every node seen ``up``."""
+    a staff user logged in on one keep-alive connection, every node seen ``up``.
+    ``prepare(proxy)``, if given, runs just before the proxy starts (e.g. ``s3 add``)."""
 
     def __init__(
-        self, data_root: Path, nodes: list[tuple[str, str]], proxy_env: Mapping[str, str]
+        self,
+        data_root: Path,
+        nodes: list[tuple[str, str]],
+        proxy_env: Mapping[str, str],
+        prepare: Callable[[Proxy], None] | None = None,
     ) -> None:
         self.secret = secrets.token_urlsafe(32)
         self.nodes: list[Node] = []
@@ -579,6 +584,8 @@ class Cluster:
                                "--zone", node.zone)  # fmt: skip
             password = secrets.token_urlsafe(16)
             self.proxy.cli("create-admin", STAFF_USER, env={"PYARCHIVE_ADMIN_PASSWORD": password})
+            if prepare is not None:
+                prepare(self.proxy)
             self.proxy.start()
             self.proxy.wait_healthy()
             self.conn = Conn(self.proxy.port)

@@ -2,9 +2,9 @@
 
 Run through ``scripts/bench`` (which makes sure .venv exists):
 
-    scripts/bench upload [--runs N] [--chunk-mib 8] [--file PATH] [--client raw|library]
+    scripts/bench upload [--runs N] [--chunk-mib 8] [--file PATH] [--client raw|library|requests]
     scripts/bench upload --tus [--runs N] [--chunk-mib 8] [--file PATH]
-    scripts/bench compare [--runs N]    anchors (tus, django-chunked-upload), then upload, ratios
+    scripts/bench compare [--runs N] [--client C]  anchors, then upload (client C), then ratios
     scripts/bench ratios                the ratios of the stored results only
     scripts/bench compare-tus [--runs N]  bench.sh tus, upload, upload --tus, then tus-ratios
     scripts/bench tus-ratios            tus / seed API and tus / tuspyserver, stored results only
@@ -16,6 +16,10 @@ chunk PUT to the answer of the completion POST with the file's md5, over one kee
 connection. The proxy's peak RSS (VmHWM) and CPU seconds (utime+stime, all its threads) are
 read from /proc right after the completion, then the stored file's md5 is checked (untimed) and
 the proxy is stopped by its PID (SIGTERM, SIGKILL after 15 s), even on error.
+``--client requests`` sends the same requests with a plain ``requests.Session``, each chunk
+read from the file into ``bytes`` (as tuspy sends them) instead of mmap slices. Before the
+runs, the hashing floor is measured right there: CPU seconds of md5 + sha256 over 1 GiB in
+1 MiB blocks on one core (hashlib), printed beside the proxy's CPU s/GiB.
 
 With ``--tus`` the timed upload is tuspy's, as bench.py's ``tus`` anchor makes it
 (``TusClient(.../files/).uploader(path, chunk_size=8 MiB).upload()``, in this process): from
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import importlib.metadata
 import json
@@ -47,6 +52,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from bench_common import (
     _CONTROLLED_ENV,
@@ -95,6 +101,8 @@ CLIENTS = {
     "raw": "raw http.client (one keep-alive connection, memoryview slices of an mmap, "
     "md5 known beforehand)",
     "library": "client.PyArchiveClient.upload (md5 computed by its thread during the upload)",
+    "requests": "a plain requests.Session (one keep-alive connection), each chunk read from "
+    "the file into bytes as tuspy sends them, md5 known beforehand",
 }
 # Chosen by client CPU, one 1 GiB run each (2026-11-22): raw 0.45 CPU s, the library 2.33 CPU s
 # (its md5 thread alone is ~1.5 s/GiB; the raw client knows the md5 beforehand).
@@ -120,7 +128,7 @@ def one_run(i: int, args: argparse.Namespace, path: Path, md5: str) -> dict[str,
     client = None
     try:
         proxy.wait_healthy()
-        if args.client == "raw":
+        if args.client in ("raw", "requests"):
             conn = Conn(proxy.port)
             login_raw(conn)
         else:
@@ -136,7 +144,11 @@ def one_run(i: int, args: argparse.Namespace, path: Path, md5: str) -> dict[str,
         c0, k0 = own_cpu_s(), cpu_times()
         t0 = time.perf_counter()
         try:
-            if conn is not None:
+            if args.client == "requests":
+                assert conn is not None
+                conn.close()  # idle during the upload; reopened for the check
+                answer, t_chunks = upload_requests(proxy.base, conn.headers, path, args.chunk, md5)
+            elif conn is not None:
                 answer, t_chunks = upload_raw(conn, path, args.chunk, md5)
             else:
                 assert client is not None
@@ -206,6 +218,67 @@ def one_run(i: int, args: argparse.Namespace, path: Path, md5: str) -> dict[str,
         f"client {client_cpu:.2f}"
     )
     return d
+
+
+def upload_requests(
+    base: str, headers: dict[str, str], path: Path, chunk: int, md5: str
+) -> tuple[dict[str, Any], float]:
+    """``upload_raw`` with a plain ``requests.Session``: every chunk read into ``bytes`` (as
+    tuspy sends them) and PUT with its Content-Range, then the md5 completion POST."""
+    import requests
+
+    total = path.stat().st_size
+    name = urlencode({"filename": path.name})
+    with requests.Session() as session, open(path, "rb") as f:
+        session.headers.update(headers)
+        target = f"{base}/storage/tmp-upload/?{name}"
+        t0 = time.perf_counter()
+        start = 0
+        while start < total:
+            body = f.read(chunk)
+            stop = start + len(body)
+            r = session.put(
+                target,
+                data=body,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"bytes {start}-{stop - 1}/{total}",
+                },
+                timeout=RUN_TIMEOUT,
+            )
+            answer = _json_of(r)
+            expect(f"chunk PUT at offset {start}", r.status_code, answer)
+            if answer.get("offset") != stop:
+                raise BenchError(
+                    f"after the chunk at {start} the offset is {answer.get('offset')!r}, not {stop}"
+                )
+            if start == 0:
+                target = base + urlsplit(answer["url"]).path
+            start = stop
+        t_chunks = time.perf_counter() - t0
+        r = session.post(target, json={"md5": md5}, timeout=RUN_TIMEOUT)
+        answer = _json_of(r)
+        expect("completion POST", r.status_code, answer)
+        return answer, t_chunks
+
+
+def _json_of(r: Any) -> dict[str, Any]:
+    try:
+        return dict(r.json()) if r.content else {}
+    except ValueError:
+        return {"detail": r.text[:200]}
+
+
+def hashing_floor(size: int = GIB, block: int = 1 << 20) -> float:
+    """CPU seconds per GiB of md5 + sha256 over ``size`` bytes in ``block`` blocks, on this
+    core (hashlib, one thread): the least an upload that hashes every byte twice can cost."""
+    data = os.urandom(block)
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    c0 = time.process_time()
+    for _ in range(size // block):
+        md5.update(data)
+        sha.update(data)
+    return (time.process_time() - c0) * GIB / size
 
 
 class DeadlinePassed(Exception):
@@ -356,6 +429,8 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
         log(f"  sha256 of {path} (untimed, for the checks) ...")
         sha256 = digest_file(path, "sha256")
     warm(path)
+    log("  hashing floor: md5 + sha256 of 1 GiB in 1 MiB blocks, one core ...")
+    floor = hashing_floor()
     la0, t_start = os.getloadavg(), time.time()
     det = []
     for i in range(args.runs):
@@ -403,6 +478,7 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
         "md5_from": md5_from,
         **({} if sha256 is None else {"sha256": sha256, "sha256_from": "computed"}),
         "client": client,
+        "hashing_floor_cpu_s_per_gib": floor,
         "proxy_env": tuning_env(),
         "rows": rows,
     }
@@ -412,7 +488,9 @@ def upload(args: argparse.Namespace) -> dict[str, Any]:
     print(f"client: {described}", flush=True)
     print(
         f"RESULT {label}: {mbs['median']:.0f} MB/s ({mbs['min']:.0f}–{mbs['max']:.0f}), "
-        f"peak RSS {rss['median']:.1f} MiB, server CPU {cpu['median']:.2f} s/GiB",
+        f"peak RSS {rss['median']:.1f} MiB, server CPU {cpu['median']:.2f} s/GiB "
+        f"(hashing floor {floor:.2f} s/GiB: md5 + sha256, hashlib, 1 MiB blocks, one core, "
+        f"measured now; above it {cpu['median'] - floor:.2f} s/GiB)",
         flush=True,
     )
     return out

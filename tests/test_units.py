@@ -610,3 +610,59 @@ def test_a_positioned_write_writes_every_byte_even_when_the_system_writes_less(
     finally:
         os.close(fd)
     assert path.read_bytes() == b"-0123456789-"
+
+
+class _FakeReactor:
+    """Just enough of a reactor for ``serve_forever``: ``run`` runs the start-up calls."""
+
+    def __init__(self) -> None:
+        self.when_running: list[Any] = []
+        self.stopped = False
+
+    def callWhenRunning(self, f: Any) -> None:
+        self.when_running.append(f)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        pass
+
+    def run(self) -> None:
+        for f in self.when_running:
+            f()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class _Host:
+    host, port = "127.0.0.1", 8080
+
+
+class _Port:
+    def getHost(self) -> _Host:
+        return _Host()
+
+
+class _StartedService:
+    async def start(self) -> Any:
+        return _Port()
+
+    async def stop(self) -> None:
+        pass
+
+
+def test_a_started_service_leaves_what_start_up_built_out_of_the_collectors_passes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import gc
+
+    from common.running import serve_forever
+
+    gc.unfreeze()
+    try:
+        reactor = _FakeReactor()
+        serve_forever(reactor, _StartedService(), "test", lambda a: f"serving on {a.port}")
+        assert capsys.readouterr().out == "serving on 8080\n"
+        assert not reactor.stopped
+        assert gc.get_freeze_count() > 0  # what existed at start-up is frozen
+    finally:
+        gc.unfreeze()
