@@ -1,8 +1,8 @@
 """What PyArchive's benchmarks share: bench.py's machine helpers, servers stopped by PID, the
 raw upload client and bench.py's result format (see ../shared/bench/README.md).
 
-Imported by ``scripts/bench_upload.py``, ``scripts/bench_download.py`` and
-``scripts/bench_replicate.py`` (run through ``scripts/bench``).
+Imported by ``scripts/bench_upload.py``, ``scripts/bench_download.py``,
+``scripts/bench_replicate.py`` and ``scripts/bench_scale.py`` (run through ``scripts/bench``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -561,8 +561,14 @@ class Cluster:
     a staff user logged in on one keep-alive connection, every node seen ``up``."""
 
     def __init__(
-        self, data_root: Path, nodes: list[tuple[str, str]], proxy_env: Mapping[str, str]
+        self,
+        data_root: Path,
+        nodes: list[tuple[str, str]],
+        proxy_env: Mapping[str, str],
+        before_start: Callable[[Cluster], None] | None = None,
     ) -> None:
+        """``before_start``, if given, runs once the nodes are ready and registered (the
+        proxy's database migrated) and before the proxy starts: to build a catalogue."""
         self.secret = secrets.token_urlsafe(32)
         self.nodes: list[Node] = []
         self.proxy: Proxy | None = None
@@ -579,6 +585,8 @@ class Cluster:
                                "--zone", node.zone)  # fmt: skip
             password = secrets.token_urlsafe(16)
             self.proxy.cli("create-admin", STAFF_USER, env={"PYARCHIVE_ADMIN_PASSWORD": password})
+            if before_start is not None:
+                before_start(self)
             self.proxy.start()
             self.proxy.wait_healthy()
             self.conn = Conn(self.proxy.port)
