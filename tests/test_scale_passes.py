@@ -153,3 +153,63 @@ async def test_an_idle_node_recounts_its_replicas_only_every_five_minutes_or_aft
     unclocked = Replicas(held, IReactorThreads(reactor), pool)
     assert [(await unclocked.usage()).files for _ in range(2)] == [5, 5]
     assert len(walks) == 5
+
+
+def test_the_replica_listing_pages_through_every_replica_once_holding_one_shard_at_a_time(
+    tmp_path: Path,
+) -> None:
+    held = ReplicaStore(tmp_path / "node")
+    held.create()
+    keys = {_place(held, number) for number in range(300)}
+    (held.replicas / "zz").mkdir()  # not a shard of keys: nothing in it is listed
+    (held.replicas / "ab" / "not-a-key").parent.mkdir(exist_ok=True)
+    (held.replicas / "ab" / "not-a-key").write_bytes(b"")
+    seen: list[str] = []
+    after: str | None = None
+    pages = 0
+    while True:
+        page, after = held.page(after, 7)
+        pages += 1
+        assert len(page) <= 7
+        seen += [replica.key for replica in page]
+        if after is None:
+            break
+        assert after == page[-1].key
+    assert pages == -(-300 // 7)
+    assert len(seen) == len(set(seen)) and set(seen) == keys
+    assert seen == sorted(keys, key=lambda key: (key[-2:], key))
+    assert held.page(None, 1000) == (sorted(held.list(), key=lambda r: (r.key[-2:], r.key)), None)
+
+
+def test_the_node_lists_its_replicas_a_page_at_a_time_over_signed_http(tmp_path: Path) -> None:
+    from tests.nodeproc import NodeProcess
+
+    node = NodeProcess(tmp_path / "data").start()
+    try:
+        held = ReplicaStore(node.data_dir)
+        keys = {_place(held, number) for number in range(25)}
+        seen: list[str] = []
+        target = "/internal/replicas?limit=10"
+        while True:
+            response = node.signed("GET", target)
+            assert response.status == 200, response.body
+            body = response.json()
+            seen += [replica["key"] for replica in body["replicas"]]
+            if body["next"] is None:
+                break
+            target = f"/internal/replicas?limit=10&after={body['next']}"
+        assert len(seen) == 25 and set(seen) == keys
+        for bad in ("limit=0", "limit=10001", "limit=x", "after=nope", "other=1"):
+            response = node.signed("GET", f"/internal/replicas?{bad}")
+            assert response.status == 400, (bad, response.body)
+        assert node.signed("GET", "/internal/replicas").json()["next"] is None
+    finally:
+        node.stop()
+
+
+def test_the_examples_in_the_node_listing_helpers_docstrings_hold() -> None:
+    import doctest
+
+    from node.api import app
+
+    assert doctest.testmod(app).failed == 0

@@ -13,6 +13,7 @@ hash and fsync whole files); ``Replicas`` runs them on a thread pool, one at a t
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import shutil
@@ -142,6 +143,49 @@ class ReplicaStore:
 
     def list(self) -> list[Replica]:
         return sorted(self._walk(), key=lambda replica: replica.key)
+
+    def page(self, after: str | None, limit: int) -> tuple[builtins.list[Replica], str | None]:
+        """Up to ``limit`` replicas after the key ``after`` (from the first when None), in
+        listing order (shard, then key), and the key to ask after next (None: that was all).
+
+        Held in memory: one shard's names (1/256 of the replicas) and the page, never every
+        replica.
+        """
+        start = "" if after is None else after[-2:]
+        found: builtins.list[Replica] = []
+        try:
+            shards = sorted(
+                entry.name
+                for entry in os.scandir(self.replicas)
+                if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False)
+            )
+        except FileNotFoundError:
+            return [], None
+        for shard in shards:
+            if shard < start:
+                continue
+            directory = self.replicas / shard
+            try:
+                names = sorted(
+                    entry.name
+                    for entry in os.scandir(directory)
+                    if valid_replica_key(entry.name) and entry.name[-2:] == shard
+                )
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if after is not None and (shard, name) <= (start, after):
+                    continue
+                try:
+                    info = (directory / name).lstat()
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                if len(found) == limit:
+                    return found, found[-1].key
+                found.append(Replica(name, info.st_size))
+        return found, None
 
     def usage(self, files: int | None = None) -> Usage:
         """Free and total bytes of the data directory's filesystem, and replicas held
@@ -283,6 +327,11 @@ class Replicas:
 
     async def list(self) -> list[Replica]:
         return await self._run(self.store.list)
+
+    async def page(
+        self, after: str | None, limit: int
+    ) -> tuple[builtins.list[Replica], str | None]:
+        return await self._run(self.store.page, after, limit)
 
     async def usage(self) -> Usage:
         if self._clock is None:
