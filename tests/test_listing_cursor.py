@@ -248,3 +248,28 @@ async def test_the_migration_counts_the_files_each_account_already_has(
         assert [await db.run(store.count_files, u.id) for u in (alice, bob, carol)] == [3, 1, 0]
     finally:
         db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_uploads_finishing_at_once_each_count_their_file_once(
+    running_proxy: RunningProxy,
+) -> None:
+    from twisted.internet.defer import ensureDeferred, gatherResults
+
+    alice = await running_proxy.register_and_login("alice")
+
+    async def upload(path: str, content: bytes) -> int:
+        query = urlencode({"filename": path, "md5": hashlib.md5(content).hexdigest()})
+        response = await treq.post(
+            f"{running_proxy.url}/storage/tmp-upload/?{query}", data=content, headers=auth(alice)
+        )
+        return int(response.code)
+
+    # Twelve new files and four second uploads to the first four paths, all at once.
+    asked = [(f"f{n}", b"%d" % n) for n in range(12)] + [
+        (f"f{n}", b"again %d" % n) for n in range(4)
+    ]
+    codes = await gatherResults([ensureDeferred(upload(p, c)) for p, c in asked])
+    assert codes == [200] * len(asked)
+    _, body = await get(running_proxy, alice, "/storage/files/?after=")
+    assert body["count"] == len(body["results"]) == 12
