@@ -273,3 +273,33 @@ async def test_uploads_finishing_at_once_each_count_their_file_once(
     assert codes == [200] * len(asked)
     _, body = await get(running_proxy, alice, "/storage/files/?after=")
     assert body["count"] == len(body["results"]) == 12
+
+
+@pytest.mark.parametrize("counted", [None, 999], ids=["from-before-the-counter", "planted"])
+def test_a_restored_snapshot_gets_each_accounts_file_count_from_its_files(
+    database_url: str, counted: int | None
+) -> None:
+    from proxy.remote.restore_target import RestoreTarget, load_rows
+
+    users = ["id", "username", "email", "password_hash", "is_staff", "created_at"]
+    if counted is not None:
+        users.append("file_count")
+    files = ["id", "owner_id", "filename", "path", "current_version", "created_at", "updated_at"]
+    user_rows = [[1, "alice", "", "x", 0, 1.0], [2, "bob", "", "x", 0, 1.0]]
+    records: list[dict[str, Any]] = [
+        {"table": "users", "row": dict(zip(users, row + [counted] * (counted is not None),
+                                           strict=True))}
+        for row in user_rows
+    ]  # fmt: skip
+    for number, owner in enumerate([1, 1, 1, 2]):
+        row = [f"{number:032x}", owner, f"f{number}", f"f{number}", 1, 1.0, 1.0]
+        records.append({"table": "files", "row": dict(zip(files, row, strict=True))})
+    records.append({"end": {"rows": {"users": 2, "files": 4}}})
+    header = {"tables": [{"name": "users", "columns": users}, {"name": "files", "columns": files}]}
+    with RestoreTarget(parse_database_url(database_url)) as target:
+        target.begin()
+        migrations.migrate(target.txn)
+        load_rows(target, header, iter(records))
+        found = [store.count_files(target.txn, owner) for owner in (1, 2)]
+        target.rollback()
+    assert found == [3, 1]
