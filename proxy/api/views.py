@@ -98,7 +98,7 @@ def file_page_json(
 
 
 def cursor_page_json(
-    count: int, found: CursorPage, base_url: str, kept: dict[str, str] | None = None
+    found: CursorPage, base_url: str, kept: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """A keyset page of files (``?after=``): ``next`` carries the cursor after its last file
     and the listing's other arguments; there is no ``previous``."""
@@ -107,7 +107,7 @@ def cursor_page_json(
         query = urlencode({**(kept or {}), "after": found.next_cursor})
         following = f"{base_url}/storage/files/?{query}"
     return {
-        "count": count,
+        "count": found.count,
         "next": following,
         "previous": None,
         "results": [file_json(f, base_url) for f in found.files],

@@ -59,8 +59,10 @@ def paginate(count: int, page: str | None, page_size: int) -> Page:
 
 @dataclass(frozen=True)
 class CursorPage:
-    """A keyset page (``?after=``): its files and, when more follow, the cursor to the next."""
+    """A keyset page (``?after=``): how many files the listing shows in all, the page's
+    files and, when more follow, the cursor to the next."""
 
+    count: int
     files: list[StoredFile]
     next_cursor: str | None
 
@@ -200,9 +202,14 @@ class FileService:
         """The keyset page after the ``?after=`` token (from the start when ""): as fast at
         the end of 100,000 files as at the start."""
         position = parse_cursor(after)
-        files, more = await self._db.run(store.files_after, user_id, page_size, position, listing)
+
+        def read(txn: Txn) -> tuple[int, list[StoredFile], bool]:
+            count = store.count_files(txn, user_id, listing)
+            return count, *store.files_after(txn, user_id, page_size, position, listing)
+
+        count, files, more = await self._db.run(read)
         last = files[-1] if files and more else None
-        return CursorPage(files, None if last is None else cursor_token(last.path, last.id))
+        return CursorPage(count, files, None if last is None else cursor_token(last.path, last.id))
 
     async def get(self, user_id: int | None, file_id: str) -> StoredFile:
         """The caller's file (any owner's when ``user_id`` is None: staff only)."""

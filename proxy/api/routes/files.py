@@ -88,8 +88,7 @@ class FileRoutes(RouteBase):
             if asked.get("page"):
                 raise BadRequest("Give page or after, not both.", field="after")
             found = await self._files.page_after(caller.user_id, after, size, listing)
-            count = await self._files.count(caller.user_id, listing)
-            body = cursor_page_json(count, found, self._base_url(request), kept)
+            body = cursor_page_json(found, self._base_url(request), kept)
             return respond(request, 200, body)
         count, where, files = await self._files.page(
             caller.user_id, asked.get("page"), size, listing
