@@ -192,7 +192,9 @@ async def test_the_count_follows_uploads_new_versions_moves_and_deletions(
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_page_by_number_is_the_same_read_from_either_end(database_url: str) -> None:
+async def test_every_page_by_number_or_position_is_in_code_point_order_read_from_either_end(
+    database_url: str,
+) -> None:
     db = Database(parse_database_url(database_url))
     try:
         await db.run(migrations.migrate)
@@ -208,6 +210,17 @@ async def test_every_page_by_number_is_the_same_read_from_either_end(database_ur
                 assert [f.path for f in files] == in_order[offset : offset + size], (size, offset)
         count, files = await db.run(store.list_files, user.id, 5, 23)
         assert (count, files) == (23, [])
+        # And by position, in the same code point order (PostgreSQL in its "C" collation).
+        for size in (1, 4, 23):
+            seen: list[str] = []
+            after: tuple[str, str] | None = None
+            while True:
+                files, more = await db.run(store.files_after, user.id, size, after)
+                seen += [f.path for f in files]
+                if not more:
+                    break
+                after = (files[-1].path, files[-1].id)
+            assert seen == in_order, size
     finally:
         db.close()
 
