@@ -13,11 +13,11 @@ import json
 import mmap
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlencode, urljoin
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 from client import _download
 from client._download import RangeReader
@@ -199,6 +199,20 @@ class PyArchiveClient:
         the listing's other arguments (``prefix``, ``page_size``, ``path``)."""
         asked = {"page": str(page), **{k: str(v) for k, v in query.items()}}
         return self._json("GET", self._url("/storage/files/", asked))
+
+    def walk_files(self, **query: str | int) -> Iterator[Json]:
+        """Every page of the user's files, by position (``?after=``): the first page, then
+        each ``next`` link's, until there is none. ``query`` as for ``list_files``.
+
+        Only the ``next`` link's query is taken; the request goes to this client's proxy."""
+        asked = {**{k: str(v) for k, v in query.items()}, "after": ""}
+        while True:
+            found = self._json("GET", self._url("/storage/files/", asked))
+            yield found
+            following = found.get("next")
+            if not following:
+                return
+            asked = dict(parse_qsl(urlsplit(str(following)).query, keep_blank_values=True))
 
     def me(self) -> Json:
         """The caller's account: ``username``, ``used`` and ``quota`` among others."""

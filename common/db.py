@@ -154,11 +154,17 @@ class Database:
 def ddl(sql: str, dialect: str) -> str:
     """Fill the few type names that differ between the two databases into a DDL statement."""
     types = {
-        "sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "float": "REAL", "bigint": "INTEGER"},
+        "sqlite": {
+            "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "float": "REAL",
+            "bigint": "INTEGER",
+            "collate_c": "",  # BINARY, SQLite's own, is code point order for UTF-8 text
+        },
         "postgresql": {
             "id": "BIGSERIAL PRIMARY KEY",
             "float": "DOUBLE PRECISION",
             "bigint": "BIGINT",
+            "collate_c": ' COLLATE "C"',
         },
     }[dialect]
     return sql.format(**types)

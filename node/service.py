@@ -225,7 +225,7 @@ def build_node(config: NodeConfig, reactor: Any, *, clock: IReactorTime | None =
     )
     pool = ThreadPool(minthreads=0, maxthreads=config.io_threads, name="pyarchive-node-io")
     pool.start()
-    replicas = Replicas(store, reactor, pool)
+    replicas = Replicas(store, reactor, pool, clock)
     # S3 transfers get their own threads, so a slow bucket never holds up replica work.
     settings = MirrorSettings.from_config(config)
     mirror_pool = ThreadPool(minthreads=0, maxthreads=settings.threads, name="pyarchive-mirror")

@@ -327,6 +327,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX blobs_kept_here ON blobs (id) WHERE local = 1",
         ],
     ),
+    (
+        "listing at scale: the (owner, path, id) index in code point order, a file counter",
+        [
+            # The listing's ORDER BY (path in code point order, then id) with the owner's
+            # files as the range: PostgreSQL's UNIQUE (owner_id, path) index is in the
+            # database's collation, so it gets one in "C" (SQLite's BINARY already is).
+            "CREATE INDEX files_owner_path ON files (owner_id, path{collate_c}, id)",
+            # The owner's files, for a listing's count without a scan of them (kept by
+            # proxy.catalog.store in the transactions that add and delete files).
+            "ALTER TABLE users ADD COLUMN file_count {bigint} NOT NULL DEFAULT 0",
+            "UPDATE users SET file_count = (SELECT COUNT(*) FROM files WHERE owner_id = users.id)",
+        ],
+    ),
 ]
 
 

@@ -1,8 +1,8 @@
 """What PyArchive's benchmarks share: bench.py's machine helpers, servers stopped by PID, the
 raw upload client and bench.py's result format (see ../shared/bench/README.md).
 
-Imported by ``scripts/bench_upload.py``, ``scripts/bench_download.py`` and
-``scripts/bench_replicate.py`` (run through ``scripts/bench``).
+Imported by ``scripts/bench_upload.py``, ``scripts/bench_download.py``,
+``scripts/bench_replicate.py`` and ``scripts/bench_scale.py`` (run through ``scripts/bench``).
 """
 
 from __future__ import annotations
@@ -559,7 +559,8 @@ class Cluster:
     """A fresh proxy (SQLite) and fresh nodes sharing a cluster secret; the nodes registered
     with ``pyarchive-proxy nodes add`` before the proxy starts (as scripts/run_local.py does),
     a staff user logged in on one keep-alive connection, every node seen ``up``.
-    ``prepare(proxy)``, if given, runs just before the proxy starts (e.g. ``s3 add``)."""
+    ``prepare(proxy)``, if given, runs just before the proxy starts (e.g. ``s3 add``);
+    ``before_start(cluster)`` runs after it (e.g. to build a catalogue)."""
 
     def __init__(
         self,
@@ -567,7 +568,10 @@ class Cluster:
         nodes: list[tuple[str, str]],
         proxy_env: Mapping[str, str],
         prepare: Callable[[Proxy], None] | None = None,
+        before_start: Callable[[Cluster], None] | None = None,
     ) -> None:
+        """``before_start``, if given, runs once the nodes are ready and registered (the
+        proxy's database migrated) and before the proxy starts: to build a catalogue."""
         self.secret = secrets.token_urlsafe(32)
         self.nodes: list[Node] = []
         self.proxy: Proxy | None = None
@@ -586,6 +590,8 @@ class Cluster:
             self.proxy.cli("create-admin", STAFF_USER, env={"PYARCHIVE_ADMIN_PASSWORD": password})
             if prepare is not None:
                 prepare(self.proxy)
+            if before_start is not None:
+                before_start(self)
             self.proxy.start()
             self.proxy.wait_healthy()
             self.conn = Conn(self.proxy.port)

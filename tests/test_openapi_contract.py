@@ -114,7 +114,13 @@ ADDED_PARAMETERS = {
     # files have paths (issue 13)
     ("PUT", "/storage/tmp-upload/"): {("query", "path")},
     ("POST", "/storage/tmp-upload/"): {("query", "path")},
-    ("GET", "/storage/files/"): {("query", "page_size"), ("query", "prefix"), ("query", "path")},
+    # ... and the keyset cursor (issue 15)
+    ("GET", "/storage/files/"): {
+        ("query", "page_size"),
+        ("query", "prefix"),
+        ("query", "path"),
+        ("query", "after"),
+    },
 }
 # Summaries that said something an issue made untrue, and what they say now.
 RESTATED = {

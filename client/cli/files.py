@@ -48,10 +48,8 @@ def state_word(remote_state: str | None, verified: bool | None) -> str:
 def list_files(context: Context, prefix: str, as_json: bool) -> None:
     """Your files (under PREFIX), a page at a time from the server."""
     with context.client() as client:
-        page = 1
-        while True:
-            query: dict[str, str | int] = {"prefix": prefix} if prefix else {}
-            found = client.list_files(page, page_size=1000, **query)
+        query: dict[str, str | int] = {"prefix": prefix} if prefix else {}
+        for found in client.walk_files(page_size=1000, **query):
             for item in found.get("results") or []:
                 if as_json:
                     click.echo(json.dumps(item, sort_keys=True))
@@ -60,9 +58,6 @@ def list_files(context: Context, prefix: str, as_json: bool) -> None:
                     name = item.get("path") or item["filename"]
                     state = state_word(item.get("remote_state"), item.get("remote_verified"))
                     click.echo(f"{human_size(item['size']):>10}  v{versions:<3} {state:<10} {name}")
-            if not found.get("next"):
-                return
-            page += 1
 
 
 @cli.command(epilog=example("info"))

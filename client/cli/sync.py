@@ -235,20 +235,17 @@ class Sync:
     def _listing(self, client: PyArchiveClient) -> dict[str, Remote]:
         prefix = self.options.prefix
         found: dict[str, Remote] = {}
-        page = 1
-        while True:
-            query: dict[str, str | int] = {"page_size": 1000}
-            if prefix:
-                query["prefix"] = prefix
-            answer = client.list_files(page, **query)
+        query: dict[str, str | int] = {"page_size": 1000}
+        if prefix:
+            query["prefix"] = prefix
+        # By position: files the user adds or deletes meanwhile shift no page.
+        for answer in client.walk_files(**query):
             for item in answer.get("results") or []:
                 path = str(item["path"])[len(prefix) :]
                 if path.startswith(TRASH + "/") or not path:
                     continue
                 found[path] = Remote(str(item["id"]), int(item["size"]), str(item["sha256"]))
-            if not answer.get("next"):
-                return found
-            page += 1
+        return found
 
     # -- carrying it out
 

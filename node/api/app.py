@@ -18,12 +18,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from common.errors import ApiError, Forbidden, NotFound, PayloadTooLarge
+from common.errors import ApiError, BadRequest, Forbidden, NotFound, PayloadTooLarge
 from common.fileserve import serve_file
 from common.signing import (
     SIGNATURE_HEADERS,
     NodeKeys,
     RequestVerifier,
+    valid_replica_key,
     verify_download_token,
 )
 from common.web import header, respond
@@ -35,6 +36,31 @@ from node.mirror.wire import parse_sync
 from node.replicas.store import Replicas, check_key, key_sha256
 
 log = Logger()
+
+
+def replica_page_args(args: dict[bytes, list[bytes]]) -> tuple[str | None, int]:
+    """``after`` (a replica key) and ``limit`` of a replica listing; BadRequest otherwise.
+
+    >>> replica_page_args({b"limit": [b"5"]})
+    (None, 5)
+    >>> replica_page_args({b"after": [b"x"]})
+    Traceback (most recent call last):
+    ...
+    common.errors.BadRequest: after must be a replica key
+    """
+    unknown = set(args) - {b"after", b"limit"}
+    if unknown or any(len(values) != 1 for values in args.values()):
+        raise BadRequest("only after and limit, each at most once")
+    after = args.get(b"after", [b""])[0].decode("latin-1") or None
+    if after is not None and not valid_replica_key(after):
+        raise BadRequest("after must be a replica key", field="after")
+    raw = args.get(b"limit", [b"1000"])[0]
+    if not (raw.isdigit() and len(raw) <= 5 and 1 <= int(raw) <= MAX_REPLICA_PAGE):
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_REPLICA_PAGE}")
+    return after, int(raw)
+
+
+MAX_REPLICA_PAGE = 10_000
 
 
 class NodeApp:
@@ -124,9 +150,13 @@ class NodeApp:
 
     @app.route("/internal/replicas", methods=["GET"])
     async def list_replicas(self, request: IRequest) -> bytes:
+        """A page of the confirmed replicas (``?after=KEY``, ``?limit=`` 1 to 10,000, default
+        1,000), with ``next``: the ``after`` of the next page, null after the last."""
         self._signed_body(request)
-        held = await self._replicas.list()
-        return respond(request, 200, {"replicas": [{"key": r.key, "size": r.size} for r in held]})
+        after, limit = replica_page_args(request.args or {})
+        held, following = await self._replicas.page(after, limit)
+        body = {"replicas": [{"key": r.key, "size": r.size} for r in held], "next": following}
+        return respond(request, 200, body)
 
     @app.route("/internal/replicas/<key>/confirm", methods=["POST"])
     async def confirm(self, request: IRequest, key: str) -> bytes:

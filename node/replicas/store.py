@@ -13,6 +13,7 @@ hash and fsync whole files); ``Replicas`` runs them on a thread pool, one at a t
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import stat
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from twisted.internet.defer import DeferredLock
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -176,11 +177,61 @@ class ReplicaStore:
     def list(self) -> list[Replica]:
         return sorted(self._walk(), key=lambda replica: replica.key)
 
-    def usage(self) -> Usage:
-        """Free and total bytes of the data directory's filesystem, and replicas held."""
+    def page(self, after: str | None, limit: int) -> tuple[builtins.list[Replica], str | None]:
+        """Up to ``limit`` replicas after the key ``after`` (from the first when None), in
+        listing order (shard, then key), and the key to ask after next (None: that was all).
+
+        Held in memory: one shard's names (1/256 of the replicas) and the page, never every
+        replica.
+        """
+        start = "" if after is None else after[-2:]
+        found: builtins.list[Replica] = []
+        try:
+            shards = sorted(
+                entry.name
+                for entry in os.scandir(self.replicas)
+                if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False)
+            )
+        except FileNotFoundError:
+            return [], None
+        for shard in shards:
+            if shard < start:
+                continue
+            directory = self.replicas / shard
+            try:
+                names = sorted(
+                    entry.name
+                    for entry in os.scandir(directory)
+                    if valid_replica_key(entry.name) and entry.name[-2:] == shard
+                )
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if after is not None and (shard, name) <= (start, after):
+                    continue
+                try:
+                    info = (directory / name).lstat()
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                if len(found) == limit:
+                    return found, found[-1].key
+                found.append(Replica(name, info.st_size))
+        return found, None
+
+    def usage(self, files: int | None = None) -> Usage:
+        """Free and total bytes of the data directory's filesystem, and replicas held
+        (counted by walking them all, unless the caller knows ``files``)."""
         fs = os.statvfs(self.data_dir)
-        files = sum(1 for _ in self._walk(with_size=False))
+        if files is None:
+            files = self.count()
         return Usage(fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize, files)
+
+    def count(self) -> int:
+        """How many replicas are held: one walk over every shard (100,000 entries at a
+        100,000-file catalogue)."""
+        return sum(1 for _ in self._walk(with_size=False))
 
     def _walk(self, *, with_size: bool = True) -> Iterator[Replica]:
         try:
@@ -282,17 +333,37 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Replicas:
-    """``ReplicaStore`` off the reactor: each call runs on ``pool``, one at a time per key."""
+RECOUNT_AFTER = 300.0  # seconds a replica count is reused while this node changes nothing
 
-    def __init__(self, store: ReplicaStore, threads: IReactorThreads, pool: ThreadPool) -> None:
+
+class Replicas:
+    """``ReplicaStore`` off the reactor: each call runs on ``pool``, one at a time per key.
+
+    With a ``clock``, ``usage`` (what every health ping answers) reuses its count of the
+    replicas while none was confirmed, verified or deleted through here, for up to
+    ``RECOUNT_AFTER`` seconds: an idle node then walks its 100,000 replicas every five
+    minutes, not at every ping. Changes made another way show at the next recount."""
+
+    def __init__(
+        self,
+        store: ReplicaStore,
+        threads: IReactorThreads,
+        pool: ThreadPool,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.store = store
         self._threads = threads
         self._pool = pool
+        self._clock = clock
         self._locks: dict[str, DeferredLock] = {}
+        self._changes = 0  # confirms, quarantines and deletions through here
+        self._counted: tuple[float, int, int] | None = None  # (when, how many, _changes then)
 
     async def confirm(self, key: str, expected: Expected) -> Replica:
-        return await self._for_key(key, self.store.confirm, key, expected)
+        try:
+            return await self._for_key(key, self.store.confirm, key, expected)
+        finally:
+            self._changes += 1
 
     async def confirm_batch(
         self, wanted: Sequence[tuple[str, Expected]]
@@ -312,16 +383,37 @@ class Replicas:
                 self._release(key, lock)
 
     async def verify(self, key: str, expected: Expected) -> None:
-        await self._for_key(key, self.store.verify, key, expected)
+        try:
+            await self._for_key(key, self.store.verify, key, expected)
+        except Conflict:
+            self._changes += 1  # quarantined: one replica fewer
+            raise
 
     async def delete(self, key: str) -> None:
-        await self._for_key(key, self.store.delete, key)
+        try:
+            await self._for_key(key, self.store.delete, key)
+        finally:
+            self._changes += 1
 
     async def list(self) -> list[Replica]:
         return await self._run(self.store.list)
 
+    async def page(
+        self, after: str | None, limit: int
+    ) -> tuple[builtins.list[Replica], str | None]:
+        return await self._run(self.store.page, after, limit)
+
     async def usage(self) -> Usage:
-        return await self._run(self.store.usage)
+        if self._clock is None:
+            return await self._run(self.store.usage)
+        now, changes = self._clock.seconds(), self._changes
+        counted = self._counted
+        if counted is None or counted[2] != changes or not 0 <= now - counted[0] < RECOUNT_AFTER:
+            files = await self._run(self.store.count)
+            # Stamped with the changes seen before the walk: one made during it makes the
+            # next call walk again.
+            counted = self._counted = (now, files, changes)
+        return await self._run(self.store.usage, counted[1])
 
     async def _for_key(
         self, key: str, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs

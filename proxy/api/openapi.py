@@ -240,6 +240,11 @@ def _parameters() -> Json:
             {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
             "Files per page; default the proxy's page size.",
         ),
+        "After": optional(
+            "after",
+            {"type": "string", "pattern": r"^([A-Za-z0-9_-]+\.[0-9a-f]{12})?$"},
+            "Page by position: empty for the first page, then the token a `next` link carries.",
+        ),
         "ParentQuery": optional(
             "parent", _ID, "With a raw body: file this becomes a new version of."
         ),

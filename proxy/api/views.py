@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from proxy.catalog.files import Page
+from proxy.catalog.files import CursorPage, Page
 from proxy.catalog.store import StoredFile, Version
 from proxy.events.eventstore import Slice
 from proxy.uploads.uploadstore import COMPLETE, Upload
@@ -94,6 +94,23 @@ def file_page_json(
         "next": link(page.number + 1) if page.has_next else None,
         "previous": link(page.number - 1) if page.has_previous else None,
         "results": [file_json(f, base_url) for f in files],
+    }
+
+
+def cursor_page_json(
+    found: CursorPage, base_url: str, kept: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A keyset page of files (``?after=``): ``next`` carries the cursor after its last file
+    and the listing's other arguments; there is no ``previous``."""
+    following = None
+    if found.next_cursor is not None:
+        query = urlencode({**(kept or {}), "after": found.next_cursor})
+        following = f"{base_url}/storage/files/?{query}"
+    return {
+        "count": found.count,
+        "next": following,
+        "previous": None,
+        "results": [file_json(f, base_url) for f in found.files],
     }
 
 

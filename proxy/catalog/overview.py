@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.db import Row, Txn
+from proxy.catalog import store
 from proxy.cluster.nodestore import CONFIRMED
 from proxy.remote import states
 
@@ -96,12 +97,16 @@ def like_pattern(text: str) -> str:
 def file_rows(
     txn: Txn, owner_id: int, search: str, limit: int, offset: int
 ) -> tuple[int, list[FileRow]]:
-    """How many of the user's files match ``search`` (by name), and one page of them."""
+    """How many of the user's files match ``search`` (by name), and one page of them
+    (newest first, along the (owner, created_at) index). Without a search the count is the
+    account's file counter, not a count of its files."""
     where, params = "WHERE f.owner_id = ?", [owner_id]
     if search:
         where += " AND LOWER(f.filename) LIKE ? ESCAPE '\\'"
         params.append(like_pattern(search))  # type: ignore[arg-type]
-    count = int(txn.scalar(f"SELECT COUNT(*) FROM files f {where}", params))
+        count = int(txn.scalar(f"SELECT COUNT(*) FROM files f {where}", params))
+    else:
+        count = store.count_files(txn, owner_id)
     rows = txn.all(
         f"{_ROWS} {where} ORDER BY f.created_at DESC, f.id DESC LIMIT ? OFFSET ?",
         [*params, limit, offset],

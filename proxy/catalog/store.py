@@ -367,21 +367,79 @@ def _listing_where(owner_id: int, listing: Listing) -> tuple[str, list[object]]:
     return where, params
 
 
+def count_files(txn: Txn, owner_id: int, listing: Listing = EVERY_FILE) -> int:
+    """How many of the owner's files the listing shows: every file's count is the counter
+    kept beside the account (``users.file_count``, kept in the transactions that add and
+    delete files), so it costs one row at any catalogue size; a ``prefix`` or ``path``
+    counts its range of the (owner, path) index."""
+    if listing == EVERY_FILE:
+        return int(txn.scalar("SELECT file_count FROM users WHERE id = ?", (owner_id,)) or 0)
+    where, params = _listing_where(owner_id, listing)
+    return int(txn.scalar(f"SELECT COUNT(*) FROM files WHERE {where}", params))
+
+
+def _by_path(txn: Txn) -> str:
+    """The listing's order column: code point order on both databases (SQLite's BINARY
+    compares UTF-8 bytes; PostgreSQL needs the "C" collation, which its index has too)."""
+    return 'path COLLATE "C"' if txn.dialect == "postgresql" else "path"
+
+
 def list_files(
     txn: Txn, owner_id: int, limit: int, offset: int, listing: Listing = EVERY_FILE
 ) -> tuple[int, list[StoredFile]]:
     """How many of the owner's files the listing shows, and one page of them by path (in
-    code point order on both databases), then id."""
-    where, params = _listing_where(owner_id, listing)
-    count = int(txn.scalar(f"SELECT COUNT(*) FROM files WHERE {where}", params))
-    if not limit:
+    code point order on both databases), then id.
+
+    A page past the middle is read from the far end (descending, a smaller OFFSET) and turned
+    round, so the first and last pages of ``?page=`` cost the same; pages near the middle
+    still step over half the files (the keyset cursor, ``files_after``, never does)."""
+    count = count_files(txn, owner_id, listing)
+    if not limit or offset >= count:
         return count, []
-    by_path = 'path COLLATE "C"' if txn.dialect == "postgresql" else "path"
-    rows = txn.all(
-        f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} ORDER BY {by_path}, id LIMIT ? OFFSET ?",
-        [*params, limit, offset],
-    )
+    where, params = _listing_where(owner_id, listing)
+    by_path = _by_path(txn)
+    if offset + limit / 2 <= count / 2:
+        rows = txn.all(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} ORDER BY {by_path}, id"
+            " LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+    else:
+        from_end = max(0, count - offset - limit)
+        rows = txn.all(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE {where}"
+            f" ORDER BY {by_path} DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, min(limit, count - offset), from_end],
+        )
+        rows.reverse()
     return count, _files(txn, rows)
+
+
+def files_after(
+    txn: Txn,
+    owner_id: int,
+    limit: int,
+    after: tuple[str, str] | None,
+    listing: Listing = EVERY_FILE,
+) -> tuple[list[StoredFile], bool]:
+    """Up to ``limit`` of the owner's files the listing shows that come after the (path, id)
+    ``after`` (from the first when None), in the listing's order, and whether more follow.
+
+    A keyset page: the (owner, path, id) index is entered at ``after`` and read forward, so the
+    last page costs what the first does. The cursor is only a position: files added or deleted
+    between pages neither shift the later ones nor repeat earlier ones."""
+    where, params = _listing_where(owner_id, listing)
+    by_path = _by_path(txn)
+    if after is not None:
+        # The first condition is a range on the index's second column; the second picks the
+        # files at ``after``'s own path past its id (none: a path is unique per owner).
+        where += f" AND {by_path} >= ? AND ({by_path} > ? OR id > ?)"
+        params += [after[0], after[0], after[1]]
+    rows = txn.all(
+        f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} ORDER BY {by_path}, id LIMIT ?",
+        [*params, limit + 1],
+    )
+    return _files(txn, rows[:limit]), len(rows) > limit
 
 
 def path_of(txn: Txn, file_id: str) -> str:
@@ -435,11 +493,13 @@ def add_version(
         if file_id is None:
             # Made, or found when another transaction made it since (PostgreSQL waits for
             # that one to commit, then the SELECT sees its row).
-            txn.execute(
+            made = txn.execute(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, 0, ?, ?, ?)"
                 " ON CONFLICT (owner_id, path) DO NOTHING",
                 (new_file_id, owner_id, filename, now, now, at),
             )
+            if made:
+                _count_file(txn, owner_id, 1)
             file_id = _file_at(txn, owner_id, at)
             assert file_id is not None
     number = 1 + int(
@@ -457,6 +517,12 @@ def add_version(
     return file_id, number
 
 
+def _count_file(txn: Txn, owner_id: int, by: int) -> None:
+    """Keep ``users.file_count`` (what an unfiltered listing's ``count`` reads) in step with
+    the owner's files, in the transaction that adds or deletes one."""
+    txn.execute("UPDATE users SET file_count = file_count + ? WHERE id = ?", (by, owner_id))
+
+
 def _file_at(txn: Txn, owner_id: int, path: str) -> str | None:
     """The owner's file at ``path``, locked for this transaction."""
     row = txn.one(
@@ -472,7 +538,9 @@ def delete_file(txn: Txn, file_id: str, now: float) -> list[tuple[str, int]]:
         for row in txn.all("SELECT DISTINCT blob_id FROM versions WHERE file_id = ?", (file_id,))
     ]
     txn.execute("DELETE FROM versions WHERE file_id = ?", (file_id,))
-    txn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+    owner = txn.scalar("SELECT owner_id FROM files WHERE id = ?", (file_id,))
+    if txn.execute("DELETE FROM files WHERE id = ?", (file_id,)):
+        _count_file(txn, int(owner), -1)
     return _drop_unused_blobs(txn, blob_ids, now)
 
 

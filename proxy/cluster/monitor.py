@@ -89,6 +89,9 @@ class NodeMonitor:
             )  # fmt: skip
 
 
+SCRUB_BATCH = 500  # replicas a scrub pass reads from the database at a time
+
+
 class Scrubber:
     """Asks nodes to re-hash every confirmed replica; a bad one is quarantined, which makes
     the replicator re-create it from a good copy."""
@@ -100,31 +103,41 @@ class Scrubber:
 
     async def run_once(self) -> dict[str, int]:
         checked = corrupt = unreachable = 0
-        for blob_id, sha256, size, node, url in await self._db.run(self._confirmed):
-            try:
-                key = replica_key(blob_id, sha256)
-                good = await self._client.verify(url, node, key, size, sha256)
-            except Exception as exc:
-                log.warn("scrub of blob {blob} on {node}: {exc}", blob=blob_id, node=node, exc=exc)
-                unreachable += 1
-                continue
-            checked += 1
-            if not good:
-                corrupt += 1
-                log.warn("blob {blob} on {node} failed its checksum: quarantined",
-                         blob=blob_id, node=node)  # fmt: skip
-                await self._db.run(
-                    nodestore.set_replica, blob_id, node, QUARANTINED, self._clock.seconds(),
-                    detail="checksum mismatch found by scrub",
-                )  # fmt: skip
+        after: tuple[int, str] = (0, "")
+        while page := await self._db.run(self._confirmed, after, SCRUB_BATCH):
+            after = (page[-1][0], page[-1][3])
+            for blob_id, sha256, size, node, url in page:
+                try:
+                    key = replica_key(blob_id, sha256)
+                    good = await self._client.verify(url, node, key, size, sha256)
+                except Exception as exc:
+                    log.warn("scrub of blob {blob} on {node}: {exc}",
+                             blob=blob_id, node=node, exc=exc)  # fmt: skip
+                    unreachable += 1
+                    continue
+                checked += 1
+                if not good:
+                    corrupt += 1
+                    log.warn("blob {blob} on {node} failed its checksum: quarantined",
+                             blob=blob_id, node=node)  # fmt: skip
+                    await self._db.run(
+                        nodestore.set_replica, blob_id, node, QUARANTINED, self._clock.seconds(),
+                        detail="checksum mismatch found by scrub",
+                    )  # fmt: skip
         return {"checked": checked, "corrupt": corrupt, "unreachable": unreachable}
 
     @staticmethod
-    def _confirmed(txn: Txn) -> list[tuple[int, str, int, str, str]]:
+    def _confirmed(
+        txn: Txn, after: tuple[int, str], limit: int
+    ) -> list[tuple[int, str, int, str, str]]:
+        """The next ``limit`` confirmed replicas on up nodes after (blob id, node): a pass
+        holds one page at a time, whatever the catalogue's size (the replicas' primary key
+        is the order)."""
         rows = txn.all(
             "SELECT b.id, b.sha256, b.size, n.name, n.url FROM replicas r"
             " JOIN blobs b ON b.id = r.blob_id JOIN nodes n ON n.name = r.node"
-            " WHERE r.state = ? AND n.status = ? ORDER BY b.id, n.name",
-            (CONFIRMED, UP),
+            " WHERE r.state = ? AND n.status = ? AND r.blob_id >= ?"
+            " AND (r.blob_id > ? OR r.node > ?) ORDER BY r.blob_id, r.node LIMIT ?",
+            (CONFIRMED, UP, after[0], after[0], after[1], limit),
         )
         return [(int(r[0]), r[1], int(r[2]), r[3], r[4]) for r in rows]

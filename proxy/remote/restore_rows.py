@@ -195,6 +195,8 @@ CHECKS: dict[str, dict[str, Callable[[object], object]]] = {
         "password_hash": lambda v: _text(v, limit=512), "is_staff": _flag, "created_at": _time,
         "token_version": _ID, "last_login": _OPTIONAL_TIME, "avatar": _avatar,
         "is_active": _flag, "quota": _quota, "must_change_password": _flag,
+        # Recounted from the restored files after loading (restore_target.load_rows).
+        "file_count": _ID,
     },
     "blobs": {
         "id": _POSITIVE, "sha256": sha256_hex, "dedup_key": _dedup_key,

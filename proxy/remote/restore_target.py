@@ -186,6 +186,11 @@ def load_rows(
         raise RestoreError(f"the snapshot is malformed: {exc!r}") from None
     if batch:
         target.insert_many(current, _named(current, columns, derived), batch)
+    # Each account's file counter (what a listing's count reads) is counted again from the
+    # files restored: a snapshot's is not trusted, and one from before it has none.
+    target.txn.execute(
+        "UPDATE users SET file_count = (SELECT COUNT(*) FROM files WHERE owner_id = users.id)"
+    )
     return counts, demoted
 
 

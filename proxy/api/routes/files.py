@@ -7,7 +7,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from common.errors import Gone
+from common.errors import BadRequest, Gone
 from common.fileserve import serve_file
 from common.tokens import TokenClaims
 from common.web import respond
@@ -24,7 +24,7 @@ from proxy.api.docs_parts import (
 )
 from proxy.api.inputs import query
 from proxy.api.routes.base import RouteBase
-from proxy.api.views import file_json, file_page_json
+from proxy.api.views import cursor_page_json, file_json, file_page_json
 from proxy.catalog.files import parse_listing, parse_page_size
 from proxy.catalog.store import StoredFile
 from proxy.cluster.downloads import Redirect
@@ -44,7 +44,11 @@ class FileRoutes(RouteBase):
         description="Ordered by path (Unicode code point order), then id, so pages are "
         "stable. `prefix` keeps the files whose path starts with it (`photos/2024/`), `path` "
         "finds the one file at that path, `page_size` sets the files per page (1 to 1000). "
-        "The `next` and `previous` links keep these arguments.",
+        "The `next` and `previous` links keep these arguments. "
+        "`after` pages by position instead of by number: send it empty for the first page, "
+        "then follow `next`, which carries the position after the page's last file; every "
+        "page then costs the same at any number of files, files added or deleted meanwhile "
+        "shift nothing, and `previous` is null.",
         answer=t.FileList,
         answer_description="One page of files.",
         responses={
@@ -52,11 +56,13 @@ class FileRoutes(RouteBase):
                 "`page` is given more than once, or the query string is not UTF-8. Also any "
                 "other argument given more than once, a `page_size` that is not a whole number "
                 "from 1 to 1000, or a `prefix` or `path` with a control character (`field` "
-                "says which).",
+                "says which), an `after` that is not a token from a `next` link, or `after` "
+                "and `page` together.",
                 page_size={
                     "detail": "page_size must be a whole number from 1 to 1000",
                     "field": "page_size",
                 },
+                after={"detail": "Invalid cursor.", "field": "after"},
             ),
             404: error(
                 "`page` is not a positive whole number, or is past the last page (page 1 "
@@ -64,16 +70,29 @@ class FileRoutes(RouteBase):
                 invalid={"detail": "Invalid page."},
             ),
         },
-        parameters=(param("Page"), param("PageSize"), param("PrefixQuery"), param("PathFilter")),
+        parameters=(
+            param("Page"),
+            param("PageSize"),
+            param("PrefixQuery"),
+            param("PathFilter"),
+            param("After"),
+        ),
     )
     async def list_files(self, request: IRequest, caller: TokenClaims) -> bytes:
-        asked = query(request, {"page", "page_size", "prefix", "path"})
+        asked = query(request, {"page", "page_size", "prefix", "path", "after"})
         size = parse_page_size(asked.get("page_size"), self._files.page_size)
         listing = parse_listing(asked.get("prefix"), asked.get("path"))
+        kept = {k: v for k, v in asked.items() if k not in ("page", "after") and v != ""}
+        after = asked.get("after")
+        if after is not None:
+            if asked.get("page"):
+                raise BadRequest("Give page or after, not both.", field="after")
+            found = await self._files.page_after(caller.user_id, after, size, listing)
+            body = cursor_page_json(found, self._base_url(request), kept)
+            return respond(request, 200, body)
         count, where, files = await self._files.page(
             caller.user_id, asked.get("page"), size, listing
         )
-        kept = {k: v for k, v in asked.items() if k != "page" and v != ""}
         body = file_page_json(count, where, files, self._base_url(request), kept)
         return respond(request, 200, body)
 
