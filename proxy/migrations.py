@@ -340,6 +340,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "UPDATE users SET file_count = (SELECT COUNT(*) FROM files WHERE owner_id = users.id)",
         ],
     ),
+    (
+        "replica rows by the time they changed, for replication passes that read only those",
+        [
+            # A pass that is not a full one repairs, releases and drops only for blobs whose
+            # replica rows changed since the last pass: this finds them without a scan.
+            "CREATE INDEX replicas_changed ON replicas (updated_at)",
+        ],
+    ),
 ]
 
 

@@ -46,6 +46,10 @@ class Response:
         return json.loads(self.body) if self.body else None
 
 
+# A node whose directory fsyncs are slow (tests.slow_fsync_node).
+SLOW_DIRECTORIES = (str(BIN / "python"), "-m", "tests.slow_fsync_node")
+
+
 @dataclass
 class NodeProcess:
     data_dir: Path
@@ -56,6 +60,8 @@ class NodeProcess:
     port: int = 0
     rsync_port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    # What runs the node: the installed command, or e.g. SLOW_DIRECTORIES.
+    command: tuple[str, ...] = ()
 
     @property
     def keys(self) -> NodeKeys:
@@ -83,7 +89,7 @@ class NodeProcess:
             env["PYARCHIVE_CLUSTER_SECRET"] = self.env["PYARCHIVE_CLUSTER_SECRET"]
         self.process = subprocess.Popen(
             [
-                str(BIN / "pyarchive-node"),
+                *(self.command or (str(BIN / "pyarchive-node"),)),
                 "--name", self.name,
                 "--zone", self.zone,
                 "--data-dir", str(self.data_dir),

@@ -39,7 +39,7 @@ from proxy.cluster.nodestore import CONFIRMED, FAILED
 from proxy.cluster.replication import Replicator
 from proxy.migrations import migrate
 from proxy.uploads.staging import StagingArea
-from tests.nodeproc import SECRET, NodeProcess
+from tests.nodeproc import SECRET, SLOW_DIRECTORIES, NodeProcess
 
 Hook = Callable[[], None]
 T = TypeVar("T")
@@ -206,12 +206,16 @@ async def test_a_node_killed_mid_batch_confirms_only_verified_files_and_gets_the
     assert set((await rig.states(blobs)).values()) == {FAILED}
     assert rig.files_in("replicas") == 0
 
-    # 2. Back, and killed again as soon as the first replica is renamed into replicas/.
+    # 2. Back, and killed again as soon as the first replica is renamed into replicas/. Its
+    # directory fsyncs are slow this time, so the kill lands between the renames and the
+    # answer however fast the machine is (the renamed files are there, none is confirmed).
     def kill_once_confirming() -> None:
         if rig.node.process and rig.node.process.poll() is None and rig.files_in("replicas"):
             rig.node.kill()
 
+    rig.node.command = SLOW_DIRECTORIES
     await rig.restart_node()
+    rig.node.command = ()
     rig.client.during = kill_once_confirming
     await rig.replicator.run_once()
     rig.client.during = None

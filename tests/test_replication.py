@@ -40,6 +40,7 @@ from proxy.cluster.monitor import NodeMonitor, Scrubber
 from proxy.cluster.nodeapi import Pushed, WantedReplica
 from proxy.cluster.nodestore import CONFIRMED, COPYING, DOWN, DRAINING, FAILED, QUARANTINED, UP
 from proxy.cluster.placement import HEADROOM, parse_zone_map
+from proxy.cluster.replication import FULL_EVERY as REPLICATION_FULL_EVERY
 from proxy.cluster.replication import Replicator
 from proxy.migrations import migrate
 from proxy.uploads.staging import StagingArea
@@ -728,6 +729,31 @@ async def test_a_copy_found_corrupt_by_scrub_is_quarantined_and_made_again_from_
     assert not await cluster.is_local(blob)
     assert not cluster.local_file(blob).exists()
     assert await scrubber.run_once() == {"checked": 2, "corrupt": 0, "unreachable": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pass_reads_only_blobs_whose_copies_changed_and_every_blob_every_ten_minutes(
+    cluster: Cluster,
+) -> None:
+    await cluster.add_node("n1", "a")
+    await cluster.add_node("n2", "b")
+    blob = await cluster.new_blob(content(25))
+    await cluster.replicate()
+    assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
+
+    def forget_n2(txn: Txn) -> None:  # a row gone without a trace a pass could see
+        txn.execute("DELETE FROM replicas WHERE blob_id = ? AND node = 'n2'", (blob.id,))
+
+    cluster.clock.advance(REPLICATION_FULL_EVERY / 4)
+    await cluster.replicate()  # a quiet pass: the confirmations are now older than the last
+    await cluster.db.run(forget_n2)
+    cluster.clock.advance(REPLICATION_FULL_EVERY / 4)
+    await cluster.replicate()  # nothing changed that it reads: the blob is not looked at
+    assert await cluster.states(blob) == {"n1": CONFIRMED}
+    cluster.clock.advance(REPLICATION_FULL_EVERY / 2)
+    await cluster.replicate()  # the pass that reads every blob, ten minutes after the last
+    assert await cluster.states(blob) == {"n1": CONFIRMED, "n2": CONFIRMED}
+    assert not await cluster.is_local(blob)
 
 
 @pytest_twisted.ensureDeferred

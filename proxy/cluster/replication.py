@@ -11,6 +11,7 @@ the nodes (health, scrub) is ``proxy.cluster.monitor``'s job.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import DeferredList, ensureDeferred
@@ -48,6 +49,26 @@ def _not_on(nodes: set[str]) -> str:
 # The plan reads blobs still kept here this many at a time (by id, from an index), and stops
 # as soon as the pass is full: a backlog is never read whole.
 PLAN_PAGE = 1000
+# A pass looks at every blob (for repairs, surplus copies and written-off ones) when the nodes
+# changed (up, leaving, lost), when a repair is still going on, and at least this often; other
+# passes look only at blobs kept here and blobs whose replica rows changed since the last pass.
+FULL_EVERY = 600.0
+# A row changed this long before the last pass began still counts as changed since it (the
+# clocks of several proxies sharing a database, a transaction that committed late).
+CHANGED_MARGIN = 60.0
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one pass reads: every blob (``full``), or only those whose replica rows changed
+    at or after ``since``, plus the blobs kept here."""
+
+    full: bool
+    since: float
+    now: float
+    nodes: tuple[frozenset[str], frozenset[str], frozenset[str]]  # up, leaving, lost
+
+
 __all__ = ["Copy", "Replicator", "confirmed_txn"]
 
 
@@ -69,6 +90,7 @@ class Replicator:
         stale_after: float = 600.0,
         syslog: SystemLog | None = None,
         waker: Waker = NO_WAKING,
+        full_every: float = FULL_EVERY,
     ) -> None:
         self._syslog = syslog
         self._waker = waker
@@ -88,6 +110,15 @@ class Replicator:
         self._in_flight: set[tuple[int, str]] = set()
         self._running = False
         self._again = False
+        self._full_every = full_every
+        self._full_due = True  # the first pass looks at everything
+        self._last_full = float("-inf")
+        self._last_pass = float("-inf")
+        self._nodes_seen: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
+
+    def look_at_everything(self) -> None:
+        """Have the next pass read every blob again, whatever the nodes did."""
+        self._full_due = True
 
     def kick(self) -> None:
         """Start a pass now (or right after the current one): a file was just completed."""
@@ -106,7 +137,8 @@ class Replicator:
         try:
             while True:
                 self._again = False
-                await self._restore_missing()
+                scope = await self._db.run(self._scope, self._clock.seconds())
+                repairs_left = await self._restore_missing(scope)
                 copies = await self._db.run(self._plan, self._clock.seconds())
                 singles, batches = group(copies, self._limits)
                 await DeferredList(
@@ -114,12 +146,36 @@ class Replicator:
                     + [ensureDeferred(self._copy_batch(b)) for b in batches],
                     consumeErrors=True,
                 )
-                await self._release_local_copies()
+                await self._release_local_copies(scope)
                 await self._clean_deletions()
+                self._passed(scope, repairs_left)
                 if not (self._again or copies):
                     break
         finally:
             self._running = False
+
+    # -- what a pass reads
+
+    def _scope(self, txn: Txn, now: float) -> Scope:
+        nodes = nodestore.list_nodes(txn)
+        seen = (
+            frozenset(n.name for n in nodes if n.status == UP),
+            frozenset(leaving_nodes(nodes, now, self._grace)),
+            frozenset(lost_nodes(nodes, now, self._grace)),
+        )
+        full = (
+            self._full_due or seen != self._nodes_seen or now - self._last_full >= self._full_every
+        )
+        return Scope(full, self._last_pass - CHANGED_MARGIN, now, seen)
+
+    def _passed(self, scope: Scope, repairs_left: bool) -> None:
+        """Remember what this pass saw; a repair that did not fit in it, or a full pass that
+        did not finish its repairs, makes the next one full."""
+        self._nodes_seen = scope.nodes
+        self._last_pass = scope.now
+        if scope.full and not repairs_left:
+            self._last_full = scope.now
+        self._full_due = repairs_left
 
     # -- planning
 
@@ -277,11 +333,12 @@ class Replicator:
 
     # -- repair of blobs that live only on nodes
 
-    async def _restore_missing(self) -> None:
+    async def _restore_missing(self, scope: Scope) -> bool:
         """Bring back to the proxy the content of blobs that have too few good replicas and no
         local copy (a node was lost, or scrub quarantined a copy), from a good replica; the
-        plan then copies it to new nodes and the release step lets it go again."""
-        wanted = await self._db.run(self._restore_plan, self._clock.seconds())
+        plan then copies it to new nodes and the release step lets it go again. True when
+        there may be more than this pass took."""
+        wanted = await self._db.run(self._restore_plan, scope)
         for blob_id, sha256, size, node, url in wanted:
             key = replica_key(blob_id, sha256)
             target = self._staging.blob_path(sha256, blob_id)
@@ -297,30 +354,51 @@ class Replicator:
                 continue
             await self._db.run(self._mark_local, blob_id)
             log.info("blob {blob} restored from {node} for repair", blob=blob_id, node=node)
+        return len(wanted) >= self._batch
 
-    def _restore_plan(self, txn: Txn, now: float) -> list[tuple[int, str, int, str, str]]:
+    def _restore_plan(self, txn: Txn, scope: Scope) -> list[tuple[int, str, int, str, str]]:
+        now = scope.now
         nodes = nodestore.list_nodes(txn)
         leaving = leaving_nodes(nodes, now, self._grace)
         up = {n.name: n for n in nodes if n.status == UP}
         if not up:  # nothing to fetch a copy from
             return []
-        # Only blobs short of confirmed copies on nodes that stay can want one: the rest of
-        # the catalogue is left in the database, not read into Python on every pass.
-        rows = txn.all(
-            "SELECT b.id, b.sha256, b.size FROM blobs b WHERE b.local = 0 AND"
-            f" (SELECT COUNT(*) FROM replicas r WHERE r.blob_id = b.id AND r.state = ?"
-            f"{_not_on(leaving)}) < ? ORDER BY b.id",
-            (CONFIRMED, *sorted(leaving), self.target),
+        # Only blobs short of confirmed copies on nodes that stay, with a confirmed copy on a
+        # node that answers, can be repaired; outside a full pass only those whose replica
+        # rows changed. Read a page at a time by id: nothing here grows with the catalogue.
+        ups = ", ".join("?" for _ in up)
+        changed = (
+            ""
+            if scope.full
+            else " AND b.id IN (SELECT blob_id FROM replicas WHERE updated_at >= ?)"
         )
-        replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
         wanted: list[tuple[int, str, int, str, str]] = []
-        for blob_id, sha256, size in rows:
-            mine = replicas[int(blob_id)]
-            live = [r for r in mine if self._counts(r, now, leaving)]
-            sources = [r.node for r in mine if r.state == CONFIRMED and r.node in up]
-            if len(live) < self.target and sources and len(wanted) < self._batch:
-                node = up[sources[0]]
-                wanted.append((int(blob_id), sha256, int(size), node.name, node.url))
+        after = 0
+        while len(wanted) < self._batch:
+            rows = txn.all(
+                "SELECT b.id, b.sha256, b.size FROM blobs b WHERE b.local = 0 AND b.id > ?"
+                f"{changed} AND (SELECT COUNT(*) FROM replicas r WHERE r.blob_id = b.id"
+                f" AND r.state = ?{_not_on(leaving)}) < ? AND EXISTS (SELECT 1 FROM replicas r"
+                f" WHERE r.blob_id = b.id AND r.state = ? AND r.node IN ({ups}))"
+                " ORDER BY b.id LIMIT ?",
+                (
+                    after, *(() if scope.full else (scope.since,)), CONFIRMED, *sorted(leaving),
+                    self.target, CONFIRMED, *sorted(up), PLAN_PAGE,
+                ),
+            )  # fmt: skip
+            if not rows:
+                break
+            after = int(rows[-1][0])
+            replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
+            for blob_id, sha256, size in rows:
+                mine = replicas[int(blob_id)]
+                live = [r for r in mine if self._counts(r, now, leaving)]
+                sources = [r.node for r in mine if r.state == CONFIRMED and r.node in up]
+                if len(live) < self.target and sources and len(wanted) < self._batch:
+                    node = up[sources[0]]
+                    wanted.append((int(blob_id), sha256, int(size), node.name, node.url))
+            if len(rows) < PLAN_PAGE:
+                break
         return wanted
 
     @staticmethod
@@ -329,14 +407,15 @@ class Replicator:
 
     # -- the proxy's own copy, surplus replicas, deletions
 
-    async def _release_local_copies(self) -> None:
-        released = await self._db.run(self._release_txn, self._clock.seconds())
+    async def _release_local_copies(self, scope: Scope) -> None:
+        released = await self._db.run(self._release_txn, scope)
         if released:
             await deferToThread(self._staging.remove_blobs, released)
 
-    def _release_txn(self, txn: Txn, now: float) -> list[tuple[str, int]]:
+    def _release_txn(self, txn: Txn, scope: Scope) -> list[tuple[str, int]]:
         """Blobs with enough confirmed replicas stop being kept locally; surplus replicas on
         nodes that came back after a repair are dropped."""
+        now = scope.now
         nodes = nodestore.list_nodes(txn)
         lost = lost_nodes(nodes, now, self._grace)
         up = {n.name for n in nodes if n.status == UP}
@@ -345,16 +424,25 @@ class Replicator:
         if not up and not lost:  # nothing can be released, dropped or marked
             return []
         # What the loop below can change: blobs still kept here, blobs with more confirmed
-        # copies than the target, and copies written off once. The rest is not read.
-        rows = txn.all(
-            "SELECT id, sha256, local FROM blobs b WHERE local = 1"
-            " OR (SELECT COUNT(*) FROM replicas r WHERE r.blob_id = b.id AND r.state = ?) > ?"
-            " OR EXISTS (SELECT 1 FROM replicas r WHERE r.blob_id = b.id AND r.detail = ?)"
-            " ORDER BY id",
-            (CONFIRMED, self.target, LOST_NOTE),
-        )
+        # copies than the target, and copies written off once; outside a full pass, of the
+        # last two only blobs whose replica rows changed since the last pass (a surplus or a
+        # written-off copy comes from a change of the nodes, which makes the pass full).
+        if scope.full:
+            rows = txn.all(
+                "SELECT id, sha256, local FROM blobs b WHERE local = 1 OR (SELECT COUNT(*)"
+                " FROM replicas r WHERE r.blob_id = b.id AND r.state = ?) > ? OR EXISTS"
+                " (SELECT 1 FROM replicas r WHERE r.blob_id = b.id AND r.detail = ?) ORDER BY id",
+                (CONFIRMED, self.target, LOST_NOTE),
+            )
+        else:
+            rows = txn.all(
+                "SELECT id, sha256, local FROM blobs WHERE local = 1 UNION SELECT id, sha256,"
+                " local FROM blobs WHERE id IN (SELECT blob_id FROM replicas WHERE updated_at"
+                " >= ?) ORDER BY id",
+                (scope.since,),
+            )
         replicas = nodestore.replicas_of(txn, [int(r[0]) for r in rows])
-        if lost:
+        if lost and scope.full:
             # Remember which copies were written off, so that if their node comes back it is
             # their copies, not the replacements, that count as the surplus.
             marks = ", ".join("?" for _ in lost)
