@@ -53,9 +53,11 @@ PLAN_PAGE = 1000
 # changed (up, leaving, lost), when a repair is still going on, and at least this often; other
 # passes look only at blobs kept here and blobs whose replica rows changed since the last pass.
 FULL_EVERY = 600.0
-# A row changed this long before the last pass began still counts as changed since it (the
-# clocks of several proxies sharing a database, a transaction that committed late).
-CHANGED_MARGIN = 60.0
+# A row changed this long before the last pass began still counts as changed since it (a
+# transaction that committed after the pass had begun, the clocks of several proxies sharing a
+# database). Short, since every pass re-reads what changed within it: a 60 s margin had every
+# pass for a minute after a catalogue's import read all of it again.
+CHANGED_MARGIN = 10.0
 
 
 @dataclass(frozen=True)
