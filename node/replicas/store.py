@@ -9,6 +9,10 @@ Layout under the data directory::
 A key is ``<blob id>-<sha256 hex>`` (``common.signing.replica_key``); nothing becomes a path
 unless ``valid_replica_key`` accepts it first. ``ReplicaStore``'s methods block (they read,
 hash and fsync whole files); ``Replicas`` runs them on a thread pool, one at a time per key.
+
+Over 400 lines, for now: the single and batch confirm share the checks and the grouped
+fsyncs, and the paged listing shares the layout; the paged listing and the usage count
+(``page``, ``Usage``) are what can leave for a module of their own.
 """
 
 from __future__ import annotations

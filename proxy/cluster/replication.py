@@ -6,6 +6,10 @@ and kicked when a file is completed; its failures are caught and logged so the l
 stops. Timing rules (backoff, grace periods) compare against ``clock.seconds()``, so tests
 move time with ``task.Clock``. The rules themselves are in ``proxy.cluster.rules``; watching
 the nodes (health, scrub) is ``proxy.cluster.monitor``'s job.
+
+Over 400 lines, for now: a pass's steps (plan, single and batched copies, repair, release)
+share the ``Scope`` and the copies in flight, which a split would pass between modules. The
+repair step (``_restore_missing`` and its plan) is the piece that can leave whole, next.
 """
 
 from __future__ import annotations
@@ -117,10 +121,6 @@ class Replicator:
         self._last_full = float("-inf")
         self._last_pass = float("-inf")
         self._nodes_seen: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
-
-    def look_at_everything(self) -> None:
-        """Have the next pass read every blob again, whatever the nodes did."""
-        self._full_due = True
 
     def kick(self) -> None:
         """Start a pass now (or right after the current one): a file was just completed."""
