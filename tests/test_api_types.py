@@ -105,7 +105,8 @@ ANSWERS: list[type] = [
 ADDED: dict[type, set[str]] = {
     # content_type: tus; path: files have paths (issue 13)
     types.File: {"replicas", "mirror_node", "mirror_detail", "content_type", "path"},
-    types.Upload: {"dialect", "tus_url", "path"},  # the list of unfinished uploads (issue 11)
+    # the list of unfinished uploads (issue 11); sha256: the completion says it (issue 15)
+    types.Upload: {"dialect", "tus_url", "path", "sha256"},
     types.ChunkForm: {"path"},  # issue 13
     types.WholeFileForm: {"path"},
 }

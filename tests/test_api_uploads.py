@@ -185,6 +185,7 @@ async def test_a_file_sent_in_raw_chunks_is_completed_listed_and_downloaded_inta
         "expires",
     } <= set(first)
     assert first["file"] is None and first["completed_at"] is None and first["parent"] is None
+    assert first["sha256"] is None  # said once complete
     second = await append_raw(running_proxy, token, upload_id, content, 100_000, 200_000)
     assert second["offset"] == 200_000
     third = await append_raw(running_proxy, token, upload_id, content, 200_000, 250_000)
@@ -195,6 +196,7 @@ async def test_a_file_sent_in_raw_chunks_is_completed_listed_and_downloaded_inta
     assert done["status"] == 2
     assert done["completed_at"] is not None
     assert done["file"] == f"{running_proxy.url}/storage/download/{done['file_id']}/"
+    assert done["sha256"] == hashlib.sha256(content).hexdigest()
 
     listing = await (
         await treq.get(f"{running_proxy.url}/storage/files/", headers=auth(token))
@@ -696,7 +698,14 @@ async def test_a_completed_upload_takes_no_more_chunks_completions_or_aborts(
     assert (code, body["detail"]) == (400, "Upload has already been completed")
     code, now = await status_of(running_proxy, token, upload_id)
     assert now["status"] == 2
+    assert now["sha256"] == done["sha256"] == hashlib.sha256(SOURCE).hexdigest()
     assert await download(running_proxy, token, done["file_id"]) == SOURCE
+    deleted = await treq.delete(
+        f"{running_proxy.url}/storage/files/{done['file_id']}/", headers=auth(token)
+    )
+    assert deleted.code == 204, await deleted.text()
+    code, now = await status_of(running_proxy, token, upload_id)
+    assert (code, now["status"], now["sha256"]) == (200, 2, None)  # its file is gone
 
 
 # ---------------------------------------------------------------- limits and expiry

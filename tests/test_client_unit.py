@@ -11,6 +11,7 @@ from __future__ import annotations
 import doctest
 import hashlib
 import json
+import os
 import random
 import re
 import threading
@@ -58,6 +59,9 @@ class FakeArchive:
     uploads: dict[str, Upload] = field(default_factory=dict)
     files: dict[int, bytes] = field(default_factory=dict)
     completed_md5s: list[str] = field(default_factory=list)
+    # What a completion says of the content: "stored" (its sha256, as the proxy answers),
+    # "absent" (as servers before it did) or "wrong" (another sha256).
+    completion_sha256: str = "stored"
     chunk_starts: list[int] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
 
@@ -118,7 +122,11 @@ class FakeHandler(BaseHTTPRequestHandler):
         elif (found := re.fullmatch(r"/storage/files/(\d+)/", url.path)) and (
             content := archive.files.get(int(found[1]))
         ) is not None:
-            self._json(200, {"id": int(found[1]), "size": len(content)})
+            self._json(
+                200,
+                {"id": int(found[1]), "size": len(content),
+                 "sha256": hashlib.sha256(content).hexdigest()},
+            )  # fmt: skip
         elif download and archive.redirect_to is not None:
             self._send(307, b"", {"Location": f"{archive.redirect_to}/node/{download[2]}/"})
         elif download:
@@ -156,7 +164,12 @@ class FakeHandler(BaseHTTPRequestHandler):
         file_id = len(archive.files) + 1
         archive.files[file_id] = bytes(upload.data)
         upload.status = 2
-        return {"status": 2, "file_id": file_id, "filename": upload.filename}
+        answer: dict[str, Any] = {"status": 2, "file_id": file_id, "filename": upload.filename}
+        if archive.completion_sha256 != "absent":
+            answer["sha256"] = hashlib.sha256(
+                upload.data if archive.completion_sha256 == "stored" else b"other bytes"
+            ).hexdigest()
+        return answer
 
     def _info(self, upload_id: str) -> dict[str, Any]:
         upload = self.server.archive.uploads[upload_id]
@@ -384,11 +397,45 @@ def test_a_get_on_a_keep_alive_connection_the_server_closed_is_sent_again(
     fake.files[1] = b"0123456789"
     fake.hang_up_after_next_answer = True
 
-    assert client.file_info(1) == {"id": 1, "size": 10}
-    assert client.file_info(1) == {"id": 1, "size": 10}
+    info = {"id": 1, "size": 10, "sha256": hashlib.sha256(b"0123456789").hexdigest()}
+    assert client.file_info(1) == info
+    assert client.file_info(1) == info
 
     hits = [s for s in fake.seen if s.path == "/storage/files/1/"]
     assert len(hits) in (2, 3) and hits[0].client_port != hits[-1].client_port
+
+
+@pytest.mark.parametrize("said", ["stored", "absent", "wrong"])
+def test_the_cli_compares_its_sha256_with_the_completions_and_asks_an_older_server(
+    fake: FakeArchive, tmp_path: Path, said: str
+) -> None:
+    from rich.console import Console
+
+    from client.cli.failures import FAILURE, OK
+    from client.cli.journal import Journal, Source
+    from client.cli.upload import Display, Settings, Uploads
+
+    fake.completion_sha256 = said
+    path, data = write_file(tmp_path, 3 * CHUNK + 5)
+    source = Source(path, "source.bin", len(data), path.stat().st_mtime_ns)
+    journal = Journal(tmp_path / "config" / "uploads.sqlite")
+    try:
+        settings = Settings(fake.proxy_url, TOKEN, CHUNK, 1, 30.0)
+        with Display(Console(file=open(os.devnull, "w")), len(data), 1) as display:
+            [result] = Uploads(settings, journal, display).run([source])
+    finally:
+        journal.close()
+    asked = [
+        seen.path
+        for seen in fake.seen
+        if seen.method == "GET" and seen.path.startswith("/storage/files/")
+    ]
+    if said == "wrong":
+        assert result.code == FAILURE and result.message.startswith("checksum mismatch"), result
+    else:
+        assert result.code == OK and result.sha256 == hashlib.sha256(data).hexdigest(), result
+    # Asked for the file only when the completion did not say what it stored.
+    assert asked == (["/storage/files/1/"] if said == "absent" else [])
 
 
 @pytest.mark.parametrize("module", [_http, _ranges, _upload])

@@ -118,6 +118,36 @@ def test_a_token_carries_its_claims_until_it_expires() -> None:
         verify_token(SECRET, token, now=10**9)
 
 
+def test_a_token_is_decoded_once_and_its_expiry_checked_on_every_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[str] = []
+    real = jwt.decode
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    token = issue_token(SECRET, TokenClaims(8, "bea", False, 3), now=5000.0, lifetime=60.0)
+    for now in (5000.0, 5010.0, 5059.0):
+        assert verify_token(SECRET, token, now=now) == TokenClaims(8, "bea", False, 3)
+    assert decoded == [token]
+    with pytest.raises(Unauthorized, match="expired"):
+        verify_token(SECRET, token, now=5060.0)  # kept, and still expired at its time
+    # Kept by secret and token: under another secret the same text is checked afresh.
+    with pytest.raises(Unauthorized, match="Invalid token"):
+        verify_token("another-secret-of-a-decent-length!!", token, now=5000.0)
+    # A forged token is checked in full each time, and never kept.
+    header, payload, signature = token.split(".")
+    other_end = "AA" if signature[-2:] != "AA" else "BB"
+    forged = ".".join([header, payload, signature[:-2] + other_end])
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match="Invalid token"):
+            verify_token(SECRET, forged, now=5000.0)
+    assert decoded.count(forged) == 2
+
+
 def test_a_token_signed_with_another_secret_is_refused() -> None:
     token = issue_token("another-secret-of-a-decent-length!!", ALICE, now=1000.0, lifetime=60)
     with pytest.raises(Unauthorized, match="Invalid token"):

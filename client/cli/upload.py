@@ -220,14 +220,18 @@ class Uploads:
             resume, first[:] = None, []
             done = upload(None)
         file_id = str(done["file_id"])
-        stored = client.file_info(file_id)
+        # The completion names the content it stored; a server from before it did not,
+        # and is asked for the file instead.
+        stored_sha256 = done.get("sha256")
+        if not isinstance(stored_sha256, str):
+            stored_sha256 = client.file_info(file_id).get("sha256")
         resumed_at = first[0] if resume is not None and first else None
-        if stored.get("sha256") != digests.get("sha256"):
+        if stored_sha256 != digests.get("sha256"):
             self.journal.forget(source)
             return Result(
                 source, FAILURE,
                 f"checksum mismatch: sent sha256 {digests.get('sha256')}, the server stored "
-                f"{stored.get('sha256')}",
+                f"{stored_sha256}",
                 resumed_at, file_id,
             )  # fmt: skip
         self.journal.sent(source, file_id, digests["sha256"])

@@ -247,6 +247,14 @@ class Upload(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     total: Annotated[
         int | None, Meta(description="The file's size, once a Content-Range has said it.")
     ] = None
+    sha256: Annotated[
+        Sha256 | None,
+        Meta(
+            description="The stored content's sha256, once complete (null before, and once "
+            "its file is deleted): a client that hashed what it sent compares the two "
+            "without asking for the file."
+        ),
+    ] = None
     # Always sent since issue 13, not in `required` for the same reason.
     path: (
         Annotated[

@@ -37,6 +37,7 @@ def upload_json(upload: Upload, base_url: str) -> dict[str, Any]:
         "expires": isotime(upload.expires_at),
         "file_id": upload.file_id,
         "version": upload.version,
+        "sha256": upload.sha256,
     }
 
 

@@ -67,6 +67,7 @@ def complete_txn(
         completed_at=now,
         file_id=file_id,
         version=number,
+        sha256=sha256,
     )
 
 

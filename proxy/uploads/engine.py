@@ -109,6 +109,11 @@ class UploadEngine:
         upload = await self.status(user_id, upload_id)
         if upload.status != COMPLETE and upload.expires_at <= self._clock.seconds():
             raise Gone("Upload has expired")
+        if upload.status == COMPLETE and upload.file_id is not None and upload.version:
+            sha256 = await self._db.run(
+                uploadstore.completed_sha256, upload.file_id, upload.version
+            )
+            upload = replace(upload, sha256=sha256)
         return upload
 
     # -- writing chunks

@@ -34,6 +34,9 @@ class Upload:
     concat: str = ""  # "", "partial" or "final"
     parts: str = ""  # a final upload's partial uploads, their ids separated by spaces
     path: str = ""  # where its file is (folder/name); "" in a row older than paths: filename
+    # Once complete: its content's sha256 (not a column: the completion knows it, and
+    # ``completed_sha256`` reads it from the version it became).
+    sha256: str | None = None
 
 
 _UPLOAD_COLUMNS = (
@@ -89,6 +92,16 @@ def insert_upload(txn: Txn, upload: Upload) -> None:
             upload.path,
         ),
     )
+
+
+def completed_sha256(txn: Txn, file_id: str, version: int) -> str | None:
+    """The sha256 of the version a completed upload became; None once its file is gone."""
+    found = txn.scalar(
+        "SELECT b.sha256 FROM versions v JOIN blobs b ON b.id = v.blob_id"
+        " WHERE v.file_id = ? AND v.number = ?",
+        (file_id, version),
+    )
+    return None if found is None else str(found)
 
 
 def get_upload(txn: Txn, upload_id: str, owner_id: int, *, lock: bool = False) -> Upload | None:
