@@ -74,6 +74,14 @@ class Cluster:
         self.token = ""
 
     def start(self) -> Cluster:
+        """Start the proxy and the nodes (every one of them stopped again if one fails)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Cluster:
         self.proxy.data_dir.parent.mkdir(parents=True, exist_ok=True)  # create-admin makes it
         subprocess.run(
             [str(BIN / "pyarchive-proxy"), "--data-dir", str(self.proxy.data_dir),
@@ -81,6 +89,8 @@ class Cluster:
             env={**os.environ, "PYARCHIVE_ADMIN_PASSWORD": STAFF[1]}, check=True,
             capture_output=True,
         )  # fmt: skip
+        for node in self.nodes:  # they start while the proxy does: two cores, not one
+            node.launch()
         self.proxy.start()
         _, body = self.proxy.request(
             "POST", "/api-token-auth/",
@@ -90,7 +100,7 @@ class Cluster:
         self.staff_token = body["token"]
         self.token = self.proxy.login()
         for node in self.nodes:
-            node.start()
+            node.wait_for_status("ok", 30.0)
             self.register(node)
         return self
 

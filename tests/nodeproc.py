@@ -78,6 +78,13 @@ class NodeProcess:
 
     def start(self, timeout: float = 30.0, *, wait_for: str = "ok") -> NodeProcess:
         """Start the node and wait until ``/health`` says ``wait_for``."""
+        self.launch()
+        self.wait_for_status(wait_for, timeout)
+        return self
+
+    def launch(self) -> NodeProcess:
+        """Start the node's process without waiting for it (``wait_for_status`` waits), so
+        that several processes can start at once."""
         self.port = self.port or free_port()
         self.rsync_port = self.rsync_port or free_port()
         log = open(self.log_path, "ab")
@@ -99,7 +106,6 @@ class NodeProcess:
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
         log.close()
-        self.wait_for_status(wait_for, timeout)
         return self
 
     def wait_for_status(self, status: str, timeout: float = 15.0) -> dict[str, Any]:
