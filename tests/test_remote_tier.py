@@ -338,6 +338,39 @@ async def test_a_node_is_sent_only_what_changed_since_its_cursor(world: World) -
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_removed_nodes_want_list_and_cursor_go_with_it_and_its_name_starts_afresh(
+    world: World,
+) -> None:
+    journal = Journal()
+    world.nodes.answer = lambda node, payload: journal.answer(node, payload) if node == "n1" else {}
+    blob = await world.blob(1, on=("n1", "n2"))
+    await world.tier.sync_once()
+    await world.tier.sync_once()
+    assert world.nodes.last("n1")["cursor"]["since"] == 1  # a delta on its cursor
+
+    def rows(txn: Txn) -> tuple[int, int]:
+        wants = txn.scalar("SELECT COUNT(*) FROM mirror_wants WHERE node = 'n1'")
+        cursors = txn.scalar("SELECT COUNT(*) FROM mirror_cursors WHERE node = 'n1'")
+        return int(wants), int(cursors)
+
+    assert await world.db.run(rows) == (1, 1)
+    await world.db.run(nodestore.remove_node, "n1")  # n2 holds a copy too
+    assert await world.db.run(rows) == (0, 0)
+
+    def add_again(txn: Txn) -> None:
+        nodestore.add_node(txn, "n1", "http://n1.test:8100", "rsync://n1.test/x", "a", NOW)
+        txn.execute("UPDATE nodes SET status = ?, free_bytes = ? WHERE name = 'n1'",
+                    (UP, 500 * 2**30))  # fmt: skip
+        nodestore.set_replica(txn, blob, "n1", CONFIRMED, NOW)
+
+    await world.db.run(add_again)
+    world.nodes.sent.clear()
+    await world.tier.sync_once()
+    sent = [p for n, p in world.nodes.sent if n == "n1"]
+    assert sent and sent[0]["cursor"]["state"] is None and sent[0]["cursor"]["since"] is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_blob_only_on_the_proxy_waits_for_a_confirmed_replica(world: World) -> None:
     blob = await world.blob(1)
     await world.tier.sync_once()

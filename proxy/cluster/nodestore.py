@@ -143,6 +143,10 @@ def remove_node(txn: Txn, name: str) -> None:
         )
     txn.execute("DELETE FROM replicas WHERE node = ?", (name,))
     txn.execute("DELETE FROM replica_deletions WHERE node = ?", (name,))
+    # Its S3 want-list and cursor (proxy.remote.mirrorwants) go with it: they would only
+    # grow, and a node added later under this name starts from the whole list.
+    txn.execute("DELETE FROM mirror_wants WHERE node = ?", (name,))
+    txn.execute("DELETE FROM mirror_cursors WHERE node = ?", (name,))
     txn.execute("DELETE FROM nodes WHERE name = ?", (name,))
 
 
