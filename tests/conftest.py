@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
@@ -22,6 +22,9 @@ import treq
 from twisted.internet.address import IPv4Address
 
 from tests.contract_check import check_answer
+
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
 
 PG_HOST = os.environ.get("PYARCHIVE_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PYARCHIVE_TEST_PG_PORT", "5432"))
@@ -99,6 +102,19 @@ def module_database_url(
 ) -> Iterator[str]:
     """The same, shared by one module's tests (for a proxy process that outlives a test)."""
     yield from _database_url(request.param, tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server over real HTTP (``tests/s3server.py``), one per test module; each
+    test takes a bucket of its own (``s3.bucket()``). A module may define its own ``s3``."""
+    from tests.s3server import S3Server
+
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @dataclass

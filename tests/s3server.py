@@ -1,6 +1,6 @@
 """A real S3 endpoint for tests: moto's server on a free 127.0.0.1 port, over real HTTP.
 
-    server = S3Server().start()          # or the ``s3`` fixture in a test module
+    server = S3Server().start()          # or the ``s3`` fixture (tests/conftest.py)
     settings = server.bucket()           # a new, empty bucket; S3Settings to reach it
     client = server.client()             # a boto3 client for checking what is in it
     server.stop(); ...; server.start()   # an outage: same port, same data afterwards

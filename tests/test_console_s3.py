@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import doctest
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,6 @@ SECRET = "Console-S3cret/7Hq2Zr9KpW4mXv8Ns1Lt"
 def secret_parts(secret: str = SECRET) -> list[str]:
     """The secret, and pieces of it distinctive enough that none may be shown either."""
     return [secret, secret[:-4], secret[4:20], secret[-12:-4]]
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

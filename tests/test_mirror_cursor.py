@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
@@ -149,15 +148,6 @@ class Rig:
                 return
             assert time.monotonic() < deadline, states
             await deferLater(reactor, 0.2, lambda: None)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest_twisted.async_yield_fixture

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,15 +59,6 @@ from tests.s3server import SECRET_KEY, S3Server
 MiB = 2**20
 PART = 5 * MiB
 CLUSTER_SECRET = "mirror-test-cluster-secret-of-enough-length"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(autouse=True)
