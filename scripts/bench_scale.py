@@ -3,7 +3,7 @@
 Run through ``scripts/bench`` (which makes sure .venv exists):
 
     scripts/bench scale [--files N] [--baseline 100] [--idle SECONDS] [--size BYTES]
-                        [--jobs a,b,...] [--postgres URL] [--reps R]
+                        [--jobs a,b,...] [--postgres URL] [--reps R] [--s3]
 
 Two sittings in one run, each on a fresh proxy and two fresh nodes (zones a and b, registered
 with ``pyarchive-proxy nodes add``, PYARCHIVE_REPLICAS=2, SQLite as scripts/run-local uses it,
@@ -28,9 +28,18 @@ store functions (its migrations have run: ``nodes add`` did it):
       the path and name a confirmed replica has (written by this script, not by rsync), and
       a ``confirmed`` replica row per node (``nodestore.set_replica``).
 
-Not built: S3. No S3 connection is configured, so blobs stay ``remote_state = local`` and the
-mirror jobs find no bucket; the figures are for a catalogue replicated to two nodes, not
-mirrored. No events, uploads or system-log rows either.
+With ``--s3``, also mirrored: moto's S3 server (``bench_mirror.Moto``) is the active
+connection, as ``scripts/run-local`` has it (bucket made, ``pyarchive-proxy s3 add
+--activate`` before the proxy starts), and every blob is recorded as a verified mirror
+(``remote_state = mirrored``, ``remote_verified = 1``, its mirroring node, one
+``blob_parts`` row ``uploaded`` with the part's sha256), the state the mirror-sync job
+leaves once a node reported the upload verified. The objects themselves are not written to
+moto: no idle job reads them (scrub re-hashes the nodes' replicas, s3-cleanup removes only
+deleted files' objects), and 100,000 PUTs to moto would measure moto. The nodes' mirror
+journals stay empty, as they are once every blob is mirrored (a verified blob's record is
+withdrawn and forgotten). Without ``--s3`` no connection is configured: blobs stay
+``remote_state = local`` and the mirror jobs find no bucket.
+No events, uploads or system-log rows are built.
 
 Then, through the API and /proc only:
 
@@ -87,6 +96,8 @@ from bench_common import (
     tuning_env,
     write_result,
 )
+from bench_mirror import Moto
+from bench_smallfiles import configure_s3
 
 NAME = "pyarchive-scale"
 USER = "scalebench"
@@ -133,7 +144,9 @@ def transaction(database: str, data_dir: Path) -> Iterator[Any]:
             yield Txn(pg.cursor(), "postgresql")
 
 
-def build(cluster: Cluster, database: str, files: int, size: int, password: str) -> dict[str, Any]:
+def build(
+    cluster: Cluster, database: str, files: int, size: int, password: str, mirrored: bool = False
+) -> dict[str, Any]:
     """The catalogue, directly (see the module docstring); what was built and how long."""
     from common.passwords import hash_password
     from common.signing import replica_key
@@ -165,10 +178,22 @@ def build(cluster: Cluster, database: str, files: int, size: int, password: str)
                 target.write_bytes(data)
                 written += 1
                 nodestore.set_replica(txn, blob.id, node.name, nodestore.CONFIRMED, now)
+            if mirrored:  # as mirror-sync records a verified upload (one part)
+                txn.execute(
+                    "UPDATE blobs SET remote_state = 'mirrored', remote_verified = 1,"
+                    " mirror_node = ? WHERE id = ?",
+                    (cluster.nodes[number % len(cluster.nodes)].name, blob.id),
+                )
+                txn.execute(
+                    "INSERT INTO blob_parts (blob_id, idx, start, size, sha256, remote_state)"
+                    " VALUES (?, 1, 0, ?, ?, 'uploaded')",
+                    (blob.id, size, sha256),
+                )
             if number and number % 20000 == 0:
                 log(f"  built {number} of {files} files ...")
     seconds = time.perf_counter() - t0
-    return {"files": files, "size": size, "replica_files": written, "seconds": round(seconds, 1)}
+    return {"files": files, "size": size, "replica_files": written, "mirrored": mirrored,
+            "seconds": round(seconds, 1)}  # fmt: skip
 
 
 def positions(cluster: Cluster, database: str) -> list[tuple[str, str]]:
@@ -293,8 +318,11 @@ def listing(conn: Conn, order: list[tuple[str, str]], reps: int) -> dict[str, di
 # ---------------------------------------------------------------- sittings
 
 
-def start(args: argparse.Namespace, files: int, password: str, schema: str | None) -> Any:
-    """A fresh cluster with the catalogue built before the proxy starts."""
+def start(
+    args: argparse.Namespace, files: int, password: str, schema: str | None, moto: Any
+) -> Any:
+    """A fresh cluster with the catalogue built before the proxy starts (and, with ``moto``,
+    its S3 connection active)."""
     env = {"PYARCHIVE_REPLICAS": "2"}
     database = ""
     if args.postgres:
@@ -304,10 +332,13 @@ def start(args: argparse.Namespace, files: int, password: str, schema: str | Non
 
     def before_start(cluster: Cluster) -> None:
         log(f"  building {files} files directly (database and both nodes' replicas/) ...")
-        built.update(build(cluster, database, files, args.size, password))
+        built.update(build(cluster, database, files, args.size, password, moto is not None))
         log(f"  built in {built['seconds']} s")
 
-    cluster = Cluster(DATA, [("node1", "a"), ("node2", "b")], env, before_start=before_start)
+    prepare = None if moto is None else configure_s3(moto)
+    cluster = Cluster(
+        DATA, [("node1", "a"), ("node2", "b")], env, prepare=prepare, before_start=before_start
+    )
     return cluster, database, built
 
 
@@ -339,8 +370,15 @@ def sitting_of(
     args: argparse.Namespace, files: int, full: bool, schema: str | None
 ) -> dict[str, Any]:
     password = secrets.token_urlsafe(16)
-    log(f"== sitting with {files} files" + ("" if full else " (listing only)"))
-    cluster, database, built = start(args, files, password, schema)
+    log(f"== sitting with {files} files" + ("" if full else " (listing only)")
+        + (", mirrored to S3 (moto)" if args.s3 else ""))  # fmt: skip
+    moto = Moto() if args.s3 else None
+    try:
+        cluster, database, built = start(args, files, password, schema, moto)
+    except BaseException:
+        if moto is not None:
+            moto.stop()
+        raise
     out: dict[str, Any] = {"files": files, "built": built}
     try:
         time.sleep(3)
@@ -372,6 +410,8 @@ def sitting_of(
             out["peak_rss_at_end_mib"] = memory(cluster, "VmHWM")
     finally:
         cluster.stop()
+        if moto is not None:
+            moto.stop()
     return out
 
 
@@ -403,8 +443,9 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
     out = {
         "measurement": NAME,
         "description": "a catalogue of N files built directly (database + real replica files "
-        "on two nodes, no S3): memory, idle CPU, one pass of every job, listing latency at N "
-        "and at the baseline",
+        "on two nodes; with --s3 also recorded as mirrored, moto the active connection): "
+        "memory, idle CPU, one pass of every job, listing latency at N and at the baseline",
+        "s3": bool(args.s3),
         **sitting(t_start, la0),
         "tool": project_version(),
         "database": "postgresql" if args.postgres else "sqlite",
@@ -417,17 +458,19 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
         "listing_ratio_per_file_n_to_baseline": per_file,
     }
     write_result(NAME, out)
+    mirrored = " (mirrored)" if args.s3 else ""
     for part, found in (("after start", big["rss_after_start_mib"]),
                         ("after every job", big["rss_after_jobs_mib"]),
                         ("peak (VmHWM)", big["peak_rss_mib"])):  # fmt: skip
         for who, value in found.items():
-            result(f"{n} files, {who} RSS {part}", value, "MiB")
+            result(f"{n} files{mirrored}, {who} RSS {part}", value, "MiB")
     for who, pct in big["idle_cpu_pct"].items():
-        result(f"{n} files, {who} idle CPU over {big['idle_seconds']:g} s", pct, "% of one core")
+        idle = f"idle CPU over {big['idle_seconds']:g} s"
+        result(f"{n} files{mirrored}, {who} {idle}", pct, "% of one core")
     for name, job in big["jobs"].items():
-        result(f"{n} files, one pass of job {name}", job["seconds"], "s")
+        result(f"{n} files{mirrored}, one pass of job {name}", job["seconds"], "s")
     for label, got in big["listing"].items():
-        result(f"{n} files, listing {label}", got["ms"], "ms")
+        result(f"{n} files{mirrored}, listing {label}", got["ms"], "ms")
         result(f"{args.baseline} files, listing {label}", base["listing"][label]["ms"], "ms")
         result(f"listing {label}, {n} / {args.baseline} files", ratios[label], "x")
         if got["results"] != base["listing"][label]["results"]:
@@ -447,6 +490,11 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--jobs", type=lambda s: [j for j in s.split(",") if j], default=None)
+    ap.add_argument(
+        "--s3",
+        action="store_true",
+        help="moto's S3 as the active connection, every blob recorded as a verified mirror",
+    )
     ap.add_argument(
         "--postgres",
         metavar="URL",
