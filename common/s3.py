@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,15 +110,26 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 10, **confi
         "response_checksum_validation": "when_required",
     }
     options.update(config)
-    session = boto3.session.Session()
-    return session.client(
-        "s3",
-        endpoint_url=settings.endpoint_url or None,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key,
-        aws_secret_access_key=settings.secret_key,
-        config=Config(**options),
-    )
+    global _session
+    # One session for the process: its loader reads S3's service model (about 13 MiB of
+    # Python objects) once. A session per client read it again for every job run and every
+    # mirror pass, and the memory did not all come back. A session is not thread-safe, so
+    # clients are made under a lock; the clients themselves are.
+    with _SESSION_LOCK:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url or None,
+            region_name=settings.region,
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key,
+            config=Config(**options),
+        )
+
+
+_SESSION_LOCK = threading.Lock()
+_session: Any = None
 
 
 def _fernet(secret: str, purpose: str) -> Fernet:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING, Any
+
 import pytest
 
 from common.s3 import (
     S3Settings,
     SecretBox,
     SecretError,
+    make_client,
     secret_hint,
     settings_from_wire,
     settings_to_wire,
     valid_bucket,
     valid_prefix,
 )
+
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
 
 SETTINGS = S3Settings(
     bucket="archive", region="eu-west-1", access_key="AKIA1", secret_key="very-secret-value-9876",
@@ -72,3 +79,28 @@ def test_bucket_names() -> None:
     assert valid_bucket("my-archive.2026")
     assert not valid_bucket("My_Bucket")
     assert not valid_bucket("a..b")
+
+
+def test_clients_made_at_once_from_many_threads_share_one_loaded_model_and_all_work(
+    s3: S3Server,
+) -> None:
+    settings = s3.bucket()
+    made: list[Any] = []
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            client = make_client(settings)
+            client.head_bucket(Bucket=settings.bucket)
+            made.append(client)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors and len(made) == 8
+    # S3's service model was read once, not once per client (a session each read it again).
+    assert len({id(client._loader) for client in made}) == 1

@@ -100,11 +100,18 @@ class MetadataBackup:
 
     def _backup(self, settings: S3Settings, name: str, now: float) -> dict[str, Any]:
         key = settings.metadata_prefix + name
+        from boto3.s3.transfer import TransferConfig
+
         client = make_client(settings, max_pool_connections=4)
+        # One 8 MiB part in memory at a time: boto3's default reads up to ten ahead (80 MiB
+        # at once for a large catalogue's snapshot) in a proxy meant to stay under 120 MiB;
+        # a daily job can send its parts one after the other.
+        transfer = TransferConfig(max_concurrency=1)
+        transfer.max_in_memory_upload_chunks = 1  # s3transfer's setting; boto3 takes no keyword
         with tempfile.TemporaryDirectory(prefix=".metadata-backup-", dir=self._workdir) as tmp:
             dump = write_dump(self._url, Path(tmp) / name, created_at=now, workdir=Path(tmp))
             client.upload_file(
-                str(dump.path), settings.bucket, key,
+                str(dump.path), settings.bucket, key, Config=transfer,
                 ExtraArgs={
                     "ContentType": "application/gzip",
                     "ChecksumAlgorithm": "SHA256",
