@@ -44,7 +44,9 @@ No events, uploads or system-log rows are built.
 Then, through the API and /proc only:
 
     memory    VmRSS of the proxy and each node (/proc/PID/status) after start (healthy,
-              nodes seen up, 3 s more), after one pass of every job, and VmHWM (peak) then
+              nodes seen up, 3 s more), after one pass of every job, and VmHWM (peak) then;
+              every 10 s while idle (first, last, max); and VmRSS and VmHWM once the
+              listings are done
     jobs      each proxy job run once with ``POST /api/jobs/<name>/run`` (staff), one after
               the other: the wall time of that request (the run's own duration beside it, as
               ``GET /api/jobs/`` reports it); ``--jobs`` picks some (scrub re-hashes every
@@ -392,8 +394,17 @@ def sitting_of(
                 f"peak {out['peak_rss_mib']} MiB")  # fmt: skip
             c0, t0 = cpu(cluster), time.perf_counter()
             log(f"  idle for {args.idle:g} s ...")
-            time.sleep(args.idle)
+            samples = []  # RSS every 10 s while idle: flat, or growing?
+            while (left := args.idle - (time.perf_counter() - t0)) > 0:
+                time.sleep(min(10.0, left))
+                samples.append(memory(cluster))
             c1, wall = cpu(cluster), time.perf_counter() - t0
+            out["idle_rss_mib"] = {
+                who: {"first": samples[0][who], "last": samples[-1][who],
+                      "max": max(sample[who] for sample in samples)}
+                for who in (samples[0] if samples else {})
+            }  # fmt: skip
+            log(f"  RSS while idle (first, last, max): {out['idle_rss_mib']} MiB")
             out["idle_seconds"] = round(wall, 1)
             out["idle_cpu_pct"] = {k: round(100 * (c1[k] - c0[k]) / wall, 2) for k in c0}
             log(f"  idle CPU, % of one core: {out['idle_cpu_pct']}")
@@ -408,6 +419,8 @@ def sitting_of(
         if full:
             out["rss_at_end_mib"] = memory(cluster)
             out["peak_rss_at_end_mib"] = memory(cluster, "VmHWM")
+            log(f"  RSS after the listings: {out['rss_at_end_mib']} MiB, "
+                f"peak {out['peak_rss_at_end_mib']} MiB")  # fmt: skip
     finally:
         cluster.stop()
         if moto is not None:
@@ -461,9 +474,14 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
     mirrored = " (mirrored)" if args.s3 else ""
     for part, found in (("after start", big["rss_after_start_mib"]),
                         ("after every job", big["rss_after_jobs_mib"]),
-                        ("peak (VmHWM)", big["peak_rss_mib"])):  # fmt: skip
+                        ("peak (VmHWM)", big["peak_rss_mib"]),
+                        ("after the idle time and the listings", big["rss_at_end_mib"]),
+                        ("peak (VmHWM) at the end", big["peak_rss_at_end_mib"])):  # fmt: skip
         for who, value in found.items():
             result(f"{n} files{mirrored}, {who} RSS {part}", value, "MiB")
+    for who, seen in big.get("idle_rss_mib", {}).items():
+        result(f"{n} files{mirrored}, {who} RSS while idle, last", seen["last"], "MiB")
+        result(f"{n} files{mirrored}, {who} RSS while idle, max", seen["max"], "MiB")
     for who, pct in big["idle_cpu_pct"].items():
         idle = f"idle CPU over {big['idle_seconds']:g} s"
         result(f"{n} files{mirrored}, {who} {idle}", pct, "% of one core")
