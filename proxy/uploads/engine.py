@@ -109,12 +109,15 @@ class UploadEngine:
         upload = await self.status(user_id, upload_id)
         if upload.status != COMPLETE and upload.expires_at <= self._clock.seconds():
             raise Gone("Upload has expired")
-        if upload.status == COMPLETE and upload.file_id is not None and upload.version:
-            sha256 = await self._db.run(
-                uploadstore.completed_sha256, upload.file_id, upload.version
-            )
-            upload = replace(upload, sha256=sha256)
         return upload
+
+    async def with_sha256(self, upload: Upload) -> Upload:
+        """A completed upload with the sha256 of the version it became, as its answer shows
+        it (the completion knows it already; tus, which shows none, never asks)."""
+        if upload.status != COMPLETE or upload.file_id is None or not upload.version:
+            return upload
+        sha256 = await self._db.run(uploadstore.completed_sha256, upload.file_id, upload.version)
+        return replace(upload, sha256=sha256)
 
     # -- writing chunks
 

@@ -197,6 +197,7 @@ class UploadRoutes(RouteBase):
     )
     async def upload_status(self, request: IRequest, caller: TokenClaims, upload_id: str) -> bytes:
         upload = await self._uploads.resumable(caller.user_id, upload_id)
+        upload = await self._uploads.with_sha256(upload)
         return respond(request, 200, upload_json(upload, self._base_url(request)))
 
     @operation(
