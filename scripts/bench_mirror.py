@@ -37,6 +37,7 @@ import secrets
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from bench_common import (
     RUN_TIMEOUT,
     BenchError,
     Node,
+    Proxy,
     cpu_times,
     digest_file,
     free_port,
@@ -71,6 +73,8 @@ from bench_common import (
 NAME = "pyarchive-mirror"
 POLL_S = 0.05
 MOTO = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "moto_server"
+S3_KEY = "bench"
+S3_SECRET = "bench-secret-not-a-real-key"  # moto accepts any credentials
 BLOB_ID = 1
 
 
@@ -103,6 +107,26 @@ class Moto:
     def stop(self) -> None:
         stop_pid(self.proc)
         self.logf.close()
+
+    def active_connection(self, bucket: str) -> Callable[[Proxy], None]:
+        """A ``Cluster`` ``prepare`` step: ``bucket`` made on this server, then added to the
+        proxy as its active S3 connection (``pyarchive-proxy s3 add --activate``, as
+        run-local does)."""
+
+        def prepare(proxy: Proxy) -> None:
+            import boto3
+
+            boto3.client(
+                "s3", endpoint_url=self.url, region_name="us-east-1",
+                aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+            ).create_bucket(Bucket=bucket)  # fmt: skip
+            proxy.cli(
+                "s3", "add", "local", "--endpoint-url", self.url, "--region", "us-east-1",
+                "--bucket", bucket, "--access-key", S3_KEY, "--activate",
+                env={"PYARCHIVE_S3_SECRET_KEY": S3_SECRET},
+            )  # fmt: skip
+
+        return prepare
 
 
 def signed(node: Node, method: str, path: str, payload: Any) -> tuple[int, Any]:

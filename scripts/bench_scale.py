@@ -99,7 +99,6 @@ from bench_common import (
     write_result,
 )
 from bench_mirror import Moto
-from bench_smallfiles import configure_s3
 
 NAME = "pyarchive-scale"
 USER = "scalebench"
@@ -321,7 +320,7 @@ def listing(conn: Conn, order: list[tuple[str, str]], reps: int) -> dict[str, di
 
 
 def start(
-    args: argparse.Namespace, files: int, password: str, schema: str | None, moto: Any
+    args: argparse.Namespace, files: int, password: str, schema: str | None, moto: Moto | None
 ) -> Any:
     """A fresh cluster with the catalogue built before the proxy starts (and, with ``moto``,
     its S3 connection active)."""
@@ -337,7 +336,7 @@ def start(
         built.update(build(cluster, database, files, args.size, password, moto is not None))
         log(f"  built in {built['seconds']} s")
 
-    prepare = None if moto is None else configure_s3(moto)
+    prepare = None if moto is None else moto.active_connection("bench-scale")
     cluster = Cluster(
         DATA, [("node1", "a"), ("node2", "b")], env, prepare=prepare, before_start=before_start
     )
@@ -374,13 +373,32 @@ def sitting_of(
     password = secrets.token_urlsafe(16)
     log(f"== sitting with {files} files" + ("" if full else " (listing only)")
         + (", mirrored to S3 (moto)" if args.s3 else ""))  # fmt: skip
-    moto = Moto() if args.s3 else None
+    with s3_server(args.s3) as moto:
+        return measured(args, files, full, schema, password, moto)
+
+
+@contextmanager
+def s3_server(wanted: bool) -> Iterator[Moto | None]:
+    """moto's S3 server for one sitting with ``--s3`` (None without), stopped afterwards."""
+    if not wanted:
+        yield None
+        return
+    moto = Moto()
     try:
-        cluster, database, built = start(args, files, password, schema, moto)
-    except BaseException:
-        if moto is not None:
-            moto.stop()
-        raise
+        yield moto
+    finally:
+        moto.stop()
+
+
+def measured(
+    args: argparse.Namespace,
+    files: int,
+    full: bool,
+    schema: str | None,
+    password: str,
+    moto: Moto | None,
+) -> dict[str, Any]:
+    cluster, database, built = start(args, files, password, schema, moto)
     out: dict[str, Any] = {"files": files, "built": built}
     try:
         time.sleep(3)
@@ -423,8 +441,6 @@ def sitting_of(
                 f"peak {out['peak_rss_at_end_mib']} MiB")  # fmt: skip
     finally:
         cluster.stop()
-        if moto is not None:
-            moto.stop()
     return out
 
 

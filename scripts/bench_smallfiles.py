@@ -63,7 +63,6 @@ from bench_common import (
     SHARED,
     BenchError,
     Cluster,
-    Proxy,
     cpu_times,
     free_port,
     log,
@@ -87,8 +86,6 @@ SIZE = 1024
 CHUNK = 8 << 20
 POLL_S = 0.5
 BUCKET = "bench-smallfiles"
-S3_KEY = "bench"
-S3_SECRET = "bench-secret-not-a-real-key"  # moto accepts any credentials
 PROXY_ENV = {"PYARCHIVE_REPLICAS": "2", "PYARCHIVE_MIRROR_SYNC_INTERVAL": "1s"}
 _SET_HERE = frozenset({"PYARCHIVE_CLUSTER_SECRET", *PROXY_ENV})
 # Our three ways in, in the order they run, each with a set of its own.
@@ -215,25 +212,6 @@ def tus_sender(url: str, headers: dict[str, str]) -> Callable[[], Callable[[Path
     return make
 
 
-def configure_s3(moto: Moto) -> Callable[[Proxy], None]:
-    """The proxy's active S3 connection: moto's endpoint with a fresh bucket (run-local's)."""
-
-    def prepare(proxy: Proxy) -> None:
-        import boto3
-
-        boto3.client(
-            "s3", endpoint_url=moto.url, region_name="us-east-1",
-            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
-        ).create_bucket(Bucket=BUCKET)  # fmt: skip
-        proxy.cli(
-            "s3", "add", "local", "--endpoint-url", moto.url, "--region", "us-east-1",
-            "--bucket", BUCKET, "--access-key", S3_KEY, "--activate",
-            env={"PYARCHIVE_S3_SECRET_KEY": S3_SECRET},
-        )  # fmt: skip
-
-    return prepare
-
-
 def counts(db: Path) -> tuple[int, int, int]:
     """(blobs, blobs with >= 2 confirmed replicas, blobs mirrored and verified) in the DB."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -342,9 +320,8 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
     try:
         sets = {way: make_files(root / way, f"{way}-", n) for way in WAYS}
         moto = Moto()
-        cluster = Cluster(
-            DATA, [("node1", "a"), ("node2", "b")], PROXY_ENV, prepare=configure_s3(moto)
-        )
+        zones = [("node1", "a"), ("node2", "b")]
+        cluster = Cluster(DATA, zones, PROXY_ENV, prepare=moto.active_connection(BUCKET))
         assert cluster.proxy is not None
         proxy, nodes = cluster.proxy, cluster.nodes
 
