@@ -9,7 +9,8 @@ from common.errors import BadRequest
 
 # OWASP's argon2id profile (19 MiB, 2 passes): argon2-cffi's default takes 64 MiB per hash,
 # which would make one login the largest allocation in the proxy's life.
-_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+MEMORY_KIB = 19 * 1024
+_hasher = PasswordHasher(time_cost=2, memory_cost=MEMORY_KIB, parallelism=1)
 # Verified when the user does not exist, so an unknown name costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash("not a password anyone has")
 

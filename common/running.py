@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import sys
@@ -33,6 +34,34 @@ def keep_files_private() -> None:
     os.umask(PRIVATE_UMASK)
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 16 << 20  # below one password hash's block (common.passwords.MEMORY_KIB)
+TRIM_THRESHOLD = 32 << 20
+
+
+def return_large_blocks() -> bool:
+    """Have glibc give blocks of 16 MiB and more back to the system when they are freed.
+
+    An argon2 hash (a login, a password change) allocates one 19 MiB block. By default glibc
+    raises its mmap threshold to the size of the largest block freed so far, so from the second
+    hash on that block comes from a heap, and a heap keeps it: one login left the proxy 19 MiB
+    larger for the rest of its life (scripts/bench scale, 2026-12-02). A fixed threshold keeps
+    such blocks mmapped, so freeing one unmaps it; the trim threshold is set to what glibc's
+    own adjustment would make of that threshold, so smaller blocks (8 MiB upload and S3 part
+    buffers) stay in the heap as before. Returns False where the C library has no mallopt
+    (not glibc): nothing is changed there.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
 def begin_logging() -> None:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
 
@@ -57,6 +86,7 @@ def serve_forever(
         # 0.1 CPU s/GiB off the reactor thread (scripts/bench upload --client requests).
         gc.freeze()
 
+    return_large_blocks()
     reactor.callWhenRunning(lambda: ensureDeferred(start()))
     reactor.addSystemEventTrigger("before", "shutdown", lambda: ensureDeferred(service.stop()))
     reactor.run()

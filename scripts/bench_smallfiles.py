@@ -26,6 +26,13 @@ each set through J threads (--jobs, default 4; ``pyarchive sync``/``upload`` run
     post     set 3 through ``PyArchiveClient.upload()`` itself, which sends a file this small in
              one ``POST /storage/tmp-upload/?filename=NAME&md5=MD5`` (what ``pyarchive sync``
              sends for small files). Its drain is not waited for.
+    backlog  the replication's own pace, with no ingest beside it: a second fresh proxy (S3 the
+             same way, its own bucket) with no node takes set 3 by ``post`` (nothing can be
+             replicated, so every file waits); then two fresh nodes are registered through
+             ``POST /api/nodes/`` and, from the moment the proxy sees both up, its database is
+             polled every 0.1 s until it records 2 N confirmed replicas. Backlog drain rate =
+             N / that time; it is set beside the fastest of the live ingests above (target:
+             at least that, and at least 200 files/s).
     anchor   the proxy and nodes stopped, tuspyserver (../shared/bench/tus_app.py under uvicorn
              --http httptools --loop uvloop, one worker, from $BENCH_VENV, as bench.py's ``tus``
              anchor) creating and finishing set 2 with the same tuspy client and J threads.
@@ -33,8 +40,10 @@ each set through J threads (--jobs, default 4; ``pyarchive sync``/``upload`` run
 Ingest rate = N / (first request .. last answer). The clients run in this process (the same
 tuspy for ours and the anchor). Checked: every seed answer is complete, every tus upload ends
 at offset 1024, the proxy holds one blob per file, the anchor's directory N finished files.
-Reported: files/s of the four ingests, the drains' seconds and files/s, drain / ingest, CPU
-seconds of the servers. A run of --files 500 takes about two minutes.
+Reported: files/s of the five ingests, the drains' seconds and files/s, drain / ingest and
+how long after the last upload's answer the last copy was seen, the backlog's drain and its
+ratio to the fastest live ingest, CPU seconds of the servers. A run of --files 500 takes
+about two minutes.
 Per-run data: $BENCH_DATA/results/pyarchive-smallfiles.json, in bench.py's format.
 """
 
@@ -63,7 +72,9 @@ from bench_common import (
     SHARED,
     BenchError,
     Cluster,
+    Node,
     cpu_times,
+    expect,
     free_port,
     log,
     main_wrapper,
@@ -86,6 +97,8 @@ SIZE = 1024
 CHUNK = 8 << 20
 POLL_S = 0.5
 BUCKET = "bench-smallfiles"
+BACKLOG_BUCKET = "bench-smallfiles-backlog"
+BACKLOG_POLL_S = 0.1
 PROXY_ENV = {"PYARCHIVE_REPLICAS": "2", "PYARCHIVE_MIRROR_SYNC_INTERVAL": "1s"}
 _SET_HERE = frozenset({"PYARCHIVE_CLUSTER_SECRET", *PROXY_ENV})
 # Our three ways in, in the order they run, each with a set of its own.
@@ -258,6 +271,60 @@ def drain(cluster: Cluster, n: int, t0: float, timeout: float) -> dict[str, Any]
     return {"replicated_s": replicated_s, "mirrored_s": mirrored_s, "blobs": last[0]}
 
 
+def confirmed(db: Path) -> int:
+    """Confirmed replica rows in the proxy's database (cheaper than ``counts`` to poll)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM replicas WHERE state = 'confirmed'")
+                   .fetchone()[0])  # fmt: skip
+    finally:
+        con.close()
+
+
+def backlog(paths: list[Path], jobs: int, moto: Moto, timeout: float) -> dict[str, Any]:
+    """A node-less proxy takes ``paths``; then two nodes join: seconds until all are copied."""
+    n = len(paths)
+    cluster = Cluster(DATA, [], PROXY_ENV, prepare=moto.active_connection(BACKLOG_BUCKET))
+    try:
+        assert cluster.proxy is not None and cluster.conn is not None
+        db = cluster.proxy.data_dir / "pyarchive.sqlite3"
+        ingest_s = in_threads(paths, jobs, seed_sender(cluster.proxy.base, cluster.token, False))
+        if (blobs := counts(db)[0]) != n:
+            raise BenchError(f"the backlog proxy holds {blobs} blobs, not {n}")
+        log(f"  {n / ingest_s:.0f} files/s with no node; two nodes join")
+        for name, zone in (("node1", "a"), ("node2", "b")):
+            cluster.nodes.append(Node(DATA, name, zone, cluster.secret))  # stopped with it
+        for node in cluster.nodes:
+            node.wait_ready()
+            status, answer = cluster.conn.json("POST", "/api/nodes/", {
+                "name": node.name, "url": node.url, "zone": node.zone,
+                "rsync_url": node.rsync_url,
+            })  # fmt: skip
+            expect(f"adding {node.name}", status, answer, ok=(201,))
+        cluster.wait_nodes_up()
+        c0 = {"proxy": proc_cpu_s(cluster.proxy.pid) or 0.0}
+        c0.update((node.name, proc_cpu_s(node.pid) or 0.0) for node in cluster.nodes)
+        t0 = time.perf_counter()
+        while (done := confirmed(db)) < 2 * n:
+            cluster.check_alive()
+            if time.perf_counter() - t0 > timeout:
+                raise BenchError(f"after {timeout:.0f} s: {done} of {2 * n} replicas confirmed")
+            time.sleep(BACKLOG_POLL_S)
+        drain_s = time.perf_counter() - t0
+        cpu = {"proxy": round((proc_cpu_s(cluster.proxy.pid) or 0.0) - c0["proxy"], 2)}
+        cpu.update(
+            (node.name, round((proc_cpu_s(node.pid) or 0.0) - c0[node.name], 2))
+            for node in cluster.nodes
+        )
+    finally:
+        cluster.stop()
+    log(f"  the backlog of {n} files has two confirmed replicas after {drain_s:.1f} s")
+    return {
+        "ingest_s": ingest_s, "ingest_files_s": n / ingest_s, "drain_s": drain_s,
+        "drain_files_s": n / drain_s, "cpu_s_drain": cpu,
+    }  # fmt: skip
+
+
 class TusServer:
     """tuspyserver as bench.py's ``tus`` anchor starts it, on a free port, stopped by PID."""
 
@@ -362,11 +429,14 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
             rep_s, mir_s = float(waited["replicated_s"]), float(waited["mirrored_s"])
             ours[way].update(
                 replicated_s=rep_s, mirrored_s=mir_s, drain_files_s=n / rep_s,
+                last_copy_after_last_upload_s=rep_s - secs,
                 mirror_files_s=n / mir_s, ratio_drain_to_ingest=(n / rep_s) / (n / secs),
                 cpu_s_upload_to_mirrored=delta(c0, cpu()),
             )  # fmt: skip
         cluster.stop()
         cluster = None
+        log(f"  backlog: {n} files by single POST to a proxy with no node, then two nodes")
+        waiting = backlog(sets["post"], jobs, moto, args.drain_timeout)
         log(f"  tuspyserver: {n} files, {jobs} threads")
         anc = anchor(sets["tus"], jobs, root)
     finally:
@@ -403,6 +473,18 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
             row(f"pyarchive replication drain / ingest, {label}",
                 [o["ratio_drain_to_ingest"]], "x", [], tool, "files/s over files/s"),
         ]  # fmt: skip
+    fastest = max(WAYS, key=lambda way: ours[way]["files_s"])
+    backlog_ratio = waiting["drain_files_s"] / ours[fastest]["files_s"]
+    rows += [
+        row(f"pyarchive small-file ingest, {WAYS['post']}, no node registered ({what})",
+            [waiting["ingest_files_s"]], "files/s", [waiting], tool,
+            "the backlog set: nothing replicates while it goes in"),
+        row(f"pyarchive replication drain of a backlog, two nodes join -> 2 confirmed replicas "
+            f"({what})", [waiting["drain_files_s"]], "files/s", [], tool,
+            f"polled in the SQLite DB every {BACKLOG_POLL_S:g} s; target >= 200"),
+        row(f"pyarchive backlog drain / fastest live ingest ({WAYS[fastest]})",
+            [backlog_ratio], "x", [], tool, "files/s over files/s; target >= 1.0"),
+    ]  # fmt: skip
     rows.append(
         row(f"tuspyserver small-file ingest, same tuspy ({what})", [anc["files_s"]], "files/s",
             [anc], f"tuspyserver (uvicorn httptools/uvloop), tuspy {tusv}",
@@ -412,7 +494,8 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
         "measurement": NAME,
         "description": f"ingest of {n} 1 KiB files (seed API PUT + completion, seed API single "
         "POST, tus; tuspyserver as the anchor), and for each of ours the time until every file "
-        "has two confirmed replicas and is mirrored to S3",
+        "has two confirmed replicas and is mirrored to S3; then a backlog of the same files "
+        "drained by two nodes that join a node-less proxy",
         "runs": 1,
         **sitting(t_start, la0),
         "files": n,
@@ -432,9 +515,19 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"RESULT small files, {label}: ingest {o['files_s']:.0f} files/s; drain "
             f"{o['drain_files_s']:.0f} files/s (two replicas after {o['replicated_s']:.1f} s, "
-            f"S3 after {o['mirrored_s']:.1f} s); drain / ingest {o['ratio_drain_to_ingest']:.2f}x",
+            f"S3 after {o['mirrored_s']:.1f} s, the last copy "
+            f"{o['last_copy_after_last_upload_s']:.1f} s after the last upload); drain / ingest "
+            f"{o['ratio_drain_to_ingest']:.2f}x",
             flush=True,
         )
+    print(
+        f"RESULT small files, backlog: {n} files taken at {waiting['ingest_files_s']:.0f} files/s "
+        f"with no node; two nodes copied them all in {waiting['drain_s']:.1f} s = "
+        f"{waiting['drain_files_s']:.0f} files/s (target >= 200); / the fastest live ingest "
+        f"({WAYS[fastest]}, {ours[fastest]['files_s']:.0f} files/s) {backlog_ratio:.2f}x "
+        "(target >= 1.0)",
+        flush=True,
+    )
     print(
         f"RESULT small files, tus: ours {ours['tus']['files_s']:.0f} files/s, tuspyserver "
         f"{anc['files_s']:.0f} files/s (same tuspy client, {jobs} threads): ours / tuspyserver "
