@@ -257,7 +257,7 @@ def build_proxy(
     )  # fmt: skip
     monitor = NodeMonitor(
         db=db, client=node_client, clock=clock, down_after=config.node_down_after,
-        syslog=syslog, waker=events,
+        syslog=syslog, waker=events, on_node_up=replicator.kick,
     )  # fmt: skip
     scrubber = Scrubber(db=db, client=node_client, clock=clock)
     downloads = DownloadLocator(

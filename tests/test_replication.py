@@ -456,6 +456,31 @@ async def test_a_node_added_later_is_pinged_on_the_next_pass_without_a_restart(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_node_seen_up_after_it_was_not_starts_a_replication_pass_once(
+    cluster: Cluster,
+) -> None:
+    seen_up: list[float] = []
+    monitor = NodeMonitor(
+        db=cluster.db, client=cluster.network, clock=cluster.clock, down_after=DOWN_AFTER,
+        on_node_up=lambda: seen_up.append(cluster.clock.seconds()),
+    )  # fmt: skip
+    n1 = await cluster.add_node("n1", "a", ping=False)
+    await monitor.run_once()  # its first good ping
+    assert len(seen_up) == 1
+    await monitor.run_once()  # still up: nothing new to copy to
+    assert len(seen_up) == 1
+    n1.reachable = False
+    for _ in range(DOWN_AFTER):
+        cluster.clock.advance(10)
+        await monitor.run_once()
+    assert (await cluster.node("n1")).status == DOWN and len(seen_up) == 1
+    n1.reachable = True
+    cluster.clock.advance(10)
+    await monitor.run_once()  # back from down
+    assert len(seen_up) == 2 and seen_up[1] == cluster.clock.seconds()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_failing_ping_never_stops_the_pass_for_the_other_nodes(cluster: Cluster) -> None:
     for name in ("gone", "garbled", "degraded", "healthy"):
         await cluster.add_node(name, "a", ping=False)

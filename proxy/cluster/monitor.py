@@ -5,6 +5,7 @@ loops tell staff (the system log when there is one, else Twisted's log)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import DeferredList, ensureDeferred
@@ -45,13 +46,18 @@ class NodeMonitor:
         down_after: int,
         syslog: SystemLog | None = None,
         waker: Waker = NO_WAKING,
+        on_node_up: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_node_up`` is called once each time a node is seen up after it was not (a new
+        node's first good ping, a node back from down): the replicator's ``kick``, so the
+        copies waiting for it start now rather than at the replication job's next tick."""
         self._db = db
         self._client = client
         self._clock = clock
         self._down_after = down_after
         self._syslog = syslog
         self._waker = waker
+        self._on_node_up = on_node_up
 
     async def run_once(self) -> None:
         nodes = await self._db.run(nodestore.list_nodes)
@@ -82,6 +88,8 @@ class NodeMonitor:
 
         old, new = await self._db.run(record)
         self._waker.wake(emitter.users)
+        if old != new and new == UP:
+            self._on_node_up()
         if old != new:
             await note(
                 self._syslog, "info" if new == UP else "warn", f"node.{new}",
