@@ -188,7 +188,12 @@ class NodeProcess:
     ) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            conn.request(method, path, body=body, headers=dict(headers or {}))
+            try:
+                conn.request(method, path, body=body, headers=dict(headers or {}))
+            except (BrokenPipeError, ConnectionResetError):
+                # The node may answer (413) and close before the whole body is sent: its
+                # answer is already on the socket, so read it as a client would.
+                pass
             answer = conn.getresponse()
             return Response(answer.status, answer.headers, answer.read())
         finally:
