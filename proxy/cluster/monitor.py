@@ -88,9 +88,9 @@ class NodeMonitor:
 
         old, new = await self._db.run(record)
         self._waker.wake(emitter.users)
-        if old != new and new == UP:
-            self._on_node_up()
         if old != new:
+            if new == UP:
+                self._on_node_up()
             await note(
                 self._syslog, "info" if new == UP else "warn", f"node.{new}",
                 f"node {node.name} is {new}", node=node.name, was=old,
