@@ -47,10 +47,24 @@ function regionIds(doc) {
   return [...doc.querySelectorAll("[data-live-region]")].map((region) => region.id).sort();
 }
 
+function ownScript() {
+  return document.querySelector('script[src="/static/live.js"]');
+}
+
 function followedEvents() {
-  const script = document.querySelector('script[src="/static/live.js"]');
+  const script = ownScript();
   const groups = (script && script.dataset.liveGroups) || "files";
   return groups.split(" ").flatMap((group) => GROUPS[group] || []);
+}
+
+function settleAddress() {
+  // A form's answer (a node drained, a job's interval set) is drawn at the form's address,
+  // which a GET answers with another page or not at all. Such a page names its own address
+  // (data-live-page), which becomes the one shown: re-read by the refresher, and reloaded by
+  // the browser without sending the form again.
+  const script = ownScript();
+  const own = script && script.dataset.livePage;
+  if (own && own !== location.pathname) history.replaceState(null, "", own);
 }
 
 function regionRefresher() {
@@ -59,7 +73,7 @@ function regionRefresher() {
       const page = new DOMParser().parseFromString(await fetchHtml(location.href), "text/html");
       // A region that came or went (the uploads section, say): the page as a whole changed.
       if (regionIds(page).join(" ") !== regionIds(document).join(" ")) {
-        location.reload();
+        location.replace(location.href.split("#")[0]);  // a GET of the address shown, not a form
         return;
       }
       let typing = false;
@@ -80,6 +94,7 @@ function regionRefresher() {
 }
 
 function start() {
+  settleAddress();
   const live = document.getElementById("live");
   const fileId = live ? live.dataset.fileId : null;
   const refresh = live ? fileRefresher(live) : regionRefresher();
