@@ -39,7 +39,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench_common import (
     DATA,
@@ -129,7 +129,16 @@ class Moto:
         return prepare
 
 
-def signed(node: Node, method: str, path: str, payload: Any) -> tuple[int, Any]:
+class ReachableNode(Protocol):
+    """What ``signed`` and ``place_replica`` use of a node: the bench's ``Node`` or the
+    reliability script's restartable one."""
+
+    port: int
+    rsync_url: str
+    keys: Any
+
+
+def signed(node: ReachableNode, method: str, path: str, payload: Any) -> tuple[int, Any]:
     from common.signing import sign_request
 
     body = json.dumps(payload).encode()
@@ -145,7 +154,7 @@ def signed(node: Node, method: str, path: str, payload: Any) -> tuple[int, Any]:
         conn.close()
 
 
-def place_replica(node: Node, path: Path, md5: str, sha256: str) -> str:
+def place_replica(node: ReachableNode, path: Path, md5: str, sha256: str) -> str:
     """Push the test file to the node and confirm it, as the proxy's replication does."""
     from common.signing import replica_key
 

@@ -270,7 +270,8 @@ def run_jobs(cluster: Cluster, only: list[str] | None) -> dict[str, dict[str, An
         log(f"  job {name}: {seconds:.2f} s, ok {answer.get('ok')}, {answer.get('result')}")
     status, listed = cluster.conn.request("GET", "/api/jobs/")
     expect("GET /api/jobs/", status, listed)
-    for job in listed:  # type: ignore[attr-defined]
+    listed_jobs: list[dict[str, Any]] = listed  # type: ignore[assignment]  # the API's job list
+    for job in listed_jobs:
         if job["name"] in found:
             found[job["name"]]["last_duration"] = job.get("last_duration")
     return found
@@ -301,7 +302,7 @@ def listing(conn: Conn, order: list[tuple[str, str]], reps: int) -> dict[str, di
         last_page = max(1, math.ceil(count / size))
         start = (last_page - 1) * size  # the last page's first file
         after = "" if start == 0 else cursor_token(*order[start - 1])
-        asks = {
+        asks: dict[str, dict[str, str | int]] = {
             "first, ?after=": {"after": "", "page_size": size},
             "last, cursor": {"after": after, "page_size": size},
             "last, ?page=": {"page": last_page, "page_size": size},
