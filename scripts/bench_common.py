@@ -479,10 +479,21 @@ class Conn:
     def request(
         self, method: str, target: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
-        if self.http.sock is None:
-            self.connects += 1
-        self.http.request(method, target, body=body, headers={**self.headers, **(headers or {})})
-        r = self.http.getresponse()
+        for attempt in (1, 2):
+            if self.http.sock is None:
+                self.connects += 1
+            try:
+                self.http.request(
+                    method, target, body=body, headers={**self.headers, **(headers or {})}
+                )
+                r = self.http.getresponse()
+                break
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # The server closed the connection while it sat idle (its idle timeout, say
+                # during a long ingest on other connections): the request never got to it.
+                self.http.close()
+                if attempt == 2:
+                    raise
         data = r.read()
         try:
             answer = json.loads(data) if data else {}

@@ -121,7 +121,9 @@ MEASURES = (
 def curl_argv(token: str, url: str, out: str, extra: list[str]) -> list[str]:
     return [
         "curl", "-sS", "--fail", "-L", "-H", f"Authorization: JWT {token}", *extra,
-        "-o", out, "-w", "%{http_code} %{size_download} %{num_redirects} %{url_effective}", url,
+        "-o", out, "-w",
+        "%{http_code} %{size_download} %{num_redirects} %{time_redirect} %{time_starttransfer} "
+        "%{url_effective}", url,
     ]  # fmt: skip
 
 
@@ -137,7 +139,11 @@ def aria2c_argv(token: str, url: str, out: Path) -> list[str]:
 
 def curl_check(p: subprocess.CompletedProcess[str], code: str, size: int) -> dict[str, Any]:
     try:
-        got_code, got_size, redirects, effective = p.stdout.split(" ", 3)
+        got_code, got_size, redirects, redirect_s, first_byte_s, effective = p.stdout.split(" ", 5)
+        before_body = {
+            "redirect_ms": float(redirect_s) * 1000,
+            "first_byte_ms": float(first_byte_s) * 1000,
+        }
     except ValueError:
         raise BenchError(f"unexpected curl -w output {p.stdout!r:.200}") from None
     if got_code != code or int(got_size) != size:
@@ -148,6 +154,7 @@ def curl_check(p: subprocess.CompletedProcess[str], code: str, size: int) -> dic
         "http": got_code,
         "bytes": int(got_size),
         "redirected_to": effective.split("/download/")[0],  # without the token
+        **before_body,  # the proxy's 307 and the node's first byte, counted from curl's start
     }
 
 
@@ -215,6 +222,11 @@ def one_measure(
         f"node peak RSS {d['peak_rss_mib']:.0f} MiB "
         f"(start {d['rss_start_mib']:.0f}), CPU s: node {d['server_cpu_s']:.2f}, "
         f"proxy {d['proxy_cpu_s']:.2f}, {m.key.split('-')[0]} {client_cpu:.2f}"
+        + (
+            f"; 307 done at {d['redirect_ms']:.1f} ms, first byte at {d['first_byte_ms']:.1f} ms"
+            if "first_byte_ms" in d
+            else ""
+        )
     )
     return d
 
