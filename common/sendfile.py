@@ -14,6 +14,7 @@ nothing buffered in Twisted, and the bytes stay in order: headers first, then th
 from __future__ import annotations
 
 import os
+import socket
 from typing import BinaryIO
 
 from twisted.internet import tcp
@@ -83,6 +84,7 @@ class SendfileProducer:
 
     def start(self) -> Deferred[None]:
         self._request.notifyFinish().addBoth(self._over)
+        self._cork(True)
         self._request.registerProducer(self, True)  # type: ignore[no-untyped-call]
         self._request.write(b"")  # type: ignore[no-untyped-call]  # the headers, buffered
         if self._left == 0:
@@ -154,6 +156,16 @@ class SendfileProducer:
         self._file.close()
         self._request.unregisterProducer()  # type: ignore[no-untyped-call]
         self._request.finish()  # type: ignore[no-untyped-call]
+        self._cork(False)
+
+    def _cork(self, on: bool) -> None:
+        """TCP_CORK while the body goes out: the kernel sends only full segments (the headers
+        ride with the first bytes of the file), as nginx's ``tcp_nopush``; uncorking at the
+        end sends the tail at once."""
+        try:
+            self._transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+        except (OSError, AttributeError):  # not Linux, or the connection is gone
+            pass
 
     def _give_up(self, why: str, problem: object) -> None:
         _log.error(

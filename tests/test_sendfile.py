@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import ssl
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -179,6 +180,39 @@ def test_several_ranges_and_head_do_not_use_sendfile(
     assert head.code == 200
     assert (yield head.content()) == b""
     assert sends.calls == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_body_goes_out_corked_and_the_connection_is_uncorked_once_it_is_over(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> Generator[Deferred[Any], Any, None]:
+    """TCP_CORK while sendfile runs, so the kernel sends full segments (nginx's tcp_nopush;
+    a Range to a fast reader ran at 0.77x nginx without it, 1.07x with it); off once the
+    answer is over, or the next answer on the kept-alive connection would wait for the
+    kernel's 200 ms cork timer."""
+    real = os.sendfile
+    peers: list[socket.socket] = []  # the server's sockets, duplicated, to read their options
+    corked: list[int] = []
+
+    def watching(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        peer = socket.fromfd(out_fd, socket.AF_INET, socket.SOCK_STREAM)
+        peers.append(peer)
+        corked.append(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
+        return real(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", watching)
+    content = os.urandom(3 * TURN)
+    server.serve(content)
+    try:
+        for headers in ({}, {"Range": f"bytes={TURN}-"}):
+            response = yield server.get(**headers)
+            assert (yield response.content()) == content[TURN if headers else 0 :]
+            assert corked and all(corked), corked
+            assert peers[-1].getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+            corked.clear()
+    finally:
+        for peer in peers:
+            peer.close()
 
 
 class RawGet(Protocol):
