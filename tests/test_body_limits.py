@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, tcp
 from twisted.internet.threads import deferToThread
 
 from proxy.api.inputs import SMALL_BODY_LIMIT
+from proxy.uploads.bodies import BufferPool, PlacedChunk
+from proxy.uploads.intake import BodyIntake
+from proxy.uploads.site import ArchiveRequest
 from tests.conftest import RunningProxy, answer
 from tests.test_api_uploads import data, headers, start_raw, upload_url
 
@@ -133,3 +138,50 @@ async def test_a_chunk_sent_to_someone_elses_upload_writes_nothing_into_it(
     code, _ = await answer(response)
     assert code == 404
     assert staged.read_bytes() == before == content[:100]  # not a byte of Bob's
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_chunk_written_in_place_is_read_in_large_pieces_and_the_next_head_in_small_ones(
+    running_proxy: RunningProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a chunk streams into its file the connection reads a buffer's worth per recv();
+    once its last byte is in, it reads at Twisted's size again, so the next request's head
+    does not arrive with up to half a megabyte of body that the line parser copies again for
+    every header line."""
+    transports: list[Any] = []
+    during: list[int] = []  # the read size while a placed chunk's bytes arrive
+    after: list[tuple[bool, int]] = []  # (placed?, the read size) once a body is in
+    open_sink, write = BodyIntake._open_sink, PlacedChunk.write
+    received = ArchiveRequest.requestReceived
+
+    def recording_open(self: BodyIntake, request: ArchiveRequest, *args: Any) -> Any:
+        transports.append(request.channel.transport)
+        return open_sink(self, request, *args)
+
+    def recording_write(self: PlacedChunk, piece: bytes) -> None:
+        during.append(transports[-1].bufferSize)
+        write(self, piece)
+
+    def recording_received(self: ArchiveRequest, *args: bytes) -> None:
+        placed = isinstance(self.content, PlacedChunk)
+        received(self, *args)
+        transport: Any = self.channel.transport
+        after.append((placed, transport.bufferSize))
+
+    monkeypatch.setattr(BodyIntake, "_open_sink", recording_open)
+    monkeypatch.setattr(PlacedChunk, "write", recording_write)
+    monkeypatch.setattr(ArchiveRequest, "requestReceived", recording_received)
+    token = await running_proxy.register_and_login()
+    content = data(3 * MiB)
+    upload_id = (await start_raw(running_proxy, token, content, MiB))["id"]
+    for start in (MiB, 2 * MiB):  # each at the acknowledged offset: written in place
+        response = await treq.put(
+            upload_url(running_proxy, upload_id),
+            data=content[start : start + MiB],
+            headers=headers(token, f"bytes {start}-{start + MiB - 1}/{len(content)}"),
+        )
+        code, body = await answer(response)
+        assert code == 200, body
+    assert during and set(during) == {BufferPool.default_size} != {tcp.Connection.bufferSize}
+    placed = [size for was_placed, size in after if was_placed]
+    assert len(placed) == 2 and set(placed) == {tcp.Connection.bufferSize}, after

@@ -165,6 +165,7 @@ class PlacedChunk:
         pause: Callable[[], None],
         resume: Callable[[], None],
         on_closed: Callable[[PlacedChunk], None],
+        body_read: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._buffers = buffers
@@ -175,6 +176,7 @@ class PlacedChunk:
         self._limit = limit
         self._pause, self._resume = pause, resume
         self._on_closed = on_closed
+        self._body_read = body_read  # told once the last byte of the body is in (or never comes)
         self._write_lane = SerialLane(pool)
         # Without running hashes to continue (e.g. after a restart) the chunk is only
         # written; completion then hashes the file from disk.
@@ -258,6 +260,8 @@ class PlacedChunk:
 
     def body_finished(self) -> None:
         """The last byte arrived (or never will): send what is left to the workers."""
+        if self._receiving:
+            self._body_read()
         self._receiving = False
         if self._buffer is not None and self._fill and not self.too_large:
             self._dispatch()
