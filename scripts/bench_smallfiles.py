@@ -34,6 +34,10 @@ each set through J threads (--jobs, default 4; ``pyarchive sync``/``upload`` run
              polled every 0.1 s until it records 2 N confirmed replicas. Backlog drain rate =
              N / that time; it is set beside the fastest of the live ingests above (target:
              at least that, and at least 200 files/s).
+    alone    tus again, set 2 with the same tuspy client and J threads, to a third fresh proxy
+             with no node and no S3 connection: what the anchor below is, a server alone on the
+             machine (the tus phase above shares the two cores with replication, the mirror and
+             moto).
     anchor   the proxy and nodes stopped, tuspyserver (../shared/bench/tus_app.py under uvicorn
              --http httptools --loop uvloop, one worker, from $BENCH_VENV, as bench.py's ``tus``
              anchor) creating and finishing set 2 with the same tuspy client and J threads.
@@ -43,8 +47,8 @@ tuspy for ours and the anchor). Checked: every seed answer is complete, every tu
 at offset 1024, the proxy holds one blob per file, the anchor's directory N finished files.
 Reported: files/s of the five ingests, the drains' seconds and files/s, drain / ingest and
 how long after the last upload's answer the last copy was seen, the backlog's drain and its
-ratio to the fastest live ingest, CPU seconds of the servers. A run of --files 500 takes
-about two minutes.
+ratio to the fastest live ingest, tus to a proxy alone beside tuspyserver, CPU seconds of
+the servers. A run of --files 500 takes about two minutes.
 Per-run data: $BENCH_DATA/results/pyarchive-smallfiles.json, in bench.py's format.
 """
 
@@ -290,6 +294,27 @@ def confirmed(db: Path) -> int:
         con.close()
 
 
+def alone(paths: list[Path], jobs: int) -> dict[str, Any]:
+    """tus to a fresh proxy with no node and no S3: files/s and the proxy's CPU."""
+    n = len(paths)
+    cluster = Cluster(DATA, [], {})
+    try:
+        assert cluster.proxy is not None
+        proxy = cluster.proxy
+        send = tus_sender(f"{proxy.base}/files/", {"Authorization": f"JWT {cluster.token}"})
+        c0, k0 = proc_cpu_s(proxy.pid) or 0.0, cpu_times()
+        secs = in_threads(paths, jobs, send)
+        c1, k1 = proc_cpu_s(proxy.pid) or 0.0, cpu_times()
+        if (blobs := counts(proxy.data_dir / "pyarchive.sqlite3")[0]) != n:
+            raise BenchError(f"the proxy alone holds {blobs} blobs, not {n}")
+    finally:
+        cluster.stop()
+    return {
+        "seconds": secs, "files_s": n / secs, "cpu_s": {"proxy": round(c1 - c0, 2)},
+        "steal_pct": steal_pct(k0, k1),
+    }  # fmt: skip
+
+
 def backlog(paths: list[Path], jobs: int, moto: Moto, timeout: float) -> dict[str, Any]:
     """A node-less proxy takes ``paths``; then two nodes join: seconds until all are copied."""
     n = len(paths)
@@ -446,6 +471,9 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
         cluster = None
         log(f"  backlog: {n} files by single POST to a proxy with no node, then two nodes")
         waiting = backlog(sets["post"], jobs, moto, args.drain_timeout)
+        log(f"  tus to a proxy alone (no node, no S3): {n} files, {jobs} threads")
+        bare = alone(sets["tus"], jobs)
+        log(f"  {bare['files_s']:.0f} files/s")
         log(f"  tuspyserver: {n} files, {jobs} threads")
         anc = anchor(sets["tus"], jobs, root)
     finally:
@@ -495,6 +523,10 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
             [backlog_ratio], "x", [], tool, "files/s over files/s; target >= 1.0"),
     ]  # fmt: skip
     rows.append(
+        row(f"pyarchive small-file ingest, tus, a proxy alone: no node, no S3 ({what})",
+            [bare["files_s"]], "files/s", [bare], tool, WAY_NOTES["tus"])
+    )  # fmt: skip
+    rows.append(
         row(f"tuspyserver small-file ingest, same tuspy ({what})", [anc["files_s"]], "files/s",
             [anc], f"tuspyserver (uvicorn httptools/uvloop), tuspy {tusv}",
             "bench.py's tus anchor: no hashing, no fsync, no replication")
@@ -540,7 +572,9 @@ def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"RESULT small files, tus: ours {ours['tus']['files_s']:.0f} files/s, tuspyserver "
         f"{anc['files_s']:.0f} files/s (same tuspy client, {jobs} threads): ours / tuspyserver "
-        f"{ours['tus']['files_s'] / anc['files_s']:.2f}x",
+        f"{ours['tus']['files_s'] / anc['files_s']:.2f}x; a proxy alone (no node, no S3, as "
+        f"tuspyserver runs) {bare['files_s']:.0f} files/s = "
+        f"{bare['files_s'] / anc['files_s']:.2f}x",
         flush=True,
     )
     return out
