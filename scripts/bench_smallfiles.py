@@ -294,6 +294,16 @@ def confirmed(db: Path) -> int:
         con.close()
 
 
+def server_ingest(
+    pid: int, paths: list[Path], jobs: int, make: Callable[[], Callable[[Path], None]]
+) -> tuple[float, float, float]:
+    """``in_threads`` timed with one server's CPU: (seconds, its CPU seconds, steal %)."""
+    c0, k0 = proc_cpu_s(pid) or 0.0, cpu_times()
+    secs = in_threads(paths, jobs, make)
+    c1, k1 = proc_cpu_s(pid) or 0.0, cpu_times()
+    return secs, round(c1 - c0, 2), steal_pct(k0, k1)
+
+
 def alone(paths: list[Path], jobs: int) -> dict[str, Any]:
     """tus to a fresh proxy with no node and no S3: files/s and the proxy's CPU."""
     n = len(paths)
@@ -302,17 +312,12 @@ def alone(paths: list[Path], jobs: int) -> dict[str, Any]:
         assert cluster.proxy is not None
         proxy = cluster.proxy
         send = tus_sender(f"{proxy.base}/files/", {"Authorization": f"JWT {cluster.token}"})
-        c0, k0 = proc_cpu_s(proxy.pid) or 0.0, cpu_times()
-        secs = in_threads(paths, jobs, send)
-        c1, k1 = proc_cpu_s(proxy.pid) or 0.0, cpu_times()
+        secs, cpu, steal = server_ingest(proxy.pid, paths, jobs, send)
         if (blobs := counts(proxy.data_dir / "pyarchive.sqlite3")[0]) != n:
             raise BenchError(f"the proxy alone holds {blobs} blobs, not {n}")
     finally:
         cluster.stop()
-    return {
-        "seconds": secs, "files_s": n / secs, "cpu_s": {"proxy": round(c1 - c0, 2)},
-        "steal_pct": steal_pct(k0, k1),
-    }  # fmt: skip
+    return {"seconds": secs, "files_s": n / secs, "cpu_s": {"proxy": cpu}, "steal_pct": steal}
 
 
 def backlog(paths: list[Path], jobs: int, moto: Moto, timeout: float) -> dict[str, Any]:
@@ -396,18 +401,13 @@ def anchor(paths: list[Path], jobs: int, root: Path) -> dict[str, Any]:
     files_dir.mkdir()
     srv = TusServer(files_dir)
     try:
-        c0, k0 = proc_cpu_s(srv.proc.pid) or 0.0, cpu_times()
-        secs = in_threads(paths, jobs, tus_sender(srv.url, {}))
-        c1, k1 = proc_cpu_s(srv.proc.pid) or 0.0, cpu_times()
+        secs, cpu, steal = server_ingest(srv.proc.pid, paths, jobs, tus_sender(srv.url, {}))
     finally:
         srv.stop()
     done = [f for f in files_dir.iterdir() if f.suffix != ".info" and f.stat().st_size == SIZE]
     if len(done) != len(paths):
         raise BenchError(f"tuspyserver holds {len(done)} finished files, not {len(paths)}")
-    return {
-        "seconds": secs, "files_s": len(paths) / secs,
-        "server_cpu_s": round(c1 - c0, 2), "steal_pct": steal_pct(k0, k1),
-    }  # fmt: skip
+    return {"seconds": secs, "files_s": len(paths) / secs, "server_cpu_s": cpu, "steal_pct": steal}
 
 
 def smallfiles(args: argparse.Namespace) -> dict[str, Any]:
